@@ -1,0 +1,18 @@
+//! The query Lambda: `GET /messages/{id}` and `GET /shards` ← STATUS and OPLOG.
+
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config, AwsAdapters};
+use tidemark::api::{Api, QueryApi};
+use tidemark::config::ResourceNames;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tidemark::telemetry::init_tracing(true);
+    let names = ResourceNames::from_env()?;
+    let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
+    let aws = AwsAdapters::new(&sdk, &names);
+    let api = Api {
+        ingest: None,
+        query: Some(QueryApi::new(aws.status, aws.checkpoints)),
+    };
+    tidemark::adapters::lambda_http::run(api).await
+}

@@ -1,0 +1,6 @@
+//! The operator CLI's library: `tidemark serve` runs the whole pipeline in one process — the
+//! ingest and query routes on one HTTP server, and the event source mapping emulator driving the
+//! processor — on in-memory adapters or on the real AWS adapters against any endpoint.
+//! The HTTP handling is the same [`tidemark::api::Api`] the Lambdas run.
+
+pub mod serve;

@@ -1,0 +1,327 @@
+//! STATUS, OPLOG and DEADLETTER on DynamoDB. Every STATUS and OPLOG write is conditional, and a
+//! failed condition is the normal "stale" outcome, never an error.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use bytes::Bytes;
+
+use super::sdk::{classify, Failure};
+use crate::domain::{SequenceNumber, VersionKey};
+use crate::ports::*;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn store_error(failure: Failure) -> StoreError {
+    match failure {
+        Failure::Throttled(m) => StoreError::Throttled(m),
+        Failure::Service { code, message } => match code.as_str() {
+            "ValidationException"
+            | "ResourceNotFoundException"
+            | "ItemCollectionSizeLimitExceededException" => StoreError::Rejected(message),
+            _ => StoreError::Unavailable(message),
+        },
+        Failure::Unreachable(m) => StoreError::Unavailable(m),
+    }
+}
+
+fn is_condition_failure(failure: &Failure) -> bool {
+    matches!(failure, Failure::Service { code, .. } if code == "ConditionalCheckFailedException")
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn get_s(item: &Item, name: &str, table: &str) -> Result<String, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v.clone()),
+        _ => Err(StoreError::Rejected(format!(
+            "a row of {table} has no string attribute {name}"
+        ))),
+    }
+}
+
+fn get_n(item: &Item, name: &str) -> u64 {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// STATUS: key `id`.
+#[derive(Clone)]
+pub struct DynamoStatusStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStatusStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl StatusStore for DynamoStatusStore {
+    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+        let mut set = vec![
+            "#status = :status",
+            "#timestamp = :timestamp",
+            "#received_at = :received_at",
+            "#shard_id = :shard_id",
+            "#sequence_number = :sequence_number",
+            "#version = :version",
+            "#updated_at = :updated_at",
+        ];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(&row.id))
+            .condition_expression("attribute_not_exists(#id) OR #version < :version")
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#timestamp", "timestamp")
+            .expression_attribute_names("#received_at", "received_at")
+            .expression_attribute_names("#shard_id", "shard_id")
+            .expression_attribute_names("#sequence_number", "sequence_number")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#data", "data")
+            .expression_attribute_values(":status", s(&row.status))
+            .expression_attribute_values(":timestamp", s(&row.timestamp))
+            .expression_attribute_values(":received_at", s(&row.received_at))
+            .expression_attribute_values(":shard_id", s(&row.shard_id))
+            .expression_attribute_values(":sequence_number", s(&row.sequence_number))
+            .expression_attribute_values(":version", s(row.version.as_str()))
+            .expression_attribute_values(":updated_at", s(&row.updated_at));
+        // A newer event without data must not keep the older event's data.
+        let expression = match &row.data {
+            Some(data) => {
+                request = request.expression_attribute_values(":data", s(data));
+                set.push("#data = :data");
+                format!("SET {}", set.join(", "))
+            }
+            None => format!("SET {} REMOVE #data", set.join(", ")),
+        };
+        match request.update_expression(expression).send().await {
+            Ok(_) => Ok(ApplyOutcome::Applied),
+            Err(e) => {
+                let failure = classify(&e);
+                if is_condition_failure(&failure) {
+                    Ok(ApplyOutcome::Stale)
+                } else {
+                    Err(store_error(failure))
+                }
+            }
+        }
+    }
+
+    /// Strongly consistent, so a reader never sees an id go backwards between two reads.
+    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        let t = &self.table;
+        Ok(Some(StatusRow {
+            id: get_s(item, "id", t)?,
+            status: get_s(item, "status", t)?,
+            timestamp: get_s(item, "timestamp", t)?,
+            data: get_s(item, "data", t).ok(),
+            received_at: get_s(item, "received_at", t)?,
+            shard_id: get_s(item, "shard_id", t)?,
+            sequence_number: get_s(item, "sequence_number", t)?,
+            version: VersionKey(get_s(item, "version", t)?),
+            updated_at: get_s(item, "updated_at", t)?,
+        }))
+    }
+}
+
+/// OPLOG: key `shard_id`. `sequence_key` (the 128-digit padded form) is what the condition
+/// compares, since DynamoDB numbers hold only 38 digits.
+#[derive(Clone)]
+pub struct DynamoCheckpointStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoCheckpointStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn checkpoint(&self, item: &Item) -> Result<Checkpoint, StoreError> {
+        let t = &self.table;
+        let sequence = get_s(item, "sequence_number", t)?;
+        Ok(Checkpoint {
+            shard_id: get_s(item, "shard_id", t)?,
+            sequence_number: SequenceNumber::parse(&sequence)
+                .map_err(|e| StoreError::Rejected(format!("{t}: {e}")))?,
+            updated_at: get_s(item, "updated_at", t)?,
+            records_applied: get_n(item, "records_applied"),
+            lag_ms: get_n(item, "lag_ms"),
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for DynamoCheckpointStore {
+    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("shard_id", s(&checkpoint.shard_id))
+            .update_expression(
+                "SET #sequence_number = :sequence_number, #sequence_key = :sequence_key, \
+                 #updated_at = :updated_at, #lag_ms = :lag_ms ADD #records_applied :records_applied",
+            )
+            .condition_expression("attribute_not_exists(#shard_id) OR #sequence_key < :sequence_key")
+            .expression_attribute_names("#shard_id", "shard_id")
+            .expression_attribute_names("#sequence_number", "sequence_number")
+            .expression_attribute_names("#sequence_key", "sequence_key")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#lag_ms", "lag_ms")
+            .expression_attribute_names("#records_applied", "records_applied")
+            .expression_attribute_values(":sequence_number", s(checkpoint.sequence_number.as_str()))
+            .expression_attribute_values(":sequence_key", s(&checkpoint.sequence_number.sort_key()))
+            .expression_attribute_values(":updated_at", s(&checkpoint.updated_at))
+            .expression_attribute_values(":lag_ms", AttributeValue::N(checkpoint.lag_ms.to_string()))
+            .expression_attribute_values(
+                ":records_applied",
+                AttributeValue::N(checkpoint.records_applied.to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(AdvanceOutcome::Advanced),
+            Err(e) => {
+                let failure = classify(&e);
+                if is_condition_failure(&failure) {
+                    Ok(AdvanceOutcome::AlreadyPast)
+                } else {
+                    Err(store_error(failure))
+                }
+            }
+        }
+    }
+
+    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("shard_id", s(shard_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        output.item().map(|item| self.checkpoint(item)).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let items = scan_all(&self.client, &self.table).await?;
+        let mut checkpoints = items
+            .iter()
+            .map(|item| self.checkpoint(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        checkpoints.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        Ok(checkpoints)
+    }
+}
+
+/// Reads a whole (small) table: OPLOG has one row per shard; DEADLETTER is for inspection.
+async fn scan_all(client: &Client, table: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let output = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        items.extend(output.items().iter().cloned());
+        match output.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(items),
+        }
+    }
+}
+
+/// DEADLETTER: key `shard_id` + `sequence_number`.
+#[derive(Clone)]
+pub struct DynamoDeadLetterStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDeadLetterStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for DynamoDeadLetterStore {
+    async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("shard_id", s(&letter.shard_id))
+            .item("sequence_number", s(&letter.sequence_number))
+            .item("partition_key", s(&letter.partition_key))
+            .item("raw", AttributeValue::B(Blob::new(letter.raw.to_vec())))
+            .item("reason", s(&letter.reason))
+            .item("dead_lettered_at", s(&letter.dead_lettered_at))
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let t = &self.table;
+        scan_all(&self.client, t)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(DeadLetter {
+                    shard_id: get_s(item, "shard_id", t)?,
+                    sequence_number: get_s(item, "sequence_number", t)?,
+                    partition_key: get_s(item, "partition_key", t).unwrap_or_default(),
+                    raw: match item.get("raw") {
+                        Some(AttributeValue::B(b)) => Bytes::copy_from_slice(b.as_ref()),
+                        _ => Bytes::new(),
+                    },
+                    reason: get_s(item, "reason", t)?,
+                    dead_lettered_at: get_s(item, "dead_lettered_at", t)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,10 @@
+//! Adapters behind the ports.
+
+pub mod bootstrap;
+pub mod dynamodb;
+pub mod faults;
+pub mod kinesis;
+#[cfg(feature = "lambda-http")]
+pub mod lambda_http;
+pub mod memory;
+pub mod sdk;

@@ -1,0 +1,122 @@
+//! AWS SDK set-up shared by the Kinesis and DynamoDB adapters: configuration loaded once at
+//! start-up, and the mapping from SDK errors to the ports' errors.
+
+use std::error::Error as StdError;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Error codes AWS uses when a caller is over its throughput; the caller should back off.
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "TooManyRequestsException",
+];
+
+/// The broad kind of an SDK failure, for the adapters to map onto their port's error type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Throttled(String),
+    /// The service answered with this error code (not a throttle).
+    Service {
+        code: String,
+        message: String,
+    },
+    /// No answer: connection refused, timeout, DNS, a 5xx without a code.
+    Unreachable(String),
+}
+
+pub fn classify<E, R>(error: &SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+    R: std::fmt::Debug,
+{
+    let message = DisplayErrorContext(error).to_string();
+    match error.code() {
+        Some(code) if THROTTLING_CODES.contains(&code) => Failure::Throttled(message),
+        Some(code) => Failure::Service {
+            code: code.to_owned(),
+            message,
+        },
+        None => Failure::Unreachable(message),
+    }
+}
+
+/// Loads the SDK configuration once: region, credentials and endpoint from the standard
+/// environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS`, …).
+///
+/// With an explicit `endpoint_url` (LocalStack, emulators) two local conveniences apply: the
+/// region defaults to `us-east-1`, and when the environment names no credentials at all,
+/// the static pair `test`/`test` is used, which LocalStack and DynamoDB Local accept.
+pub async fn load_sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader
+            .endpoint_url(url)
+            .region(RegionProviderChain::default_provider().or_else("us-east-1"));
+        let has_credentials = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some());
+        if !has_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "tidemark-local",
+            ));
+        }
+    }
+    loader.load().await
+}
+
+/// The endpoint named by the standard environment, if any (`AWS_ENDPOINT_URL`).
+pub fn endpoint_from_env() -> Option<String> {
+    std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// The four AWS adapters of a deployment, built from one SDK configuration at start-up.
+pub struct AwsAdapters {
+    pub stream: std::sync::Arc<super::kinesis::KinesisStream>,
+    pub status: std::sync::Arc<super::dynamodb::DynamoStatusStore>,
+    pub checkpoints: std::sync::Arc<super::dynamodb::DynamoCheckpointStore>,
+    pub dead_letters: std::sync::Arc<super::dynamodb::DynamoDeadLetterStore>,
+}
+
+impl AwsAdapters {
+    /// Building a client makes no network call; each is shared by all invocations.
+    pub fn new(sdk: &SdkConfig, names: &crate::config::ResourceNames) -> Self {
+        use std::sync::Arc;
+        let kinesis = aws_sdk_kinesis::Client::new(sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        Self {
+            stream: Arc::new(super::kinesis::KinesisStream::new(kinesis, &names.stream)),
+            status: Arc::new(super::dynamodb::DynamoStatusStore::new(
+                dynamodb.clone(),
+                &names.status_table,
+            )),
+            checkpoints: Arc::new(super::dynamodb::DynamoCheckpointStore::new(
+                dynamodb.clone(),
+                &names.oplog_table,
+            )),
+            dead_letters: Arc::new(super::dynamodb::DynamoDeadLetterStore::new(
+                dynamodb,
+                &names.deadletter_table,
+            )),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `POST /events` and `POST /events/batch`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{json, value::RawValue};
+
+use super::{json_body, ApiError, ApiRequest, ApiResponse};
+use crate::domain::{parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule};
+use crate::ports::{OutgoingRecord, PutAck};
+use crate::publish::{PublishError, Publisher};
+
+pub struct IngestApi {
+    publisher: Publisher,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Throttled(m) => ApiError::unavailable(
+                "throttled",
+                format!("the stream is throttling, retry later: {m}"),
+            ),
+            PublishError::Unavailable(m) => ApiError::unavailable(
+                "unavailable",
+                format!("the stream is unavailable, retry later: {m}"),
+            ),
+        }
+    }
+}
+
+fn outgoing(event: &Event) -> OutgoingRecord {
+    OutgoingRecord {
+        partition_key: event.id.clone(),
+        data: Bytes::from(event.encode()),
+    }
+}
+
+fn accepted(id: &str, ack: &PutAck) -> serde_json::Value {
+    json!({"id": id, "shard_id": ack.shard_id, "sequence_number": ack.sequence_number})
+}
+
+impl IngestApi {
+    pub fn new(publisher: Publisher, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            publisher,
+            limits,
+            clock,
+        }
+    }
+
+    pub(crate) async fn post_event(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let body = json_body(request)?;
+        let received_at = self.clock.now();
+        let raw: &RawValue = serde_json::from_str(body).map_err(|e| {
+            FieldError::whole_body(
+                Rule::MalformedJson,
+                format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        let event = parse_event(raw, None, received_at, &self.limits)?;
+        let ack = self.publisher.publish(&outgoing(&event)).await?;
+        let mut body = accepted(&event.id, &ack);
+        body["received_at"] = json!(received_at.to_rfc3339());
+        Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
+    }
+
+    /// 202 when every event was accepted; 207 when some were rejected (each result says which
+    /// and why); 400 when none was valid; 503 when none could be put because the stream failed.
+    pub(crate) async fn post_batch(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let body = json_body(request)?;
+        let received_at = self.clock.now();
+        let parsed = parse_batch(body, received_at, &self.limits)?;
+
+        let valid: Vec<(usize, OutgoingRecord)> = parsed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().ok().map(|event| (i, outgoing(event))))
+            .collect();
+        let records: Vec<OutgoingRecord> = valid.iter().map(|(_, r)| r.clone()).collect();
+        let mut put_results = self.publisher.publish_all(&records).await.into_iter();
+        let mut put_for: Vec<Option<Result<PutAck, PublishError>>> = vec![None; parsed.len()];
+        for (index, _) in &valid {
+            put_for[*index] = put_results.next();
+        }
+
+        let mut accepted_count = 0;
+        let mut first_invalid = None;
+        let mut first_stream_error = None;
+        let results: Vec<serde_json::Value> = parsed
+            .into_iter()
+            .zip(put_for)
+            .enumerate()
+            .map(|(i, (parsed, put))| match (parsed, put) {
+                (Ok(event), Some(Ok(ack))) => {
+                    accepted_count += 1;
+                    accepted(&event.id, &ack)
+                }
+                (Ok(_), put) => {
+                    let error = put
+                        .and_then(Result::err)
+                        .unwrap_or_else(|| PublishError::Unavailable("not sent".into()));
+                    let mut error = ApiError::from(error);
+                    error.field = Some(format!("events[{i}]"));
+                    let body = json!({"error": error.body()});
+                    first_stream_error.get_or_insert(error);
+                    body
+                }
+                (Err(invalid), _) => {
+                    let error = ApiError::from(invalid);
+                    let body = json!({"error": error.body()});
+                    first_invalid.get_or_insert(error);
+                    body
+                }
+            })
+            .collect();
+
+        let status = match (accepted_count, first_stream_error, first_invalid) {
+            (n, _, _) if n == results.len() => StatusCode::ACCEPTED,
+            (0, Some(stream_error), _) => return Err(stream_error),
+            (0, None, Some(invalid)) => {
+                let mut body = json!({"error": invalid.body(), "results": results});
+                body["error"]["message"] = json!(format!(
+                    "no event in the batch is valid; first: {}",
+                    invalid.message
+                ));
+                return Ok(ApiResponse::json(StatusCode::BAD_REQUEST, &body));
+            }
+            _ => StatusCode::MULTI_STATUS,
+        };
+        Ok(ApiResponse::json(
+            status,
+            &json!({
+                "accepted": accepted_count,
+                "rejected": results.len() - accepted_count,
+                "received_at": received_at.to_rfc3339(),
+                "results": results,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,248 @@
+//! The HTTP contract, independent of how requests arrive: the ingest and query Lambdas (through
+//! lambda_http, behind API Gateway v1/v2, Function URLs or ALB) and `tidemark serve` (through a
+//! local HTTP server) turn their requests into an [`ApiRequest`] and send back the [`ApiResponse`].
+
+pub mod ingest;
+pub mod query;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+
+use crate::domain::limits::MAX_BODY_BYTES;
+use crate::domain::FieldError;
+pub use ingest::IngestApi;
+pub use query::QueryApi;
+
+/// A request as the API sees it. `path` has no API Gateway stage prefix and is still
+/// percent-encoded.
+#[derive(Clone, Debug)]
+pub struct ApiRequest {
+    pub method: Method,
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn header(&self, name: &header::HeaderName) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+/// Seconds a client should wait before retrying when a downstream service throttles or fails.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// An error response: `{"error":{"code","message","field"?}}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The JSON of the error object (without the `{"error": …}` wrapper).
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = &self.field {
+            error["field"] = json!(field);
+        }
+        error
+    }
+
+    pub fn into_response(self) -> ApiResponse {
+        let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let response = ApiResponse::json(self.status, &json!({"error": self.body()}));
+        if retry_after {
+            response.with_header(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))
+        } else {
+            response
+        }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: e.rule.code(),
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
+/// The routes of the contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Events,
+    EventsBatch,
+    /// `/messages/{id}` with the id percent-decoded.
+    Message(Result<String, ApiError>),
+    Shards,
+    Unknown,
+}
+
+impl Route {
+    pub fn parse(path: &str) -> Self {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        match path {
+            "/events" => Route::Events,
+            "/events/batch" => Route::EventsBatch,
+            "/shards" => Route::Shards,
+            _ => match path.strip_prefix("/messages/") {
+                Some(encoded) if !encoded.is_empty() => Route::Message(
+                    percent_decode_str(encoded)
+                        .decode_utf8()
+                        .map(|id| id.into_owned())
+                        .map_err(|_| ApiError {
+                            field: Some("id".into()),
+                            ..ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_encoding",
+                                "the id in the path must be percent-encoded UTF-8",
+                            )
+                        }),
+                ),
+                _ => Route::Unknown,
+            },
+        }
+    }
+
+    fn allowed_method(&self) -> Option<&'static str> {
+        match self {
+            Route::Events | Route::EventsBatch => Some("POST"),
+            Route::Message(_) | Route::Shards => Some("GET"),
+            Route::Unknown => None,
+        }
+    }
+}
+
+/// Which parts of the API a deployment serves: the ingest Lambda, the query Lambda, or both
+/// (`tidemark serve`).
+pub struct Api {
+    pub ingest: Option<IngestApi>,
+    pub query: Option<QueryApi>,
+}
+
+impl Api {
+    pub async fn handle(&self, request: ApiRequest) -> ApiResponse {
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn route(&self, request: ApiRequest) -> Result<ApiResponse, ApiError> {
+        let route = Route::parse(&request.path);
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {} {}", request.method, request.path),
+            )
+        };
+        let allowed = route.allowed_method().ok_or_else(not_found)?;
+        let served = match route {
+            Route::Events | Route::EventsBatch => self.ingest.is_some(),
+            _ => self.query.is_some(),
+        };
+        if !served {
+            return Err(not_found());
+        }
+        if request.method.as_str() != allowed {
+            return Ok(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} accepts only {allowed}", request.path),
+            )
+            .into_response()
+            .with_header(header::ALLOW, HeaderValue::from_static(allowed)));
+        }
+        match (route, &self.ingest, &self.query) {
+            (Route::Events, Some(ingest), _) => ingest.post_event(&request).await,
+            (Route::EventsBatch, Some(ingest), _) => ingest.post_batch(&request).await,
+            (Route::Message(id), _, Some(query)) => query.get_message(&id?).await,
+            (Route::Shards, _, Some(query)) => query.get_shards().await,
+            _ => Err(not_found()),
+        }
+    }
+}
+
+/// Checks a POST body is JSON text of an acceptable size and returns it.
+pub(crate) fn json_body(request: &ApiRequest) -> Result<&str, ApiError> {
+    if let Some(content_type) = &request.content_type {
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if media_type != "application/json" && !media_type.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("Content-Type must be application/json, got {content_type}"),
+            ));
+        }
+    }
+    if request.body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is {} bytes, more than the {MAX_BODY_BYTES} allowed",
+                request.body.len()
+            ),
+        ));
+    }
+    std::str::from_utf8(&request.body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the request body is not UTF-8 text",
+        )
+    })
+}

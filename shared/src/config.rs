@@ -1,0 +1,173 @@
+//! Configuration from the environment, with errors that name the variable and the fix.
+
+use std::time::Duration;
+
+use crate::domain::limits::{
+    DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_WRITE_CONCURRENCY,
+    MAX_DATA_BYTES_CEILING, MAX_FUTURE_SKEW_CEILING, MAX_WRITE_CONCURRENCY,
+};
+use crate::domain::Limits;
+use crate::processor::ProcessorSettings;
+
+pub const STREAM_NAME_VAR: &str = "TIDEMARK_STREAM_NAME";
+pub const STATUS_TABLE_VAR: &str = "TIDEMARK_STATUS_TABLE";
+pub const OPLOG_TABLE_VAR: &str = "TIDEMARK_OPLOG_TABLE";
+pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
+pub const MAX_DATA_BYTES_VAR: &str = "TIDEMARK_MAX_DATA_BYTES";
+pub const MAX_FUTURE_SKEW_VAR: &str = "TIDEMARK_MAX_FUTURE_SKEW_SECONDS";
+pub const WRITE_CONCURRENCY_VAR: &str = "TIDEMARK_WRITE_CONCURRENCY";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set: set it to the name of the {1} (the SAM template passes it in)")]
+    Missing(&'static str, &'static str),
+    #[error("{var}={value:?} is invalid: {rule}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        rule: String,
+    },
+}
+
+/// Names of the stream and tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub stream: String,
+    pub status_table: String,
+    pub oplog_table: String,
+    pub deadletter_table: String,
+}
+
+impl ResourceNames {
+    /// Every name is required: a Lambda with a missing name fails at start-up, not per event.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |var: &'static str, what: &'static str| {
+            get(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(var, what))
+        };
+        Ok(Self {
+            stream: required(STREAM_NAME_VAR, "Kinesis stream")?,
+            status_table: required(STATUS_TABLE_VAR, "STATUS table")?,
+            oplog_table: required(OPLOG_TABLE_VAR, "OPLOG table")?,
+            deadletter_table: required(DEADLETTER_TABLE_VAR, "DEADLETTER table")?,
+        })
+    }
+
+    /// For `tidemark serve` against an endpoint: the environment's names, or local defaults.
+    pub fn from_env_or_defaults() -> Self {
+        let get = |var: &str, default: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        Self {
+            stream: get(STREAM_NAME_VAR, "tidemark-events"),
+            status_table: get(STATUS_TABLE_VAR, "tidemark-status"),
+            oplog_table: get(OPLOG_TABLE_VAR, "tidemark-oplog"),
+            deadletter_table: get(DEADLETTER_TABLE_VAR, "tidemark-deadletter"),
+        }
+    }
+}
+
+fn parse_bounded(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                rule: format!("must be a whole number from {min} to {max}"),
+            }),
+        },
+    }
+}
+
+/// Event limits: `TIDEMARK_MAX_DATA_BYTES` (default 65536, at most 393216) and
+/// `TIDEMARK_MAX_FUTURE_SKEW_SECONDS` (default 300, at most 86400).
+pub fn limits_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Limits, ConfigError> {
+    Ok(Limits {
+        max_data_bytes: parse_bounded(
+            &get,
+            MAX_DATA_BYTES_VAR,
+            DEFAULT_MAX_DATA_BYTES as u64,
+            2,
+            MAX_DATA_BYTES_CEILING as u64,
+        )? as usize,
+        max_future_skew: Duration::from_secs(parse_bounded(
+            &get,
+            MAX_FUTURE_SKEW_VAR,
+            DEFAULT_MAX_FUTURE_SKEW.as_secs(),
+            0,
+            MAX_FUTURE_SKEW_CEILING.as_secs(),
+        )?),
+    })
+}
+
+pub fn limits_from_env() -> Result<Limits, ConfigError> {
+    limits_from_lookup(|var| std::env::var(var).ok())
+}
+
+/// Processor settings: the limits plus `TIDEMARK_WRITE_CONCURRENCY` (default 32, 1 to 512).
+pub fn processor_settings_from_env() -> Result<ProcessorSettings, ConfigError> {
+    let get = |var: &str| std::env::var(var).ok();
+    Ok(ProcessorSettings {
+        limits: limits_from_lookup(get)?,
+        write_concurrency: parse_bounded(
+            &get,
+            WRITE_CONCURRENCY_VAR,
+            DEFAULT_WRITE_CONCURRENCY as u64,
+            1,
+            MAX_WRITE_CONCURRENCY as u64,
+        )? as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_names_are_named() {
+        let err = ResourceNames::from_lookup(env(&[(STREAM_NAME_VAR, "s")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing(STATUS_TABLE_VAR, "STATUS table"));
+        assert!(err.to_string().contains("TIDEMARK_STATUS_TABLE"));
+    }
+
+    #[test]
+    fn limits_default_and_bounds() {
+        assert_eq!(limits_from_lookup(env(&[])).unwrap(), Limits::default());
+        let limits = limits_from_lookup(env(&[
+            (MAX_DATA_BYTES_VAR, "1024"),
+            (MAX_FUTURE_SKEW_VAR, "0"),
+        ]))
+        .unwrap();
+        assert_eq!(limits.max_data_bytes, 1024);
+        assert_eq!(limits.max_future_skew, Duration::ZERO);
+        let too_big = (MAX_DATA_BYTES_CEILING + 1).to_string();
+        let err = limits_from_lookup(env(&[(MAX_DATA_BYTES_VAR, &too_big)])).unwrap_err();
+        assert!(err.to_string().contains(MAX_DATA_BYTES_VAR), "{err}");
+        assert!(limits_from_lookup(env(&[(MAX_FUTURE_SKEW_VAR, "soon")])).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! Every bound Tidemark enforces, each with the reason it has the value it has.
+
+use std::time::Duration;
+
+/// The id is the Kinesis partition key, which is 1–256 Unicode characters.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// Status values are labels, not documents: bounded like the id so a STATUS row stays small and
+/// its size predictable.
+pub const MAX_STATUS_CHARS: usize = 256;
+
+/// Default bound on an event's `data` (bytes of compact JSON): generous for status details while
+/// keeping a 500-event batch request near Lambda's payload limit.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
+/// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
+/// each in UTF-8, timestamps, the ~150-byte version key, attribute names).
+pub const MAX_DATA_BYTES_CEILING: usize = 384 * 1024;
+
+/// Default tolerance for event timestamps ahead of the receive time. A timestamp far in the
+/// future would win every comparison and freeze its id until that time, so it is rejected.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// A day: more tolerance than that is a misconfiguration, not clock skew.
+pub const MAX_FUTURE_SKEW_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Kinesis sequence numbers are decimal strings of up to 128 digits.
+pub const MAX_SEQUENCE_DIGITS: usize = 128;
+
+/// PutRecords accepts at most 500 entries per call, so one batch request is at most one call
+/// when nothing is retried.
+pub const MAX_BATCH_EVENTS: usize = 500;
+
+/// PutRecords accepts at most 5 MiB per call (data plus partition keys); larger batches are
+/// split into several calls.
+pub const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
+
+/// A single Kinesis record (data plus partition key) is at most 1 MiB.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// Request bodies: a synchronous Lambda invocation carries at most 6 MB including the API
+/// Gateway envelope around the body, so 5 MiB of body is what reliably fits.
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// Lambda's event source mapping accepts batch sizes up to 10,000 records.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// Lambda's invocation payload limit, which also caps a Kinesis batch.
+pub const MAX_BATCH_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// GetRecords returns at most 10,000 records per call.
+pub const MAX_GET_RECORDS: usize = 10_000;
+
+/// Default number of conditional STATUS writes in flight per batch: enough to hide DynamoDB's
+/// per-call latency (~5–10 ms) for thousands of ids per batch without a burst that throttles a
+/// fresh on-demand table.
+pub const DEFAULT_WRITE_CONCURRENCY: usize = 32;
+
+/// Upper bound for the write concurrency: beyond this, a single Lambda mostly queues sockets.
+pub const MAX_WRITE_CONCURRENCY: usize = 512;

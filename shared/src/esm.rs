@@ -1,0 +1,277 @@
+//! Drives the processor the way Lambda's Kinesis event source mapping does, for `tidemark serve`
+//! and for tests: one poller per shard, one batch at a time per shard; a batch is handed over
+//! when it reaches the batch size, when the batching window since its first record has passed,
+//! or at the end of a closed shard. On a batch item failure the poller re-reads from the
+//! reported record after a backoff, as Lambda does (here without a retry limit: nothing is
+//! dropped). A child shard starts only once its parents are finished. Each shard starts after
+//! its OPLOG checkpoint, or at the trim horizon when it has none.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::domain::limits::MAX_BATCH_SIZE;
+use crate::domain::SequenceNumber;
+use crate::ports::{CheckpointStore, EventStream, StartPosition, StreamError, StreamRecord};
+use crate::processor::Processor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EsmSettings {
+    /// Records per batch, at most 10,000 (Lambda's limit).
+    pub batch_size: usize,
+    /// How long to gather records after the first one before handing over a smaller batch
+    /// (`MaximumBatchingWindowInSeconds`, the "settle" delay).
+    pub batching_window: Duration,
+    /// Pause between reads of a shard that had nothing new. Real Kinesis allows 5 GetRecords
+    /// per second per shard, so keep this ≥ 200 ms against a real endpoint.
+    pub idle_poll_interval: Duration,
+    /// How often the shard list is read to find shards created by resharding.
+    pub shard_refresh_interval: Duration,
+    /// First pause after a failed batch, doubled per consecutive failure up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for EsmSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            batching_window: Duration::from_secs(1),
+            idle_poll_interval: Duration::from_millis(200),
+            shard_refresh_interval: Duration::from_secs(5),
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EsmSettings {
+    fn backoff(&self, consecutive_failures: u32) -> Duration {
+        self.base_backoff
+            .saturating_mul(1u32 << consecutive_failures.saturating_sub(1).min(16))
+            .min(self.max_backoff)
+    }
+}
+
+#[derive(Default)]
+struct FinishedShards {
+    ids: Mutex<HashSet<String>>,
+    changed: Notify,
+}
+
+impl FinishedShards {
+    fn mark(&self, shard_id: &str) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard_id.to_owned());
+        self.changed.notify_one();
+    }
+
+    fn contains(&self, shard_id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(shard_id)
+    }
+}
+
+pub struct EventSourceMapping {
+    stream: Arc<dyn EventStream>,
+    processor: Arc<Processor>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    settings: EsmSettings,
+}
+
+/// Sleeps, unless shutdown comes first; true when shutting down.
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+impl EventSourceMapping {
+    pub fn new(
+        stream: Arc<dyn EventStream>,
+        processor: Arc<Processor>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        mut settings: EsmSettings,
+    ) -> Self {
+        settings.batch_size = settings.batch_size.clamp(1, MAX_BATCH_SIZE);
+        Self {
+            stream,
+            processor,
+            checkpoints,
+            settings,
+        }
+    }
+
+    /// Runs until `shutdown` turns true; each poller finishes the batch it is processing.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let finished = Arc::new(FinishedShards::default());
+        let mut started = HashSet::new();
+        let mut pollers = JoinSet::new();
+        loop {
+            match self.stream.list_shards().await {
+                Ok(shards) => {
+                    let listed: HashSet<&str> =
+                        shards.iter().map(|s| s.shard_id.as_str()).collect();
+                    for shard in &shards {
+                        // A parent no longer listed has aged out of the stream: nothing to wait for.
+                        let parents_done =
+                            [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
+                                .into_iter()
+                                .flatten()
+                                .all(|p| !listed.contains(p.as_str()) || finished.contains(p));
+                        if parents_done && started.insert(shard.shard_id.clone()) {
+                            tracing::info!(shard_id = %shard.shard_id, "starting shard poller");
+                            pollers.spawn(self.clone().poll_shard(
+                                shard.shard_id.clone(),
+                                finished.clone(),
+                                shutdown.clone(),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "listing shards failed; retrying"),
+            }
+            while pollers.try_join_next().is_some() {}
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.shard_refresh_interval) => {}
+                _ = finished.changed.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        while pollers.join_next().await.is_some() {}
+    }
+
+    async fn poll_shard(
+        self: Arc<Self>,
+        shard_id: String,
+        finished: Arc<FinishedShards>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let settings = self.settings;
+        let mut failures = 0u32;
+        let mut position = loop {
+            match self.checkpoints.get(&shard_id).await {
+                Ok(Some(checkpoint)) => {
+                    break StartPosition::AfterSequence(checkpoint.sequence_number)
+                }
+                Ok(None) => break StartPosition::TrimHorizon,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(%shard_id, error = %e, "reading the checkpoint failed; retrying");
+                    if pause(&mut shutdown, settings.backoff(failures)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut iterator: Option<String> = None;
+        let mut batch: Vec<StreamRecord> = Vec::new();
+        let mut window_ends: Option<Instant> = None;
+        failures = 0;
+
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let current = match iterator.take() {
+                Some(it) => it,
+                None => match self.stream.shard_iterator(&shard_id, &position).await {
+                    Ok(it) => it,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(%shard_id, error = %e, "getting a shard iterator failed; retrying");
+                        if pause(&mut shutdown, settings.backoff(failures)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let page = match self
+                .stream
+                .get_records(&current, settings.batch_size - batch.len())
+                .await
+            {
+                Ok(page) => page,
+                // `position` is just after the last record read, so nothing is skipped.
+                Err(StreamError::ExpiredIterator) => continue,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(%shard_id, error = %e, "reading the shard failed; retrying");
+                    iterator = Some(current);
+                    if pause(&mut shutdown, settings.backoff(failures)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let read_any = !page.records.is_empty();
+            if let Some(seq) = page
+                .records
+                .last()
+                .and_then(|r| SequenceNumber::parse(&r.sequence_number).ok())
+            {
+                position = StartPosition::AfterSequence(seq);
+            }
+            batch.extend(page.records);
+            if !batch.is_empty() && window_ends.is_none() {
+                window_ends = Some(Instant::now() + settings.batching_window);
+            }
+            let shard_ended = page.next_iterator.is_none();
+            iterator = page.next_iterator;
+
+            let ready = !batch.is_empty()
+                && (batch.len() >= settings.batch_size
+                    || shard_ended
+                    || window_ends.is_some_and(|end| Instant::now() >= end));
+            if ready {
+                let outcome = self.processor.process_batch(&shard_id, &batch).await;
+                outcome.report.log();
+                batch.clear();
+                window_ends = None;
+                if let Some(failed) = outcome.failure {
+                    failures += 1;
+                    position = match SequenceNumber::parse(&failed) {
+                        Ok(seq) => StartPosition::AtSequence(seq),
+                        Err(_) => position,
+                    };
+                    iterator = None;
+                    if pause(&mut shutdown, settings.backoff(failures)).await {
+                        return;
+                    }
+                    continue;
+                }
+                failures = 0;
+            }
+            if shard_ended && batch.is_empty() {
+                tracing::info!(%shard_id, "shard finished");
+                finished.mark(&shard_id);
+                return;
+            }
+            if !read_any {
+                let wait = window_ends.map_or(settings.idle_poll_interval, |end| {
+                    end.saturating_duration_since(Instant::now())
+                        .min(settings.idle_poll_interval)
+                });
+                if pause(&mut shutdown, wait).await {
+                    return;
+                }
+            }
+        }
+    }
+}

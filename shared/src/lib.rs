@@ -1,0 +1,17 @@
+//! Tidemark: a trustworthy latest-state view of high-volume status events on Kinesis and
+//! DynamoDB. See the repository README for the guarantees.
+//!
+//! - [`domain`]: events, versions, validation and batch decisions, free of AWS types.
+//! - [`ports`]: the traits the pipeline needs; [`adapters`]: AWS, in-memory and fault-injecting.
+//! - [`api`]: the HTTP contract; [`processor`]: one Kinesis batch; [`esm`]: the event source
+//!   mapping emulator used by `tidemark serve`.
+
+pub mod adapters;
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod esm;
+pub mod ports;
+pub mod processor;
+pub mod publish;
+pub mod telemetry;

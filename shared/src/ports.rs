@@ -1,0 +1,231 @@
+//! Ports: what the pipeline needs from a stream and from its three tables. Each has a real AWS
+//! adapter and an in-memory adapter with the same semantics.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::{EventTime, SequenceNumber, VersionKey};
+
+/// A record to put on the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+impl OutgoingRecord {
+    /// What the record counts against Kinesis's per-record and per-call size limits.
+    pub fn size(&self) -> usize {
+        self.partition_key.len() + self.data.len()
+    }
+}
+
+/// Kinesis's acknowledgement: the record is durable at this position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutAck {
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
+/// One entry of a PutRecords answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutEntryResult {
+    Accepted(PutAck),
+    Rejected { throttled: bool, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard_id: String,
+    pub parent_shard_id: Option<String>,
+    pub adjacent_parent_shard_id: Option<String>,
+}
+
+/// Where to start reading a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartPosition {
+    TrimHorizon,
+    AtSequence(SequenceNumber),
+    AfterSequence(SequenceNumber),
+}
+
+/// A record read from a shard, as Lambda's event source mapping hands it to the processor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Bytes,
+    pub approximate_arrival: Option<EventTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordsPage {
+    pub records: Vec<StreamRecord>,
+    /// `None` once a closed shard (after a split or merge) has been read to its end.
+    pub next_iterator: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("stream throttled: {0}")]
+    Throttled(String),
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("rejected by the stream: {0}")]
+    Invalid(String),
+    #[error("stream unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StreamError {
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, StreamError::Throttled(_))
+    }
+}
+
+/// The partitioned log.
+#[async_trait]
+pub trait EventStream: Send + Sync {
+    async fn put(&self, record: &OutgoingRecord) -> Result<PutAck, StreamError>;
+    /// One PutRecords call: at most 500 entries and 5 MiB; results in request order.
+    async fn put_many(
+        &self,
+        records: &[OutgoingRecord],
+    ) -> Result<Vec<PutEntryResult>, StreamError>;
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError>;
+    async fn shard_iterator(
+        &self,
+        shard_id: &str,
+        start: &StartPosition,
+    ) -> Result<String, StreamError>;
+    async fn get_records(&self, iterator: &str, limit: usize) -> Result<RecordsPage, StreamError>;
+}
+
+/// A STATUS row: the newest event for an id and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRow {
+    pub id: String,
+    pub status: String,
+    pub timestamp: String,
+    /// Compact JSON object text.
+    pub data: Option<String>,
+    pub received_at: String,
+    pub shard_id: String,
+    pub sequence_number: String,
+    /// Compared bytewise by the conditional write: a row replaces another only with a greater key.
+    pub version: VersionKey,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The row was absent or older: it now holds this event.
+    Applied,
+    /// The stored row is as new or newer: nothing changed. The normal outcome of redelivery.
+    Stale,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store throttled: {0}")]
+    Throttled(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, StoreError::Throttled(_))
+    }
+}
+
+#[async_trait]
+pub trait StatusStore: Send + Sync {
+    /// Writes the row only if the id is absent or its stored version is lower.
+    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError>;
+}
+
+/// How far a shard has been applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub shard_id: String,
+    pub sequence_number: SequenceNumber,
+    pub updated_at: String,
+    /// Records covered by checkpoints of this shard so far (a running total in the store; the
+    /// amount of one advance when passed to `advance`).
+    pub records_applied: u64,
+    /// Age of the checkpointed record when it was checkpointed.
+    pub lag_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdvanceOutcome {
+    Advanced,
+    /// The stored checkpoint is already at or past this one; nothing changed.
+    AlreadyPast,
+}
+
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Moves the shard's checkpoint forward; never backwards.
+    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError>;
+}
+
+/// A record that can never be applied, kept with its raw bytes and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub raw: Bytes,
+    pub reason: String,
+    pub dead_lettered_at: String,
+}
+
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Idempotent: the key is (shard, sequence number).
+    async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+    async fn list(&self) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
+/// A shared adapter is an adapter too (`FaultyStatusStore<Arc<MemoryStatusStore>>`, `Arc<dyn StatusStore>`).
+macro_rules! forward_arc {
+    ($trait:ident { $($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
+        #[async_trait]
+        impl<T: $trait + ?Sized> $trait for Arc<T> {
+            $(async fn $method(&self, $($arg: $ty),*) -> $ret { (**self).$method($($arg),*).await })*
+        }
+    };
+}
+
+forward_arc!(EventStream {
+    put(record: &OutgoingRecord) -> Result<PutAck, StreamError>;
+    put_many(records: &[OutgoingRecord]) -> Result<Vec<PutEntryResult>, StreamError>;
+    list_shards() -> Result<Vec<ShardInfo>, StreamError>;
+    shard_iterator(shard_id: &str, start: &StartPosition) -> Result<String, StreamError>;
+    get_records(iterator: &str, limit: usize) -> Result<RecordsPage, StreamError>;
+});
+forward_arc!(StatusStore {
+    apply(row: &StatusRow) -> Result<ApplyOutcome, StoreError>;
+    get(id: &str) -> Result<Option<StatusRow>, StoreError>;
+});
+forward_arc!(CheckpointStore {
+    advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+    get(shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
+    list() -> Result<Vec<Checkpoint>, StoreError>;
+});
+forward_arc!(DeadLetterStore {
+    put(letter: &DeadLetter) -> Result<(), StoreError>;
+    list() -> Result<Vec<DeadLetter>, StoreError>;
+});

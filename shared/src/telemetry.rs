@@ -1,0 +1,88 @@
+//! Logging set-up and the per-batch report.
+
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+
+/// What one batch did: logged as one structured line, and published as CloudWatch metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BatchReport {
+    pub shard_id: String,
+    pub records: usize,
+    pub distinct_ids: usize,
+    pub applied: usize,
+    pub stale: usize,
+    pub dead_lettered: usize,
+    pub failed: usize,
+    pub reported_failure: Option<String>,
+    pub checkpoint: Option<String>,
+    pub checkpoint_error: Option<String>,
+    pub last_error: Option<String>,
+    pub duration_ms: f64,
+    pub oldest_record_age_ms: Option<u64>,
+}
+
+impl Eq for BatchReport {}
+
+/// CloudWatch namespace of the processor's metrics.
+pub const METRICS_NAMESPACE: &str = "Tidemark";
+
+impl BatchReport {
+    /// One line of CloudWatch Embedded Metric Format: a structured log line whose counts
+    /// CloudWatch also turns into metrics, with no API call from the function.
+    pub fn to_emf_line(&self, timestamp_ms: i64) -> String {
+        let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+        let mut line = serde_json::to_value(self).unwrap_or_default();
+        line["message"] = "batch processed".into();
+        line["_aws"] = serde_json::json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    metric("records", "Count"),
+                    metric("applied", "Count"),
+                    metric("stale", "Count"),
+                    metric("dead_lettered", "Count"),
+                    metric("failed", "Count"),
+                    metric("duration_ms", "Milliseconds"),
+                    metric("oldest_record_age_ms", "Milliseconds"),
+                ],
+            }],
+        });
+        line.to_string()
+    }
+
+    /// The same facts as a tracing event, for `tidemark serve`.
+    pub fn log(&self) {
+        if self.failed > 0 || self.checkpoint_error.is_some() {
+            tracing::warn!(
+                shard_id = %self.shard_id, records = self.records, distinct_ids = self.distinct_ids,
+                applied = self.applied, stale = self.stale, dead_lettered = self.dead_lettered,
+                failed = self.failed, reported_failure = ?self.reported_failure,
+                checkpoint = ?self.checkpoint, checkpoint_error = ?self.checkpoint_error,
+                last_error = ?self.last_error, duration_ms = self.duration_ms,
+                oldest_record_age_ms = ?self.oldest_record_age_ms, "batch processed with failures"
+            );
+        } else {
+            tracing::debug!(
+                shard_id = %self.shard_id, records = self.records, distinct_ids = self.distinct_ids,
+                applied = self.applied, stale = self.stale, dead_lettered = self.dead_lettered,
+                checkpoint = ?self.checkpoint, duration_ms = self.duration_ms,
+                oldest_record_age_ms = ?self.oldest_record_age_ms, "batch processed"
+            );
+        }
+    }
+}
+
+/// Installs the tracing subscriber: JSON lines for Lambda (CloudWatch), text for a terminal.
+/// The level comes from `RUST_LOG` (default `info`).
+pub fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = if json {
+        builder.json().with_current_span(false).try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
+}
