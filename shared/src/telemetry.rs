@@ -83,6 +83,9 @@ pub fn init_tracing(json: bool) {
     let _ = if json {
         builder.json().with_current_span(false).try_init()
     } else {
-        builder.with_writer(std::io::stderr).try_init()
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init()
     };
 }

@@ -482,11 +482,10 @@ mod tests {
     #[tokio::test]
     async fn iterators_position_by_sequence_number() {
         let stream = MemoryStream::new(1);
-        let acks: Vec<PutAck> = futures::future::join_all((0..5).map(|_| stream.put(&record("k"))))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let mut acks = Vec::new();
+        for _ in 0..5 {
+            acks.push(stream.put(&record("k")).await.unwrap());
+        }
         let seq = |i: usize| SequenceNumber::parse(&acks[i].sequence_number).unwrap();
         let at = stream
             .shard_iterator("shardId-000000000000", &StartPosition::AtSequence(seq(2)))
