@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lambda_http::request::RequestContext;
 use lambda_http::{service_fn, Body, Request, RequestExt, Response};
 
 use crate::api::{Api, ApiRequest, ApiResponse};
@@ -12,10 +13,24 @@ use crate::api::{Api, ApiRequest, ApiResponse};
 /// The request as the API sees it. Routing uses the raw path without the API Gateway stage, so
 /// the same function works under any stage name or custom-domain mapping.
 pub fn to_api_request(request: Request) -> ApiRequest {
-    let path = match request.raw_http_path() {
-        "" => request.uri().path().to_owned(),
-        raw => raw.to_owned(),
+    let raw = match request.raw_http_path() {
+        "" => request.uri().path(),
+        raw => raw,
     };
+    // REST APIs give the path without the stage; HTTP APIs put a named stage in `rawPath`.
+    let stage = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
+        _ => None,
+    };
+    let path = match stage {
+        Some(stage) if stage != "$default" => raw
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(stage))
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(raw),
+        _ => raw,
+    }
+    .to_owned();
     let content_type = request
         .headers()
         .get(http::header::CONTENT_TYPE)

@@ -1,0 +1,591 @@
+//! The HTTP contract through `Api`, with in-memory adapters: status codes, error bodies,
+//! partial batches, throttling; and, through lambda_http, every payload shape the functions
+//! receive behind API Gateway v1 and v2, Function URLs and ALB.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use serde_json::{json, Value};
+use tidemark::adapters::faults::{Faults, FaultyStream};
+use tidemark::adapters::memory::{MemoryCheckpointStore, MemoryStatusStore, MemoryStream};
+use tidemark::api::{Api, ApiRequest, ApiResponse, IngestApi, QueryApi};
+use tidemark::domain::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
+use tidemark::domain::{EventTime, FixedClock, Limits};
+use tidemark::ports::{StatusRow, StatusStore};
+use tidemark::publish::{Publisher, RetryPolicy};
+
+struct Fixture {
+    api: Api,
+    faults: Arc<Faults>,
+    status: Arc<MemoryStatusStore>,
+    stream: Arc<MemoryStream>,
+}
+
+fn now() -> EventTime {
+    EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap()
+}
+
+fn fixture() -> Fixture {
+    let stream = Arc::new(MemoryStream::new(2));
+    let faults = Faults::new(11);
+    let status = Arc::new(MemoryStatusStore::default());
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_micros(10),
+        max_delay: Duration::from_micros(50),
+    };
+    let publisher = Publisher::new(
+        Arc::new(FaultyStream {
+            inner: stream.clone(),
+            faults: faults.clone(),
+        }),
+        retry,
+    );
+    let api = Api {
+        ingest: Some(IngestApi::new(
+            publisher,
+            Limits::default(),
+            Arc::new(FixedClock(now())),
+        )),
+        query: Some(QueryApi::new(
+            status.clone(),
+            Arc::new(MemoryCheckpointStore::default()),
+        )),
+    };
+    Fixture {
+        api,
+        faults,
+        status,
+        stream,
+    }
+}
+
+fn request(method: Method, path: &str, body: &str) -> ApiRequest {
+    ApiRequest {
+        method,
+        path: path.into(),
+        content_type: Some("application/json".into()),
+        body: Bytes::from(body.to_owned()),
+    }
+}
+
+fn json_of(response: &ApiResponse) -> Value {
+    assert_eq!(
+        response.header(&header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+async fn call(f: &Fixture, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+    let response = f.api.handle(request(method, path, body)).await;
+    (response.status, json_of(&response))
+}
+
+fn assert_error(body: &Value, code: &str, field: Option<&str>) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["error"]["field"].as_str(), field, "{body}");
+}
+
+#[tokio::test]
+async fn post_event_answers_202_with_the_kinesis_position() {
+    let f = fixture();
+    let (status, body) = call(
+        &f,
+        Method::POST,
+        "/events",
+        r#"{"id":"order-1","status":"shipped"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["id"], "order-1");
+    assert!(body["shard_id"].as_str().unwrap().starts_with("shardId-"));
+    assert!(body["sequence_number"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .all(|c| c.is_ascii_digit()));
+    assert_eq!(body["received_at"], "2024-05-01T12:00:00Z");
+    assert_eq!(f.stream.put_calls(), 1);
+}
+
+#[tokio::test]
+async fn bad_events_get_400_naming_field_and_rule() {
+    let f = fixture();
+    let cases = [
+        ("{", "malformed_json", None),
+        ("", "malformed_json", None),
+        ("[]", "invalid_type", None),
+        (r#"{"status":"s"}"#, "required", Some("id")),
+        (r#"{"id":"","status":"s"}"#, "empty", Some("id")),
+        (
+            r#"{"id":"a","status":"s","timestamp":"2024-05-01"}"#,
+            "invalid_timestamp",
+            Some("timestamp"),
+        ),
+        (
+            r#"{"id":"a","status":"s","timestamp":"2024-05-01T12:06:00Z"}"#,
+            "future_timestamp",
+            Some("timestamp"),
+        ),
+        (
+            r#"{"id":"a","status":"s","data":[]}"#,
+            "invalid_type",
+            Some("data"),
+        ),
+        (
+            r#"{"id":"a","status":"s","extra":1}"#,
+            "unknown_field",
+            Some("extra"),
+        ),
+    ];
+    for (body, code, field) in cases {
+        let (status, answer) = call(&f, Method::POST, "/events", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_error(&answer, code, field);
+    }
+    let big = format!(
+        r#"{{"id":"a","status":"s","data":{{"x":"{}"}}}}"#,
+        "y".repeat(70_000)
+    );
+    let (status, answer) = call(&f, Method::POST, "/events", &big).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&answer, "too_large", Some("data"));
+    let not_utf8 = ApiRequest {
+        body: Bytes::from_static(&[0xff, 0xfe]),
+        ..request(Method::POST, "/events", "")
+    };
+    assert_eq!(f.api.handle(not_utf8).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        f.stream.put_calls(),
+        0,
+        "nothing invalid reaches the stream"
+    );
+}
+
+#[tokio::test]
+async fn media_type_size_method_and_route_errors() {
+    let f = fixture();
+    let form = ApiRequest {
+        content_type: Some("application/x-www-form-urlencoded".into()),
+        ..request(Method::POST, "/events", "{}")
+    };
+    let response = f.api.handle(form).await;
+    assert_eq!(response.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&json_of(&response), "unsupported_media_type", None);
+    let charset = ApiRequest {
+        content_type: Some("application/json; charset=utf-8".into()),
+        ..request(Method::POST, "/events", r#"{"id":"a","status":"s"}"#)
+    };
+    assert_eq!(f.api.handle(charset).await.status, StatusCode::ACCEPTED);
+    let untyped = ApiRequest {
+        content_type: None,
+        ..request(Method::POST, "/events", r#"{"id":"a","status":"s"}"#)
+    };
+    assert_eq!(f.api.handle(untyped).await.status, StatusCode::ACCEPTED);
+
+    let huge = request(
+        Method::POST,
+        "/events/batch",
+        &" ".repeat(MAX_BODY_BYTES + 1),
+    );
+    let response = f.api.handle(huge).await;
+    assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&json_of(&response), "body_too_large", None);
+
+    let response = f.api.handle(request(Method::GET, "/events", "")).await;
+    assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.header(&header::ALLOW).unwrap(), "POST");
+    let response = f
+        .api
+        .handle(request(Method::DELETE, "/messages/a", ""))
+        .await;
+    assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.header(&header::ALLOW).unwrap(), "GET");
+    for path in ["/", "/nope", "/messages/", "/events/batch/x"] {
+        let (status, body) = call(&f, Method::GET, path, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_error(&body, "not_found", None);
+    }
+}
+
+#[tokio::test]
+async fn batch_mixes_accepted_and_rejected_in_request_order() {
+    let f = fixture();
+    let body = r#"{"events":[{"id":"a","status":"1"},{"id":"b"},{"id":"c","status":"3","timestamp":"x"},{"id":"d","status":"4"}]}"#;
+    let (status, answer) = call(&f, Method::POST, "/events/batch", body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["id"], "a");
+    assert!(results[0]["sequence_number"].is_string());
+    assert_error(&results[1], "required", Some("events[1].status"));
+    assert_error(
+        &results[2],
+        "invalid_timestamp",
+        Some("events[2].timestamp"),
+    );
+    assert_eq!(results[3]["id"], "d");
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        f.stream.put_many_calls(),
+        1,
+        "one PutRecords call for the valid events"
+    );
+
+    let all_good = format!(
+        r#"{{"events":[{}]}}"#,
+        vec![r#"{"id":"x","status":"s"}"#; MAX_BATCH_EVENTS].join(",")
+    );
+    let (status, answer) = call(&f, Method::POST, "/events/batch", &all_good).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["accepted"], MAX_BATCH_EVENTS);
+    assert_eq!(
+        f.stream.put_many_calls(),
+        2,
+        "500 events are one more PutRecords call"
+    );
+
+    let (status, answer) = call(
+        &f,
+        Method::POST,
+        "/events/batch",
+        r#"{"events":[{"id":""},{"status":"s"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "no valid event: the request is bad input"
+    );
+    assert_eq!(answer["results"].as_array().unwrap().len(), 2);
+    let (status, answer) = call(&f, Method::POST, "/events/batch", r#"{"events":[]}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&answer, "batch_size", Some("events"));
+}
+
+#[tokio::test]
+async fn throttling_gives_503_with_retry_after_and_partial_207() {
+    let f = fixture();
+    f.faults.set_down(true);
+    let response = f
+        .api
+        .handle(request(
+            Method::POST,
+            "/events",
+            r#"{"id":"a","status":"s"}"#,
+        ))
+        .await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.header(&header::RETRY_AFTER).unwrap(), "1");
+    assert_error(&json_of(&response), "throttled", None);
+    let response = f
+        .api
+        .handle(request(
+            Method::POST,
+            "/events/batch",
+            r#"{"events":[{"id":"a","status":"s"}]}"#,
+        ))
+        .await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.header(&header::RETRY_AFTER).is_some());
+
+    // Half the entries throttled on every attempt: some get through, the rest are reported.
+    f.faults.set_down(false);
+    f.faults.set_failure_rate(0.85);
+    let events: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"id":"id-{i}","status":"s"}}"#))
+        .collect();
+    let (status, answer) = call(
+        &f,
+        Method::POST,
+        "/events/batch",
+        &format!(r#"{{"events":[{}]}}"#, events.join(",")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let accepted: Vec<&Value> = results
+        .iter()
+        .filter(|r| r.get("sequence_number").is_some())
+        .collect();
+    let throttled: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["error"]["code"] == "throttled")
+        .collect();
+    assert_eq!(accepted.len() + throttled.len(), 100);
+    assert!(!accepted.is_empty() && !throttled.is_empty());
+    // Exactly the accepted events are on the stream: a 202 entry is never a lie.
+    let mut on_stream = 0;
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        use tidemark::ports::{EventStream, StartPosition};
+        let it = f
+            .stream
+            .shard_iterator(shard, &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        on_stream += f
+            .stream
+            .get_records(&it, 10_000)
+            .await
+            .unwrap()
+            .records
+            .len();
+    }
+    assert_eq!(on_stream, accepted.len());
+}
+
+#[tokio::test]
+async fn get_message_and_shards() {
+    let f = fixture();
+    let (status, body) = call(&f, Method::GET, "/messages/unknown", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(&body, "not_found", Some("id"));
+    let row = StatusRow {
+        id: "a/b c".into(),
+        status: "shipped".into(),
+        timestamp: "2024-05-01T13:00:00+01:00".into(),
+        data: Some(r#"{"n":1}"#.into()),
+        received_at: "2024-05-01T12:00:00Z".into(),
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: "42".into(),
+        version: tidemark::domain::VersionKey("k".into()),
+        updated_at: "2024-05-01T12:00:01Z".into(),
+    };
+    f.status.apply(&row).await.unwrap();
+    let (status, body) = call(&f, Method::GET, "/messages/a%2Fb%20c", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({
+            "id": "a/b c", "status": "shipped", "timestamp": "2024-05-01T13:00:00+01:00", "data": {"n": 1},
+            "received_at": "2024-05-01T12:00:00Z", "shard_id": "shardId-000000000000",
+            "sequence_number": "42", "updated_at": "2024-05-01T12:00:01Z"
+        })
+    );
+    let (status, body) = call(&f, Method::GET, "/messages/a%00b", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "control_character", Some("id"));
+    let (status, body) = call(&f, Method::GET, "/messages/%FF", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "invalid_encoding", Some("id"));
+    let (status, body) = call(
+        &f,
+        Method::GET,
+        &format!("/messages/{}", "x".repeat(257)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "too_long", Some("id"));
+    let (status, body) = call(&f, Method::GET, "/shards", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"shards": []}));
+}
+
+#[tokio::test]
+async fn each_lambda_serves_only_its_routes() {
+    let f = fixture();
+    let ingest_only = Api {
+        ingest: f.api.ingest,
+        query: None,
+    };
+    assert_eq!(
+        ingest_only
+            .handle(request(Method::GET, "/shards", ""))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        ingest_only
+            .handle(request(
+                Method::POST,
+                "/events",
+                r#"{"id":"a","status":"s"}"#
+            ))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+}
+
+/// Arbitrary bodies never make the API answer 5xx.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn no_input_gets_a_5xx(body in prop_oneof![
+            ".{0,200}",
+            r#"\{"id":".{0,10}","status":".{0,10}"(,"timestamp":"[-0-9T:.Z+]{0,30}")?(,"data":\{"k":[0-9]{1,3}\})?\}"#,
+            r#"\{"events":\[(\{"id":"[a-c]{0,2}","status":"[a-z]{0,2}"\},?){0,5}\]\}"#,
+        ], batch in any::<bool>(), path in prop_oneof![Just("/events".to_owned()), "/messages/.{0,20}", ".{0,20}"]) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let f = fixture();
+            let route = if batch { "/events/batch".to_owned() } else { path };
+            for method in [Method::POST, Method::GET] {
+                let response = runtime.block_on(f.api.handle(request(method, &route, &body)));
+                prop_assert!(response.status.is_success() || response.status.is_client_error(), "{} for {route} {body}", response.status);
+            }
+        }
+    }
+}
+
+/// The payload shapes of every HTTP integration, as the functions receive them.
+#[cfg(feature = "lambda-http")]
+mod lambda_payloads {
+    use super::*;
+    use tidemark::adapters::lambda_http::{to_api_request, to_lambda_response};
+
+    const BODY: &str = r#"{"id":"order-7","status":"shipped"}"#;
+
+    fn apigw_v1(path: &str, method: &str, stage: &str) -> Value {
+        json!({
+            "resource": "/{proxy+}", "path": path, "httpMethod": method,
+            "headers": {"Content-Type": "application/json", "Host": "abc.execute-api.eu-west-1.amazonaws.com"},
+            "multiValueHeaders": {"Content-Type": ["application/json"], "Host": ["abc.execute-api.eu-west-1.amazonaws.com"]},
+            "queryStringParameters": null, "multiValueQueryStringParameters": null,
+            "pathParameters": {"proxy": path.trim_start_matches('/')}, "stageVariables": null,
+            "requestContext": {"accountId": "123456789012", "resourceId": "r", "stage": stage, "requestId": "id",
+                "identity": {"sourceIp": "127.0.0.1"}, "resourcePath": "/{proxy+}", "httpMethod": method,
+                "apiId": "abc", "path": format!("/{stage}{path}")},
+            "body": if method == "POST" { Value::from(BODY) } else { Value::Null }, "isBase64Encoded": false
+        })
+    }
+
+    fn apigw_v2(path: &str, method: &str, stage: &str, base64: bool) -> Value {
+        use base64_body::encode;
+        let raw_path = if stage == "$default" {
+            path.to_owned()
+        } else {
+            format!("/{stage}{path}")
+        };
+        json!({
+            "version": "2.0", "routeKey": format!("{method} {path}"), "rawPath": raw_path, "rawQueryString": "",
+            "headers": {"content-type": "application/json", "host": "abc.lambda-url.eu-west-1.on.aws"},
+            "requestContext": {"accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.eu-west-1.on.aws",
+                "domainPrefix": "abc", "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1", "userAgent": "curl"}, "requestId": "id", "routeKey": format!("{method} {path}"),
+                "stage": stage, "time": "01/May/2024:12:00:00 +0000", "timeEpoch": 1714564800000u64},
+            "body": if method == "POST" { Value::from(if base64 { encode(BODY) } else { BODY.to_owned() }) } else { Value::Null },
+            "isBase64Encoded": base64
+        })
+    }
+
+    fn alb(path: &str, method: &str) -> Value {
+        json!({
+            "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/t/1"}},
+            "httpMethod": method, "path": path, "queryStringParameters": {},
+            "headers": {"content-type": "application/json", "host": "lb.example.com"},
+            "body": if method == "POST" { BODY } else { "" }, "isBase64Encoded": false
+        })
+    }
+
+    /// A tiny base64 encoder, so the test does not need another dependency.
+    mod base64_body {
+        pub fn encode(text: &str) -> String {
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let bytes = text.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = (u32::from(chunk[0]) << 16)
+                    | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+                    | u32::from(*chunk.get(2).unwrap_or(&0));
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    async fn through_lambda(f: &Fixture, event: Value) -> ApiResponse {
+        let request = lambda_http::request::from_str(&event.to_string())
+            .expect("a payload lambda_http accepts");
+        let api_request = to_api_request(request);
+        let response = f.api.handle(api_request).await;
+        let lambda_response = to_lambda_response(response.clone());
+        assert_eq!(lambda_response.status(), response.status);
+        response
+    }
+
+    #[tokio::test]
+    async fn every_integration_routes_post_and_get() {
+        let f = fixture();
+        let posts = [
+            (
+                "REST API v1 with a stage",
+                apigw_v1("/events", "POST", "prod"),
+            ),
+            (
+                "HTTP API v2 with a named stage",
+                apigw_v2("/events", "POST", "live", false),
+            ),
+            (
+                "HTTP API v2 default stage, base64 body",
+                apigw_v2("/events", "POST", "$default", true),
+            ),
+            (
+                "Function URL",
+                apigw_v2("/events", "POST", "$default", false),
+            ),
+            ("ALB", alb("/events", "POST")),
+        ];
+        for (name, event) in posts {
+            let response = through_lambda(&f, event).await;
+            assert_eq!(
+                response.status,
+                StatusCode::ACCEPTED,
+                "{name}: {}",
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+        // The stream now has order-7; put it in STATUS through the real processor to read it back.
+        let row = StatusRow {
+            id: "order-7".into(),
+            status: "shipped".into(),
+            timestamp: "t".into(),
+            data: None,
+            received_at: "r".into(),
+            shard_id: "s".into(),
+            sequence_number: "1".into(),
+            version: tidemark::domain::VersionKey("1".into()),
+            updated_at: "u".into(),
+        };
+        f.status.apply(&row).await.unwrap();
+        let gets = [
+            ("REST API v1", apigw_v1("/messages/order-7", "GET", "prod")),
+            (
+                "HTTP API v2",
+                apigw_v2("/messages/order-7", "GET", "live", false),
+            ),
+            ("ALB", alb("/messages/order-7", "GET")),
+        ];
+        for (name, event) in gets {
+            let response = through_lambda(&f, event).await;
+            assert_eq!(response.status, StatusCode::OK, "{name}");
+            assert_eq!(json_of(&response)["status"], "shipped", "{name}");
+        }
+        let response = through_lambda(&f, apigw_v1("/events", "GET", "prod")).await;
+        assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}
