@@ -1,0 +1,194 @@
+//! The README's run command, end to end: the real `tidemark serve` binary, in-memory, driven over
+//! HTTP. Out-of-order, duplicate and batched events for one id read back as the newest; every
+//! kind of bad request gets its documented 4xx JSON error; SIGTERM stops it cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--batch-window-ms",
+                "100",
+            ])
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tidemark binary starts");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
+        let base = first_line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.child.kill().unwrap();
+        panic!("tidemark serve did not stop within 5 s of SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
+    let response = client.post(url).json(body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn newest_event_wins_whatever_the_order() {
+    let serve = Serve::start();
+    let client = reqwest::Client::new();
+    let events = format!("{}/events", serve.base);
+    // Timestamps reversed, offsets mixed, duplicates, and the batch route.
+    for (status, timestamp) in [
+        ("delivered", "2024-05-01T15:00:00+02:00"),
+        ("shipped", "2024-05-01T12:00:00Z"),
+        ("delivered", "2024-05-01T15:00:00+02:00"),
+        ("created", "2024-05-01T06:00:00-05:00"),
+    ] {
+        let (code, body) = post(
+            &client,
+            events.clone(),
+            &json!({"id": "order-9", "status": status, "timestamp": timestamp}),
+        )
+        .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let (code, body) = post(&client, format!("{}/events/batch", serve.base), &json!({"events": [
+        {"id": "order-9", "status": "packed", "timestamp": "2024-05-01T12:30:00Z"},
+        {"id": "order-9", "status": "returned", "timestamp": "2024-05-01T13:30:00.000000001Z", "data": {"reason": "damaged"}},
+        {"id": "order-10", "status": "created"},
+        {"id": "", "status": "broken"},
+    ]})).await;
+    assert_eq!(code, 207, "{body}");
+
+    // Newest: 13:30:00.000000001Z ("returned"), later than 15:00+02:00 = 13:00Z ("delivered").
+    let message = format!("{}/messages/order-9", serve.base);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let response = client.get(&message).send().await.unwrap();
+        if response.status() == 200 {
+            last = response.json().await.unwrap();
+            if last["status"] == "returned" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "returned", "{last}");
+    assert_eq!(last["data"], json!({"reason": "damaged"}));
+    assert_eq!(last["timestamp"], "2024-05-01T13:30:00.000000001Z");
+
+    let shards: Value = client
+        .get(format!("{}/shards", serve.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let applied: u64 = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["records_applied"].as_u64().unwrap())
+        .sum();
+    assert!(applied >= 6, "{shards}");
+    assert!(serve.stop().success());
+}
+
+#[tokio::test]
+async fn bad_requests_get_documented_4xx_errors() {
+    let serve = Serve::start();
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", serve.base);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client
+                .post(url("/events"))
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "malformed_json",
+        ),
+        (
+            client.post(url("/events")).json(&json!({"id": "a"})),
+            400,
+            "required",
+        ),
+        (
+            client
+                .post(url("/events"))
+                .json(&json!({"id": "a", "status": "s", "timestamp": "2999-01-01T00:00:00Z"})),
+            400,
+            "future_timestamp",
+        ),
+        (
+            client
+                .post(url("/events"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            client
+                .post(url("/events/batch"))
+                .json(&json!({"events": []})),
+            400,
+            "batch_size",
+        ),
+        (
+            client
+                .post(url("/events"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 5 * 1024 * 1024 + 1]),
+            413,
+            "body_too_large",
+        ),
+        (client.get(url("/events")), 405, "method_not_allowed"),
+        (client.get(url("/messages/nobody")), 404, "not_found"),
+        (client.get(url("/nowhere")), 404, "not_found"),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{code}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    assert!(serve.stop().success());
+}

@@ -1,0 +1,201 @@
+//! Many clients post events over many ids through `tidemark serve`'s HTTP API, in random order
+//! with duplicates and mixed routes, while a reader polls STATUS. Then every accepted event is
+//! checked: each id holds its newest accepted version, none is missing, and the reader never saw
+//! an id go backwards.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use tidemark::domain::{EventTime, SequenceNumber};
+use tidemark::esm::EsmSettings;
+use tidemark_cli::serve::{run, MemoryPipeline, ServeSettings};
+use tidemark_tests::env_usize;
+use tokio::sync::watch;
+
+/// (event time, sequence number, status) of an accepted event: what decides "newest".
+type Accepted = (EventTime, SequenceNumber, String);
+
+fn event(id: usize, rng: &mut fastrand::Rng, serial: usize) -> Value {
+    // Few distinct instants so ties (decided by sequence number) are common; mixed offsets.
+    let second = rng.u32(0..20);
+    let timestamp = match rng.u8(0..3) {
+        0 => format!("2024-05-01T12:00:{second:02}Z"),
+        1 => format!("2024-05-01T14:00:{second:02}+02:00"),
+        _ => format!("2024-05-01T07:00:{second:02}.000-05:00"),
+    };
+    json!({"id": format!("id-{id}"), "status": format!("s-{serial}"), "timestamp": timestamp})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_id_ends_at_its_newest_accepted_version() {
+    let total_events = env_usize("TIDEMARK_E2E_EVENTS", 4_000);
+    let ids = env_usize("TIDEMARK_E2E_IDS", 200);
+    let clients = 8;
+
+    let memory = MemoryPipeline::new(4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let settings = ServeSettings {
+        esm: EsmSettings {
+            batch_size: 100,
+            batching_window: Duration::from_millis(20),
+            idle_poll_interval: Duration::from_millis(5),
+            ..EsmSettings::default()
+        },
+        ..ServeSettings::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let server = tokio::spawn(run(memory.pipeline(), listener, settings, shutdown));
+
+    let accepted: Arc<Mutex<HashMap<String, Vec<Accepted>>>> = Arc::default();
+    let http = reqwest::Client::new();
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+
+    // The reader: polls random ids and remembers the newest version it saw for each.
+    let reader = {
+        let (http, base, writing) = (http.clone(), base.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut seen: HashMap<String, (EventTime, SequenceNumber)> = HashMap::new();
+            let mut rng = fastrand::Rng::with_seed(99);
+            let mut reads = 0;
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                let id = format!("id-{}", rng.usize(0..ids));
+                let response = http
+                    .get(format!("{base}/messages/{id}"))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 200 {
+                    let row: Value = response.json().await.unwrap();
+                    let version = (
+                        EventTime::parse_rfc3339(row["timestamp"].as_str().unwrap()).unwrap(),
+                        SequenceNumber::parse(row["sequence_number"].as_str().unwrap()).unwrap(),
+                    );
+                    if let Some(previous) = seen.get(&id) {
+                        assert!(
+                            version >= *previous,
+                            "reader saw {id} go backwards: {previous:?} then {version:?}"
+                        );
+                    }
+                    seen.insert(id, version);
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+
+    let per_client = total_events / clients;
+    let writers = (0..clients).map(|client| {
+        let (http, base, accepted) = (http.clone(), base.clone(), accepted.clone());
+        async move {
+            let mut rng = fastrand::Rng::with_seed(client as u64);
+            let mut sent = 0;
+            while sent < per_client {
+                let batch = rng.bool();
+                let size = if batch {
+                    rng.usize(1..=50).min(per_client - sent)
+                } else {
+                    1
+                };
+                let events: Vec<Value> = (0..size)
+                    .map(|k| event(rng.usize(0..ids), &mut rng, client * per_client + sent + k))
+                    .collect();
+                // A duplicate: the same events sent again, as a client retrying a timeout does.
+                let copies = if rng.u8(0..10) == 0 { 2 } else { 1 };
+                for _ in 0..copies {
+                    let (url, body) = if batch {
+                        (format!("{base}/events/batch"), json!({"events": events}))
+                    } else {
+                        (format!("{base}/events"), events[0].clone())
+                    };
+                    let response = http.post(url).json(&body).send().await.unwrap();
+                    assert!(response.status() == 202, "{}", response.status());
+                    let answer: Value = response.json().await.unwrap();
+                    let results = if batch {
+                        answer["results"].as_array().unwrap().clone()
+                    } else {
+                        vec![answer]
+                    };
+                    let mut accepted = accepted.lock().unwrap();
+                    for (event, result) in events.iter().zip(results) {
+                        let id = event["id"].as_str().unwrap().to_owned();
+                        accepted.entry(id).or_default().push((
+                            EventTime::parse_rfc3339(event["timestamp"].as_str().unwrap()).unwrap(),
+                            SequenceNumber::parse(result["sequence_number"].as_str().unwrap())
+                                .unwrap(),
+                            event["status"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+                sent += size;
+            }
+        }
+    });
+    join_all(writers).await;
+
+    // Wait (bounded) until every id shows its newest accepted version.
+    let newest: HashMap<String, Accepted> = accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, events)| (id.clone(), events.iter().max().unwrap().clone()))
+        .collect();
+    let mut pending: Vec<&String> = newest.keys().collect();
+    for _ in 0..400 {
+        let mut still = Vec::new();
+        for id in pending {
+            let row: Value = match http
+                .get(format!("{base}/messages/{id}"))
+                .send()
+                .await
+                .unwrap()
+            {
+                r if r.status() == 200 => r.json().await.unwrap(),
+                _ => {
+                    still.push(id);
+                    continue;
+                }
+            };
+            let (_, sequence, status) = &newest[id];
+            if row["sequence_number"] != sequence.as_str() {
+                still.push(id);
+            } else {
+                assert_eq!(row["status"], status.as_str());
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} ids never reached their newest version, e.g. {:?}",
+        pending.len(),
+        pending.first()
+    );
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader.await.unwrap();
+    assert!(reads > 0);
+    assert_eq!(
+        memory.status.snapshot().len(),
+        newest.len(),
+        "no id missing, none invented"
+    );
+    assert!(
+        memory.dead_letters.put_calls() == 0,
+        "nothing valid was dead-lettered"
+    );
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
+    println!(
+        "randomized e2e: {} accepted events over {} ids, {reads} reads, no regression",
+        newest.values().count(),
+        newest.len()
+    );
+}
