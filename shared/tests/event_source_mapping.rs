@@ -2,6 +2,8 @@
 //! a failed batch resumed from the reported record, a split shard read parent first, and a
 //! restart resuming from OPLOG. Waits are bounded polls for an outcome, never timing assertions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,7 +209,7 @@ async fn a_restart_resumes_from_oplog_and_poison_is_dead_lettered() {
         .put_raw("a", Bytes::from_static(b"\x00garbage"))
         .unwrap();
     last.push(h.put("b", "1").await);
-    h.wait_until_caught_up(&[poison.clone()]).await;
+    h.wait_until_caught_up(std::slice::from_ref(&poison)).await;
     h.wait_until_caught_up(&last).await;
     stop.send(true).unwrap();
     task.await.unwrap();

@@ -2,6 +2,8 @@
 //! partial batches, throttling; and, through lambda_http, every payload shape the functions
 //! receive behind API Gateway v1 and v2, Function URLs and ALB.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 //! STATUS holds the newest accepted event per id, OPLOG never lies and never moves backwards,
 //! every poison record is dead-lettered, and nothing valid is.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,9 +104,12 @@ fn poison_bytes(kind: u8) -> Bytes {
     })
 }
 
+/// An accepted event as the model sees it: id, version, status.
+type ModelEvent = (String, Version, String);
+
 /// What was put: per shard, in order, each record's sequence number and its event (None: poison).
 struct Accepted {
-    by_shard: BTreeMap<String, Vec<(SequenceNumber, Option<(String, Version, String)>)>>,
+    by_shard: BTreeMap<String, Vec<(SequenceNumber, Option<ModelEvent>)>>,
 }
 
 impl Accepted {

@@ -3,6 +3,8 @@
 //! checked: each id holds its newest accepted version, none is missing, and the reader never saw
 //! an id go backwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

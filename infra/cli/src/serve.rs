@@ -94,23 +94,12 @@ impl Pipeline {
 }
 
 /// Everything `serve` can be tuned with besides the adapters.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ServeSettings {
     pub esm: EsmSettings,
     pub processor: ProcessorSettings,
     pub limits: Limits,
     pub retry: RetryPolicy,
-}
-
-impl Default for ServeSettings {
-    fn default() -> Self {
-        Self {
-            esm: EsmSettings::default(),
-            processor: ProcessorSettings::default(),
-            limits: Limits::default(),
-            retry: RetryPolicy::default(),
-        }
-    }
 }
 
 /// Serves HTTP on `listener` and drives the processor until `shutdown` turns true; then stops

@@ -2,6 +2,8 @@
 //! HTTP. Out-of-order, duplicate and batched events for one id read back as the newest; every
 //! kind of bad request gets its documented 4xx JSON error; SIGTERM stops it cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -421,13 +421,14 @@ mod tests {
     #[tokio::test]
     async fn routes_by_md5_into_contiguous_ranges() {
         let stream = MemoryStream::new(4);
-        let state = lock(&stream.state);
-        assert_eq!(state.shards[0].starting_hash_key, 0);
-        assert_eq!(state.shards[3].ending_hash_key, u128::MAX);
-        for pair in state.shards.windows(2) {
-            assert_eq!(pair[0].ending_hash_key + 1, pair[1].starting_hash_key);
+        {
+            let state = lock(&stream.state);
+            assert_eq!(state.shards[0].starting_hash_key, 0);
+            assert_eq!(state.shards[3].ending_hash_key, u128::MAX);
+            for pair in state.shards.windows(2) {
+                assert_eq!(pair[0].ending_hash_key + 1, pair[1].starting_hash_key);
+            }
         }
-        drop(state);
         // The same key always lands on the same shard, with increasing sequence numbers.
         let a = stream.put(&record("order-1")).await.unwrap();
         let b = stream.put(&record("order-1")).await.unwrap();
