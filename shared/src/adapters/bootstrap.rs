@@ -1,6 +1,7 @@
 //! Creates the stream and tables when they are missing, for `tidemark serve` and
 //! `tidemark bootstrap` against LocalStack or any endpoint. (The SAM template creates them in AWS.)
 
+use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -39,6 +40,57 @@ fn is_code(failure: &Failure, wanted: &str) -> bool {
     matches!(failure, Failure::Service { code, .. } if code == wanted)
 }
 
+/// What a describe call found.
+enum Found {
+    Active,
+    NotYetActive,
+    Missing,
+}
+
+/// Describes `resource` until it is ACTIVE, creating it once when it is missing. Creation by
+/// someone else in the meantime (`ResourceInUseException`) is waited for like our own.
+/// Returns whether this call created it.
+async fn ensure_active<D, DF, C, CF>(
+    resource: &str,
+    mut describe: D,
+    mut create: C,
+) -> Result<bool, BootstrapError>
+where
+    D: FnMut() -> DF,
+    DF: Future<Output = Result<Found, Failure>>,
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<(), Failure>>,
+{
+    let mut created = false;
+    let started = tokio::time::Instant::now();
+    loop {
+        match describe().await.map_err(|f| aws_error(resource, f))? {
+            Found::Active => return Ok(created),
+            Found::NotYetActive => {}
+            Found::Missing => match create().await {
+                Ok(()) => created = true,
+                Err(f) if is_code(&f, "ResourceInUseException") => {}
+                Err(f) => return Err(aws_error(resource, f)),
+            },
+        }
+        if started.elapsed() > ACTIVE_TIMEOUT {
+            return Err(BootstrapError::Timeout {
+                resource: resource.to_owned(),
+                seconds: ACTIVE_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(ACTIVE_POLL).await;
+    }
+}
+
+fn missing_or(failure: Failure) -> Result<Found, Failure> {
+    if is_code(&failure, "ResourceNotFoundException") {
+        Ok(Found::Missing)
+    } else {
+        Err(failure)
+    }
+}
+
 /// Creates the stream with `shard_count` shards if missing and waits until it is ACTIVE.
 /// Returns whether it was created.
 pub async fn ensure_stream(
@@ -46,55 +98,40 @@ pub async fn ensure_stream(
     name: &str,
     shard_count: u32,
 ) -> Result<bool, BootstrapError> {
-    let resource = format!("Kinesis stream {name}");
-    let mut created = false;
-    let started = tokio::time::Instant::now();
-    loop {
-        match client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-        {
-            Ok(output) => {
-                let active = output
-                    .stream_description_summary()
-                    .is_some_and(|s| *s.stream_status() == StreamStatus::Active);
-                if active {
-                    return Ok(created);
-                }
+    ensure_active(
+        &format!("Kinesis stream {name}"),
+        || async {
+            match client
+                .describe_stream_summary()
+                .stream_name(name)
+                .send()
+                .await
+            {
+                Ok(output) => Ok(
+                    if output
+                        .stream_description_summary()
+                        .is_some_and(|s| *s.stream_status() == StreamStatus::Active)
+                    {
+                        Found::Active
+                    } else {
+                        Found::NotYetActive
+                    },
+                ),
+                Err(e) => missing_or(classify(&e)),
             }
-            Err(e) => {
-                let failure = classify(&e);
-                if !is_code(&failure, "ResourceNotFoundException") {
-                    return Err(aws_error(&resource, failure));
-                }
-                match client
-                    .create_stream()
-                    .stream_name(name)
-                    .shard_count(i32::try_from(shard_count).unwrap_or(i32::MAX))
-                    .send()
-                    .await
-                {
-                    Ok(_) => created = true,
-                    Err(e) => {
-                        let failure = classify(&e);
-                        // Someone else created it in the meantime: wait for it like ours.
-                        if !is_code(&failure, "ResourceInUseException") {
-                            return Err(aws_error(&resource, failure));
-                        }
-                    }
-                }
-            }
-        }
-        if started.elapsed() > ACTIVE_TIMEOUT {
-            return Err(BootstrapError::Timeout {
-                resource,
-                seconds: ACTIVE_TIMEOUT.as_secs(),
-            });
-        }
-        tokio::time::sleep(ACTIVE_POLL).await;
-    }
+        },
+        || async {
+            client
+                .create_stream()
+                .stream_name(name)
+                .shard_count(i32::try_from(shard_count).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&e))
+        },
+    )
+    .await
 }
 
 /// Creates an on-demand table with string keys if missing and waits until it is ACTIVE.
@@ -105,66 +142,58 @@ pub async fn ensure_table(
     range_key: Option<&str>,
 ) -> Result<bool, BootstrapError> {
     let resource = format!("DynamoDB table {name}");
-    let build_error = |e: aws_sdk_dynamodb::error::BuildError| BootstrapError::Aws {
-        resource: resource.clone(),
-        message: e.to_string(),
-    };
-    let mut created = false;
-    let started = tokio::time::Instant::now();
-    loop {
-        match client.describe_table().table_name(name).send().await {
-            Ok(output) => {
-                if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                    return Ok(created);
-                }
-            }
-            Err(e) => {
-                let failure = classify(&e);
-                if !is_code(&failure, "ResourceNotFoundException") {
-                    return Err(aws_error(&resource, failure));
-                }
-                let mut request = client
-                    .create_table()
-                    .table_name(name)
-                    .billing_mode(BillingMode::PayPerRequest);
-                let keys = std::iter::once((hash_key, KeyType::Hash))
-                    .chain(range_key.map(|k| (k, KeyType::Range)));
-                for (key, key_type) in keys {
-                    request = request
-                        .attribute_definitions(
-                            AttributeDefinition::builder()
-                                .attribute_name(key)
-                                .attribute_type(ScalarAttributeType::S)
-                                .build()
-                                .map_err(build_error)?,
-                        )
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name(key)
-                                .key_type(key_type)
-                                .build()
-                                .map_err(build_error)?,
-                        );
-                }
-                match request.send().await {
-                    Ok(_) => created = true,
-                    Err(e) => {
-                        let failure = classify(&e);
-                        if !is_code(&failure, "ResourceInUseException") {
-                            return Err(aws_error(&resource, failure));
-                        }
-                    }
-                }
-            }
-        }
-        if started.elapsed() > ACTIVE_TIMEOUT {
-            return Err(BootstrapError::Timeout {
-                resource,
-                seconds: ACTIVE_TIMEOUT.as_secs(),
-            });
-        }
-        tokio::time::sleep(ACTIVE_POLL).await;
+    let mut attributes = Vec::new();
+    let mut key_schema = Vec::new();
+    let keys =
+        std::iter::once((hash_key, KeyType::Hash)).chain(range_key.map(|k| (k, KeyType::Range)));
+    for (key, key_type) in keys {
+        let build_error = |e: aws_sdk_dynamodb::error::BuildError| BootstrapError::Aws {
+            resource: resource.clone(),
+            message: e.to_string(),
+        };
+        attributes.push(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)?,
+        );
+        key_schema.push(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(key_type)
+                .build()
+                .map_err(build_error)?,
+        );
     }
+    ensure_active(
+        &resource,
+        || async {
+            match client.describe_table().table_name(name).send().await {
+                Ok(output) => Ok(
+                    if output.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                        Found::Active
+                    } else {
+                        Found::NotYetActive
+                    },
+                ),
+                Err(e) => missing_or(classify(&e)),
+            }
+        },
+        || async {
+            client
+                .create_table()
+                .table_name(name)
+                .billing_mode(BillingMode::PayPerRequest)
+                .set_attribute_definitions(Some(attributes.clone()))
+                .set_key_schema(Some(key_schema.clone()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&e))
+        },
+    )
+    .await
 }
 
 /// Ensures the stream and the three tables exist; returns the names it created.
