@@ -1,6 +1,20 @@
-//! End-to-end tests of the whole pipeline over HTTP. `tests/randomized.rs` runs `tidemark serve`
-//! in-process on the in-memory backend; its size is set by `TIDEMARK_E2E_EVENTS` and
-//! `TIDEMARK_E2E_IDS` so it can be run bigger by hand.
+//! Helpers for the end-to-end and integration tests.
+//!
+//! Integration tests find Kinesis and DynamoDB through the standard `AWS_ENDPOINT_URL` (LocalStack
+//! started by `./scripts/test`, one someone already runs, or any compatible endpoint). They never
+//! skip: a missing or silent endpoint is a loud failure naming it and the fix. Each test creates
+//! its own stream and tables under unique names and deletes them when it ends, pass or fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use tidemark::adapters::bootstrap::ensure_resources;
+use tidemark::adapters::sdk::{load_sdk_config, AwsAdapters};
+use tidemark::config::ResourceNames;
 
 /// Reads a positive number from the environment, or the default.
 pub fn env_usize(var: &str, default: usize) -> usize {
@@ -9,4 +23,287 @@ pub fn env_usize(var: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(default)
+}
+
+/// The endpoint under test, checked to answer. Panics with the fix when it does not.
+pub async fn endpoint() -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+            "AWS_ENDPOINT_URL is not set. The integration tests need Kinesis and DynamoDB: run \
+             ./scripts/test (it starts LocalStack), or start one with infra/localstack/up and set \
+             AWS_ENDPOINT_URL=http://127.0.0.1:4566"
+        )
+        });
+    let address = endpoint
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    let connect = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await;
+    if !matches!(connect, Ok(Ok(_))) {
+        panic!(
+            "the endpoint {endpoint} (AWS_ENDPOINT_URL) did not answer. Start LocalStack with \
+             infra/localstack/up, or point AWS_ENDPOINT_URL at a running one"
+        );
+    }
+    endpoint
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A stream and three tables of one test, deleted when dropped.
+pub struct Resources {
+    pub names: ResourceNames,
+    pub sdk: SdkConfig,
+    pub endpoint: String,
+}
+
+impl Resources {
+    /// Creates a stream of `shards` shards and the three tables under names unique to this run.
+    pub async fn create(test: &str, shards: u32) -> Self {
+        let endpoint = endpoint().await;
+        let unique = format!(
+            "tm-{test}-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst),
+            fastrand::u32(..)
+        );
+        let names = ResourceNames {
+            stream: format!("{unique}-events"),
+            status_table: format!("{unique}-status"),
+            oplog_table: format!("{unique}-oplog"),
+            deadletter_table: format!("{unique}-deadletter"),
+        };
+        let sdk = load_sdk_config(Some(&endpoint)).await;
+        ensure_resources(&sdk, &names, shards)
+            .await
+            .unwrap_or_else(|e| panic!("creating test resources at {endpoint} failed: {e}"));
+        Self {
+            names,
+            sdk,
+            endpoint,
+        }
+    }
+
+    pub fn adapters(&self) -> AwsAdapters {
+        AwsAdapters::new(&self.sdk, &self.names)
+    }
+
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        aws_sdk_kinesis::Client::new(&self.sdk)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        let (sdk, names) = (self.sdk.clone(), self.names.clone());
+        // Drop cannot await: delete on a runtime of its own, on its own thread.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+                let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+                let _ = kinesis
+                    .delete_stream()
+                    .stream_name(&names.stream)
+                    .enforce_consumer_deletion(true)
+                    .send()
+                    .await;
+                for table in [
+                    &names.status_table,
+                    &names.oplog_table,
+                    &names.deadletter_table,
+                ] {
+                    let _ = dynamodb.delete_table().table_name(table).send().await;
+                }
+            })
+        })
+        .join();
+        if deleted.is_err() {
+            eprintln!("could not delete the test resources {:?}", self.names);
+        }
+    }
+}
+
+/// A TCP proxy in front of an endpoint that can be taken down (refusing and cutting every
+/// connection) and brought back: a real network outage for one client, the others unaffected.
+pub struct Outage {
+    pub url: String,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    pub refused: Arc<AtomicU32>,
+}
+
+impl Outage {
+    pub async fn in_front_of(endpoint: &str) -> Self {
+        let target = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(AtomicU32::new(0));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (d, r) = (down.clone(), refused.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cuts = cuts.clone();
+                // Only cuts from now on concern this connection.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            down,
+            cut,
+            refused,
+        }
+    }
+
+    /// Cuts open connections and refuses new ones until `restore`.
+    pub fn take_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `tidemark serve` running in this process.
+pub struct Running {
+    pub base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), tidemark_cli::serve::ServeError>>,
+}
+
+impl Running {
+    pub async fn start(
+        pipeline: tidemark_cli::serve::Pipeline,
+        settings: tidemark_cli::serve::ServeSettings,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(tidemark_cli::serve::run(
+            pipeline, listener, settings, shutdown,
+        ));
+        Self { base, stop, task }
+    }
+
+    /// Stops it the way SIGTERM does and waits until it has.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Ends it abruptly, mid-whatever, like a crashed process.
+    pub fn crash(self) {
+        self.task.abort();
+    }
+}
+
+/// Settings that make a local run quick: small batching window, frequent polls.
+pub fn quick_settings() -> tidemark_cli::serve::ServeSettings {
+    tidemark_cli::serve::ServeSettings {
+        esm: tidemark::esm::EsmSettings {
+            batch_size: 100,
+            batching_window: Duration::from_millis(50),
+            idle_poll_interval: Duration::from_millis(50),
+            shard_refresh_interval: Duration::from_millis(250),
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        },
+        ..Default::default()
+    }
+}
+
+/// The serve pipeline on a test's real adapters.
+pub fn aws_pipeline(aws: &AwsAdapters) -> tidemark_cli::serve::Pipeline {
+    tidemark_cli::serve::Pipeline {
+        stream: aws.stream.clone(),
+        status: aws.status.clone(),
+        checkpoints: aws.checkpoints.clone(),
+        dead_letters: aws.dead_letters.clone(),
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `seconds`; panics with `what` otherwise.
+pub async fn wait_for<T, F, Fut>(what: &str, seconds: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {seconds} s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GET /messages/{id}: the row, or `None` when unknown.
+pub async fn message(http: &reqwest::Client, base: &str, id: &str) -> Option<serde_json::Value> {
+    let response = http
+        .get(format!("{base}/messages/{id}"))
+        .send()
+        .await
+        .ok()?;
+    if response.status() == 200 {
+        response.json().await.ok()
+    } else {
+        None
+    }
+}
+
+/// Waits until every (id, status) pair reads back.
+pub async fn wait_for_statuses(
+    http: &reqwest::Client,
+    base: &str,
+    expected: &[(String, String)],
+    seconds: u64,
+) {
+    for (id, status) in expected {
+        wait_for(&format!("{id} to read {status}"), seconds, || async {
+            message(http, base, id)
+                .await
+                .filter(|row| row["status"] == status.as_str())
+        })
+        .await;
+    }
 }

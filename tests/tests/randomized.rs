@@ -13,8 +13,9 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use tidemark::domain::{EventTime, SequenceNumber};
 use tidemark::esm::EsmSettings;
-use tidemark_cli::serve::{run, MemoryPipeline, ServeSettings};
-use tidemark_tests::env_usize;
+use tidemark::ports::DeadLetterStore;
+use tidemark_cli::serve::{run, MemoryPipeline, Pipeline, ServeSettings};
+use tidemark_tests::{aws_pipeline, env_usize, quick_settings, Resources};
 use tokio::sync::watch;
 
 /// (event time, sequence number, status) of an accepted event: what decides "newest".
@@ -32,14 +33,8 @@ fn event(id: usize, rng: &mut fastrand::Rng, serial: usize) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_id_ends_at_its_newest_accepted_version() {
-    let total_events = env_usize("TIDEMARK_E2E_EVENTS", 4_000);
-    let ids = env_usize("TIDEMARK_E2E_IDS", 200);
-    let clients = 8;
-
+async fn in_memory_every_id_ends_at_its_newest_accepted_version() {
     let memory = MemoryPipeline::new(4);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let settings = ServeSettings {
         esm: EsmSettings {
             batch_size: 100,
@@ -49,8 +44,47 @@ async fn every_id_ends_at_its_newest_accepted_version() {
         },
         ..ServeSettings::default()
     };
+    let events = env_usize("TIDEMARK_E2E_EVENTS", 4_000);
+    let ids = env_usize("TIDEMARK_E2E_IDS", 200);
+    let ids_in_status = randomized(memory.pipeline(), settings, events, ids).await;
+    assert_eq!(
+        memory.status.snapshot().len(),
+        ids_in_status,
+        "no id missing, none invented"
+    );
+    assert_eq!(
+        memory.dead_letters.put_calls(),
+        0,
+        "nothing valid was dead-lettered"
+    );
+}
+
+/// The same check through the real Kinesis and DynamoDB adapters against LocalStack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_localstack_every_id_ends_at_its_newest_accepted_version() {
+    let resources = Resources::create("random", 4).await;
+    let aws = resources.adapters();
+    let events = env_usize("TIDEMARK_E2E_LOCALSTACK_EVENTS", 2_000);
+    let ids = env_usize("TIDEMARK_E2E_LOCALSTACK_IDS", 100);
+    randomized(aws_pipeline(&aws), quick_settings(), events, ids).await;
+    assert!(
+        aws.dead_letters.list().await.unwrap().is_empty(),
+        "nothing valid was dead-lettered"
+    );
+}
+
+/// Runs the check; returns how many ids were accepted.
+async fn randomized(
+    pipeline: Pipeline,
+    settings: ServeSettings,
+    total_events: usize,
+    ids: usize,
+) -> usize {
+    let clients = 8;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, shutdown) = watch::channel(false);
-    let server = tokio::spawn(run(memory.pipeline(), listener, settings, shutdown));
+    let server = tokio::spawn(run(pipeline, listener, settings, shutdown));
 
     let accepted: Arc<Mutex<HashMap<String, Vec<Accepted>>>> = Arc::default();
     let http = reqwest::Client::new();
@@ -139,7 +173,7 @@ async fn every_id_ends_at_its_newest_accepted_version() {
     });
     join_all(writers).await;
 
-    // Wait (bounded) until every id shows its newest accepted version.
+    // Wait (bounded, 60 s) until every id shows its newest accepted version.
     let newest: HashMap<String, Accepted> = accepted
         .lock()
         .unwrap()
@@ -147,7 +181,7 @@ async fn every_id_ends_at_its_newest_accepted_version() {
         .map(|(id, events)| (id.clone(), events.iter().max().unwrap().clone()))
         .collect();
     let mut pending: Vec<&String> = newest.keys().collect();
-    for _ in 0..400 {
+    for _ in 0..2_400 {
         let mut still = Vec::new();
         for id in pending {
             let row: Value = match http
@@ -184,20 +218,12 @@ async fn every_id_ends_at_its_newest_accepted_version() {
     writing.store(false, std::sync::atomic::Ordering::SeqCst);
     let reads = reader.await.unwrap();
     assert!(reads > 0);
-    assert_eq!(
-        memory.status.snapshot().len(),
-        newest.len(),
-        "no id missing, none invented"
-    );
-    assert!(
-        memory.dead_letters.put_calls() == 0,
-        "nothing valid was dead-lettered"
-    );
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
+    let accepted_events: usize = accepted.lock().unwrap().values().map(Vec::len).sum();
     println!(
-        "randomized e2e: {} accepted events over {} ids, {reads} reads, no regression",
-        newest.values().count(),
+        "randomized e2e: {accepted_events} accepted events over {} ids, {reads} reads, no regression",
         newest.len()
     );
+    newest.len()
 }

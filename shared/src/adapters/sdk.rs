@@ -3,9 +3,8 @@
 
 use std::error::Error as StdError;
 
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::config::{Credentials, Region};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// Error codes AWS uses when a caller is over its throughput; the caller should back off.
@@ -52,15 +51,21 @@ where
 /// Loads the SDK configuration once: region, credentials and endpoint from the standard
 /// environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS`, …).
 ///
-/// With an explicit `endpoint_url` (LocalStack, emulators) two local conveniences apply: the
-/// region defaults to `us-east-1`, and when the environment names no credentials at all,
+/// With an explicit `endpoint_url` (LocalStack, emulators) two local conveniences apply: with
+/// no region variable the region is `us-east-1`, and when the environment names no credentials at all,
 /// the static pair `test`/`test` is used, which LocalStack and DynamoDB Local accept.
 pub async fn load_sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(url) = endpoint_url {
-        loader = loader
-            .endpoint_url(url)
-            .region(RegionProviderChain::default_provider().or_else("us-east-1"));
+        loader = loader.endpoint_url(url);
+        // Without a region variable, go straight to us-east-1: the default chain would probe
+        // the EC2 metadata service first, which a laptop or CI machine does not have.
+        let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some());
+        if !region_set {
+            loader = loader.region(Region::new("us-east-1"));
+        }
         let has_credentials = [
             "AWS_ACCESS_KEY_ID",
             "AWS_PROFILE",

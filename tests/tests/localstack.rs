@@ -1,0 +1,618 @@
+//! Integration tests against real Kinesis and DynamoDB APIs (LocalStack, found through
+//! `AWS_ENDPOINT_URL`), through the real adapters and the real handlers. Each test owns its stream
+//! and tables. LocalStack's engines never throttle, so throttling and partial failures are
+//! injected by wrappers around the real adapters, and outages by a TCP proxy that refuses
+//! connections.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tidemark::adapters::dynamodb::{
+    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoStatusStore,
+};
+use tidemark::adapters::faults::{Faults, FaultyCheckpointStore, FaultyStream};
+use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
+use tidemark::ports::*;
+use tidemark::processor::{Processor, ProcessorSettings};
+use tidemark::publish::RetryPolicy;
+use tidemark_tests::{
+    aws_pipeline, message, quick_settings, wait_for, wait_for_statuses, Outage, Resources, Running,
+};
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let response = http.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn event_bytes(id: &str, status: &str, timestamp: &str) -> Bytes {
+    let json = format!(r#"{{"id":"{id}","status":"{status}","timestamp":"{timestamp}"}}"#);
+    let raw: &serde_json::value::RawValue = serde_json::from_str(&json).unwrap();
+    Bytes::from(
+        parse_event(raw, None, SystemClock.now(), &Limits::default())
+            .unwrap()
+            .encode(),
+    )
+}
+
+/// Every record on every shard of the stream, by shard.
+async fn all_records(stream: &dyn EventStream) -> BTreeMap<String, Vec<StreamRecord>> {
+    let mut out = BTreeMap::new();
+    for shard in stream.list_shards().await.unwrap() {
+        let mut iterator = Some(
+            stream
+                .shard_iterator(&shard.shard_id, &StartPosition::TrimHorizon)
+                .await
+                .unwrap(),
+        );
+        let mut records = Vec::new();
+        while let Some(it) = iterator {
+            let page = stream.get_records(&it, 10_000).await.unwrap();
+            let empty = page.records.is_empty();
+            records.extend(page.records);
+            iterator = if empty { None } else { page.next_iterator };
+        }
+        out.insert(shard.shard_id, records);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_ties_duplicates_and_a_mixed_batch() {
+    let r = Resources::create("order", 2).await;
+    let running = Running::start(aws_pipeline(&r.adapters()), quick_settings()).await;
+    let http = reqwest::Client::new();
+    let events = format!("{}/events", running.base);
+    // Out of order: newest first.
+    for (status, ts) in [
+        ("third", "2024-05-01T14:00:00+02:00"),
+        ("first", "2024-05-01T10:00:00Z"),
+        ("second", "2024-05-01T06:30:00-05:00"),
+    ] {
+        assert_eq!(
+            post(
+                &http,
+                events.clone(),
+                json!({"id": "a", "status": status, "timestamp": ts})
+            )
+            .await
+            .0,
+            202
+        );
+    }
+    // Equal timestamps (the same instant written with two offsets): the later sequence number wins.
+    assert_eq!(
+        post(
+            &http,
+            events.clone(),
+            json!({"id": "b", "status": "earlier", "timestamp": "2024-05-01T12:00:00Z"})
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        post(
+            &http,
+            events.clone(),
+            json!({"id": "b", "status": "later", "timestamp": "2024-05-01T13:00:00+01:00"})
+        )
+        .await
+        .0,
+        202
+    );
+    // Duplicates.
+    for _ in 0..3 {
+        assert_eq!(
+            post(
+                &http,
+                events.clone(),
+                json!({"id": "c", "status": "dup", "timestamp": "2024-05-01T12:00:00Z"})
+            )
+            .await
+            .0,
+            202
+        );
+    }
+    // A batch mixing valid and invalid events.
+    let (status, body) = post(&http, format!("{}/events/batch", running.base), json!({"events": [
+        {"id": "d", "status": "ok"}, {"id": "d"}, {"id": "e", "status": "ok", "timestamp": "nope"}, {"id": "f", "status": "ok"}
+    ]})).await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body["accepted"], 2);
+    let expected: Vec<(String, String)> = [
+        ("a", "third"),
+        ("b", "later"),
+        ("c", "dup"),
+        ("d", "ok"),
+        ("f", "ok"),
+    ]
+    .iter()
+    .map(|(i, s)| (i.to_string(), s.to_string()))
+    .collect();
+    wait_for_statuses(&http, &running.base, &expected, 30).await;
+    assert!(
+        message(&http, &running.base, "e").await.is_none(),
+        "the invalid event never reached STATUS"
+    );
+    let shards: Value = http
+        .get(format!("{}/shards", running.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let applied: u64 = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["records_applied"].as_u64().unwrap())
+        .sum();
+    assert_eq!(applied, 10, "{shards}");
+    running.stop().await;
+}
+
+/// Fails every STATUS write for the given ids: a deterministic partial failure.
+struct FailIds {
+    inner: Arc<DynamoStatusStore>,
+    ids: Mutex<HashSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl StatusStore for FailIds {
+    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+        if self.ids.lock().unwrap().contains(&row.id) {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        self.inner.apply(row).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
+        self.inner.get(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_whole_or_from_a_reported_failure_changes_nothing() {
+    let r = Resources::create("redeliver", 1).await;
+    let aws = r.adapters();
+    for round in 0..4 {
+        for id in 0..5 {
+            let data = event_bytes(
+                &format!("id-{id}"),
+                &format!("r{round}"),
+                &format!("2024-05-01T12:00:0{round}Z"),
+            );
+            aws.stream
+                .put(&OutgoingRecord {
+                    partition_key: format!("id-{id}"),
+                    data,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let shard = "shardId-000000000000";
+    let it = aws
+        .stream
+        .shard_iterator(shard, &StartPosition::TrimHorizon)
+        .await
+        .unwrap();
+    let batch = aws.stream.get_records(&it, 100).await.unwrap().records;
+    assert_eq!(batch.len(), 20);
+    let status = Arc::new(FailIds {
+        inner: aws.status.clone(),
+        ids: Mutex::new(HashSet::from(["id-3".to_owned()])),
+    });
+    let processor = Processor::new(
+        status.clone(),
+        aws.checkpoints.clone(),
+        aws.dead_letters.clone(),
+        ProcessorSettings::default(),
+        Arc::new(SystemClock),
+    );
+
+    // id-3 fails: its lowest record (the 4th) is reported; OPLOG stops just below it.
+    let outcome = processor.process_batch(shard, &batch).await;
+    assert_eq!(
+        outcome.failure.as_deref(),
+        Some(batch[3].sequence_number.as_str())
+    );
+    let checkpoint = aws.checkpoints.get(shard).await.unwrap().unwrap();
+    assert_eq!(
+        checkpoint.sequence_number.as_str(),
+        batch[2].sequence_number
+    );
+
+    // Lambda resumes from the reported record.
+    status.ids.lock().unwrap().clear();
+    let resumed: Vec<StreamRecord> = batch[3..].to_vec();
+    let outcome = processor.process_batch(shard, &resumed).await;
+    assert_eq!(outcome.failure, None);
+    let snapshot = |store: Arc<DynamoStatusStore>| async move {
+        let mut rows = Vec::new();
+        for id in 0..5 {
+            rows.push(store.get(&format!("id-{id}")).await.unwrap().unwrap());
+        }
+        rows
+    };
+    let before = snapshot(aws.status.clone()).await;
+    assert!(before.iter().all(|row| row.status == "r3"));
+    let oplog_before = aws.checkpoints.list().await.unwrap();
+    assert_eq!(
+        oplog_before[0].sequence_number.as_str(),
+        batch[19].sequence_number
+    );
+
+    // Redelivered whole, and again from the failure: nothing changes, not even updated_at.
+    for redelivery in [&batch[..], &batch[3..]] {
+        let outcome = processor.process_batch(shard, redelivery).await;
+        assert_eq!((outcome.failure, outcome.report.applied), (None, 0));
+        assert_eq!(snapshot(aws.status.clone()).await, before);
+        assert_eq!(aws.checkpoints.list().await.unwrap(), oplog_before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_status_and_oplog_then_a_restart_resumes_from_oplog() {
+    let r = Resources::create("crash", 2).await;
+    let aws = r.adapters();
+    let http = reqwest::Client::new();
+    // First run: every OPLOG write fails, as if the process died right after the STATUS writes.
+    let faults = Faults::new(1);
+    faults.set_down(true);
+    let mut crashing = aws_pipeline(&aws);
+    crashing.checkpoints = Arc::new(FaultyCheckpointStore {
+        inner: aws.checkpoints.clone(),
+        faults: faults.clone(),
+    });
+    let first = Running::start(crashing, quick_settings()).await;
+    let events: Vec<Value> = (0..60)
+        .map(|i| json!({"id": format!("id-{}", i % 12), "status": format!("s{i}"), "timestamp": format!("2024-05-01T12:00:{:02}Z", i % 60)}))
+        .collect();
+    let (status, body) = post(
+        &http,
+        format!("{}/events/batch", first.base),
+        json!({"events": events}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let mut last_per_shard: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    for result in body["results"].as_array().unwrap() {
+        let seq = SequenceNumber::parse(result["sequence_number"].as_str().unwrap()).unwrap();
+        let entry = last_per_shard
+            .entry(result["shard_id"].as_str().unwrap().to_owned())
+            .or_insert(seq.clone());
+        if seq > *entry {
+            *entry = seq;
+        }
+    }
+    let expected: Vec<(String, String)> = (48..60)
+        .map(|i| (format!("id-{}", i % 12), format!("s{i}")))
+        .collect();
+    wait_for_statuses(&http, &first.base, &expected, 30).await;
+    assert!(
+        aws.checkpoints.list().await.unwrap().is_empty(),
+        "no OPLOG write got through"
+    );
+    first.crash();
+    let mut before = Vec::new();
+    for (id, _) in &expected {
+        before.push(aws.status.get(id).await.unwrap().unwrap());
+    }
+
+    // Restart on healthy stores: every shard resumes from OPLOG (none: the trim horizon), the
+    // replay changes nothing, and OPLOG ends at each shard's last record.
+    let second = Running::start(aws_pipeline(&aws), quick_settings()).await;
+    wait_for("OPLOG to reach every shard's last record", 30, || async {
+        let rows = aws.checkpoints.list().await.unwrap();
+        let at: BTreeMap<String, SequenceNumber> = rows
+            .into_iter()
+            .map(|c| (c.shard_id, c.sequence_number))
+            .collect();
+        (at == last_per_shard).then_some(())
+    })
+    .await;
+    for (row, (id, _)) in before.iter().zip(&expected) {
+        assert_eq!(
+            &aws.status.get(id).await.unwrap().unwrap(),
+            row,
+            "replay changed {id}"
+        );
+    }
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_outage_then_recovery_loses_nothing() {
+    let r = Resources::create("outage", 2).await;
+    let aws = r.adapters();
+    let outage = Outage::in_front_of(&r.endpoint).await;
+    let through_proxy = aws_sdk_dynamodb::Client::new(&load_sdk_config(Some(&outage.url)).await);
+    let pipeline = tidemark_cli::serve::Pipeline {
+        stream: aws.stream.clone(),
+        status: Arc::new(DynamoStatusStore::new(
+            through_proxy.clone(),
+            &r.names.status_table,
+        )),
+        checkpoints: Arc::new(DynamoCheckpointStore::new(
+            through_proxy.clone(),
+            &r.names.oplog_table,
+        )),
+        dead_letters: Arc::new(DynamoDeadLetterStore::new(
+            through_proxy,
+            &r.names.deadletter_table,
+        )),
+    };
+    let running = Running::start(pipeline, quick_settings()).await;
+    let http = reqwest::Client::new();
+    let batch = |round: usize| {
+        let events: Vec<Value> = (0..20)
+            .map(|id| json!({"id": format!("id-{id}"), "status": format!("round-{round}"), "timestamp": format!("2024-05-01T12:00:{round:02}Z")}))
+            .collect();
+        json!({"events": events})
+    };
+    assert_eq!(
+        post(&http, format!("{}/events/batch", running.base), batch(1))
+            .await
+            .0,
+        202
+    );
+    let round1: Vec<(String, String)> = (0..20)
+        .map(|id| (format!("id-{id}"), "round-1".to_owned()))
+        .collect();
+    wait_for_statuses(&http, &running.base, &round1, 30).await;
+
+    outage.take_down();
+    // Ingest still accepts (Kinesis is up); reads fail with a retryable 503; the processor fails
+    // and retries.
+    assert_eq!(
+        post(&http, format!("{}/events/batch", running.base), batch(2))
+            .await
+            .0,
+        202
+    );
+    let response = http
+        .get(format!("{}/messages/id-0", running.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    wait_for("the processor to hit the outage", 30, || async {
+        (outage.refused.load(std::sync::atomic::Ordering::SeqCst) > 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        aws.status.get("id-0").await.unwrap().unwrap().status,
+        "round-1",
+        "nothing applied during the outage"
+    );
+
+    outage.restore();
+    let round2: Vec<(String, String)> = (0..20)
+        .map(|id| (format!("id-{id}"), "round-2".to_owned()))
+        .collect();
+    wait_for_statuses(&http, &running.base, &round2, 60).await;
+    running.stop().await;
+}
+
+/// Records which shard each STATUS write came from, in order.
+struct ApplyOrder {
+    inner: Arc<DynamoStatusStore>,
+    shards: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl StatusStore for ApplyOrder {
+    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+        self.shards.lock().unwrap().push(row.shard_id.clone());
+        self.inner.apply(row).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
+        self.inner.get(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_while_events_flow_keeps_per_id_order() {
+    let r = Resources::create("reshard", 1).await;
+    let aws = r.adapters();
+    let order = Arc::new(ApplyOrder {
+        inner: aws.status.clone(),
+        shards: Mutex::new(Vec::new()),
+    });
+    let mut pipeline = aws_pipeline(&aws);
+    pipeline.status = order.clone();
+    let running = Running::start(pipeline, quick_settings()).await;
+    let http = reqwest::Client::new();
+    // One timestamp for every event: the sequence number alone orders them, across the split.
+    let post_round = |round: usize| {
+        let (http, base) = (http.clone(), running.base.clone());
+        async move {
+            for id in 0..6 {
+                let body = json!({"id": format!("id-{id}"), "status": format!("round-{round}"), "timestamp": "2024-05-01T12:00:00Z"});
+                assert_eq!(post(&http, format!("{base}/events"), body).await.0, 202);
+            }
+        }
+    };
+    for round in 0..5 {
+        post_round(round).await;
+    }
+    let kinesis = r.kinesis();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(&r.names.stream)
+        .send()
+        .await
+        .unwrap();
+    let parent = &shards.shards()[0];
+    let range = parent.hash_key_range().unwrap();
+    let (low, high): (u128, u128) = (
+        range.starting_hash_key().parse().unwrap(),
+        range.ending_hash_key().parse().unwrap(),
+    );
+    kinesis
+        .split_shard()
+        .stream_name(&r.names.stream)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key((low + (high - low) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_for("the stream to be ACTIVE after the split", 30, || async {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(&r.names.stream)
+            .send()
+            .await
+            .ok()?;
+        (*summary.stream_description_summary()?.stream_status()
+            == aws_sdk_kinesis::types::StreamStatus::Active)
+            .then_some(())
+    })
+    .await;
+    for round in 5..10 {
+        post_round(round).await;
+    }
+    let expected: Vec<(String, String)> = (0..6)
+        .map(|id| (format!("id-{id}"), "round-9".to_owned()))
+        .collect();
+    wait_for_statuses(&http, &running.base, &expected, 60).await;
+    let writes = order.shards.lock().unwrap().clone();
+    let parent_id = parent.shard_id().to_owned();
+    let first_child = writes
+        .iter()
+        .position(|s| *s != parent_id)
+        .expect("children were read");
+    assert!(
+        writes[first_child..].iter().all(|s| *s != parent_id),
+        "parent and child writes interleaved: {writes:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
+    let r = Resources::create("poison", 1).await;
+    let aws = r.adapters();
+    let kinesis = r.kinesis();
+    let garbage = b"\x00\x01 not an event".to_vec();
+    let put = kinesis
+        .put_record()
+        .stream_name(&r.names.stream)
+        .partition_key("whatever")
+        .data(aws_sdk_kinesis::primitives::Blob::new(garbage.clone()))
+        .send()
+        .await
+        .unwrap();
+    let running = Running::start(aws_pipeline(&aws), quick_settings()).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        post(
+            &http,
+            format!("{}/events", running.base),
+            json!({"id": "after", "status": "applied"})
+        )
+        .await
+        .0,
+        202
+    );
+    wait_for_statuses(
+        &http,
+        &running.base,
+        &[("after".into(), "applied".into())],
+        30,
+    )
+    .await;
+    let letters = aws.dead_letters.list().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].sequence_number, put.sequence_number());
+    assert_eq!(letters[0].raw.to_vec(), garbage);
+    assert!(
+        letters[0].reason.starts_with("undecodable"),
+        "{}",
+        letters[0].reason
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
+    let r = Resources::create("throttle", 2).await;
+    let aws = r.adapters();
+    let faults = Faults::new(42);
+    let mut pipeline = aws_pipeline(&aws);
+    pipeline.stream = Arc::new(FaultyStream {
+        inner: aws.stream.clone(),
+        faults: faults.clone(),
+    });
+    let mut settings = quick_settings();
+    settings.retry = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    let running = Running::start(pipeline, settings).await;
+    let http = reqwest::Client::new();
+
+    faults.set_failure_rate(0.4);
+    let events: Vec<Value> = (0..200)
+        .map(|i| json!({"id": format!("id-{i}"), "status": "s"}))
+        .collect();
+    let (status, body) = post(
+        &http,
+        format!("{}/events/batch", running.base),
+        json!({"events": events}),
+    )
+    .await;
+    assert_eq!(status, 207, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let accepted: HashSet<(String, String)> = results
+        .iter()
+        .filter(|r| r.get("sequence_number").is_some())
+        .map(|r| {
+            (
+                r["shard_id"].as_str().unwrap().to_owned(),
+                r["sequence_number"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(results
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .all(|r| r["error"]["code"] == "throttled"));
+    assert!(!accepted.is_empty() && accepted.len() < 200);
+
+    faults.set_down(true);
+    let response = http
+        .post(format!("{}/events", running.base))
+        .json(&json!({"id": "x", "status": "s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    faults.set_down(false);
+    faults.set_failure_rate(0.0);
+
+    // The stream holds exactly the accepted records: none twice, none the client was told failed.
+    let on_stream: Vec<(String, String)> = all_records(aws.stream.as_ref())
+        .await
+        .into_iter()
+        .flat_map(|(shard, records)| {
+            records
+                .into_iter()
+                .map(move |r| (shard.clone(), r.sequence_number))
+        })
+        .collect();
+    assert_eq!(on_stream.len(), accepted.len(), "no record was put twice");
+    assert_eq!(on_stream.into_iter().collect::<HashSet<_>>(), accepted);
+    running.stop().await;
+}
