@@ -148,8 +148,9 @@ impl StoreError {
 
 #[async_trait]
 pub trait StatusStore: Send + Sync {
-    /// Writes the row only if the id is absent or its stored version is lower.
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError>;
+    /// Writes the row only if the id is absent or its stored version is lower. Takes the row by
+    /// value so adapters move its strings instead of copying them.
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError>;
     async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError>;
 }
 
@@ -217,7 +218,7 @@ forward_arc!(EventStream {
     get_records(iterator: &str, limit: usize) -> Result<RecordsPage, StreamError>;
 });
 forward_arc!(StatusStore {
-    apply(row: &StatusRow) -> Result<ApplyOutcome, StoreError>;
+    apply(row: StatusRow) -> Result<ApplyOutcome, StoreError>;
     get(id: &str) -> Result<Option<StatusRow>, StoreError>;
 });
 forward_arc!(CheckpointStore {

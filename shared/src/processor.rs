@@ -8,8 +8,8 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 
 use crate::domain::{
-    coalesce, decode_record, settle, Clock, EventTime, Limits, PoisonReason, SequenceNumber,
-    Version, VersionedEvent,
+    coalesce, decode_record, settle, Clock, Limits, PoisonReason, SequenceNumber, Version,
+    VersionedEvent,
 };
 use crate::ports::*;
 use crate::telemetry::BatchReport;
@@ -67,8 +67,8 @@ enum WriteResult {
     },
 }
 
-/// The STATUS row an event becomes.
-pub fn status_row(newest: VersionedEvent, shard_id: &str, now: EventTime) -> StatusRow {
+/// The STATUS row an event becomes; `updated_at` is the batch's time, formatted once.
+pub fn status_row(newest: VersionedEvent, shard_id: &str, updated_at: &str) -> StatusRow {
     let VersionedEvent { event, version } = newest;
     StatusRow {
         version: version.key(),
@@ -79,7 +79,7 @@ pub fn status_row(newest: VersionedEvent, shard_id: &str, now: EventTime) -> Sta
         data: event.data.map(|d| String::from(Box::<str>::from(d))),
         received_at: event.received_at.to_rfc3339(),
         shard_id: shard_id.to_owned(),
-        updated_at: now.to_rfc3339(),
+        updated_at: updated_at.to_owned(),
     }
 }
 
@@ -153,9 +153,10 @@ impl Processor {
         // 2. Coalesce: one write per distinct id.
         let groups = coalesce(decoded);
         report.distinct_ids = groups.len();
+        let updated_at = now.to_rfc3339();
         writes.extend(groups.into_iter().map(|group| Write::Status {
             lowest_sequence: group.lowest_sequence,
-            row: status_row(group.newest, shard_id, now),
+            row: status_row(group.newest, shard_id, &updated_at),
         }));
 
         // 3. Apply, many in flight at once.
@@ -224,7 +225,7 @@ impl Processor {
             Write::Status {
                 row,
                 lowest_sequence,
-            } => match self.status.apply(&row).await {
+            } => match self.status.apply(row).await {
                 Ok(ApplyOutcome::Applied) => WriteResult::Applied,
                 Ok(ApplyOutcome::Stale) => WriteResult::Stale,
                 Err(error) => WriteResult::Failed {

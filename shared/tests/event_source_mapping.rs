@@ -113,7 +113,7 @@ struct ApplyOrder {
 
 #[async_trait::async_trait]
 impl StatusStore for ApplyOrder {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.shards.lock().unwrap().push(row.shard_id.clone());
         // Slow enough that a child shard read concurrently with its parent would interleave.
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -365,7 +365,7 @@ async fn get_message_and_shards() {
         version: tidemark::domain::VersionKey("k".into()),
         updated_at: "2024-05-01T12:00:01Z".into(),
     };
-    f.status.apply(&row).await.unwrap();
+    f.status.apply(row.clone()).await.unwrap();
     let (status, body) = call(&f, Method::GET, "/messages/a%2Fb%20c", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -573,7 +573,7 @@ mod lambda_payloads {
             version: tidemark::domain::VersionKey("1".into()),
             updated_at: "u".into(),
         };
-        f.status.apply(&row).await.unwrap();
+        f.status.apply(row.clone()).await.unwrap();
         let gets = [
             ("REST API v1", apigw_v1("/messages/order-7", "GET", "prod")),
             (

@@ -167,7 +167,7 @@ struct FailIds {
 
 #[async_trait::async_trait]
 impl StatusStore for FailIds {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         if self.ids.lock().unwrap().contains(&row.id) {
             return Err(StoreError::Unavailable("injected".into()));
         }
@@ -411,7 +411,7 @@ struct ApplyOrder {
 
 #[async_trait::async_trait]
 impl StatusStore for ApplyOrder {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.shards.lock().unwrap().push(row.shard_id.clone());
         self.inner.apply(row).await
     }

@@ -70,7 +70,7 @@ impl DynamoStatusStore {
 
 #[async_trait]
 impl StatusStore for DynamoStatusStore {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         let mut set = vec![
             "#status = :status",
             "#timestamp = :timestamp",
@@ -84,7 +84,7 @@ impl StatusStore for DynamoStatusStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", s(&row.id))
+            .key("id", AttributeValue::S(row.id))
             .condition_expression("attribute_not_exists(#id) OR #version < :version")
             .expression_attribute_names("#id", "id")
             .expression_attribute_names("#status", "status")
@@ -95,17 +95,17 @@ impl StatusStore for DynamoStatusStore {
             .expression_attribute_names("#version", "version")
             .expression_attribute_names("#updated_at", "updated_at")
             .expression_attribute_names("#data", "data")
-            .expression_attribute_values(":status", s(&row.status))
-            .expression_attribute_values(":timestamp", s(&row.timestamp))
-            .expression_attribute_values(":received_at", s(&row.received_at))
-            .expression_attribute_values(":shard_id", s(&row.shard_id))
-            .expression_attribute_values(":sequence_number", s(&row.sequence_number))
-            .expression_attribute_values(":version", s(row.version.as_str()))
-            .expression_attribute_values(":updated_at", s(&row.updated_at));
+            .expression_attribute_values(":status", AttributeValue::S(row.status))
+            .expression_attribute_values(":timestamp", AttributeValue::S(row.timestamp))
+            .expression_attribute_values(":received_at", AttributeValue::S(row.received_at))
+            .expression_attribute_values(":shard_id", AttributeValue::S(row.shard_id))
+            .expression_attribute_values(":sequence_number", AttributeValue::S(row.sequence_number))
+            .expression_attribute_values(":version", AttributeValue::S(row.version.0))
+            .expression_attribute_values(":updated_at", AttributeValue::S(row.updated_at));
         // A newer event without data must not keep the older event's data.
-        let expression = match &row.data {
+        let expression = match row.data {
             Some(data) => {
-                request = request.expression_attribute_values(":data", s(data));
+                request = request.expression_attribute_values(":data", AttributeValue::S(data));
                 set.push("#data = :data");
                 format!("SET {}", set.join(", "))
             }

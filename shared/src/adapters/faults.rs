@@ -137,7 +137,7 @@ pub struct FaultyStatusStore<S> {
 
 #[async_trait]
 impl<S: StatusStore> StatusStore for FaultyStatusStore<S> {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }

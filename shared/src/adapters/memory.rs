@@ -315,13 +315,17 @@ impl MemoryStatusStore {
 
 #[async_trait]
 impl StatusStore for MemoryStatusStore {
-    async fn apply(&self, row: &StatusRow) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.apply_calls.fetch_add(1, Ordering::Relaxed);
         let mut rows = lock(&self.rows);
-        match rows.get(&row.id) {
+        match rows.get_mut(&row.id) {
             Some(stored) if stored.version >= row.version => Ok(ApplyOutcome::Stale),
-            _ => {
-                rows.insert(row.id.clone(), row.clone());
+            Some(stored) => {
+                *stored = row;
+                Ok(ApplyOutcome::Applied)
+            }
+            None => {
+                rows.insert(row.id.clone(), row);
                 Ok(ApplyOutcome::Applied)
             }
         }

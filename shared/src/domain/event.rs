@@ -213,18 +213,16 @@ fn validate_data(
             format!("{field} must be a JSON object"),
         ));
     }
-    let compact = compact_json(raw.get());
-    if compact.len() > limits.max_data_bytes {
-        return Err(FieldError::new(
-            field,
-            Rule::TooLarge,
-            format!(
-                "{field} is {} bytes as compact JSON, more than the {} allowed",
-                compact.len(),
-                limits.max_data_bytes
-            ),
-        ));
+    // Already compact (always so for records Tidemark wrote): keep it without re-parsing.
+    if !raw
+        .get()
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        return check_data_size(raw.get().len(), field, limits).map(|()| raw.to_owned());
     }
+    let compact = compact_json(raw.get());
+    check_data_size(compact.len(), field, limits)?;
     RawValue::from_string(compact).map_err(|e| {
         FieldError::new(
             field,
@@ -232,6 +230,20 @@ fn validate_data(
             format!("{field} is not valid JSON: {e}"),
         )
     })
+}
+
+fn check_data_size(bytes: usize, field: &str, limits: &Limits) -> Result<(), FieldError> {
+    if bytes > limits.max_data_bytes {
+        return Err(FieldError::new(
+            field,
+            Rule::TooLarge,
+            format!(
+                "{field} is {bytes} bytes as compact JSON, more than the {} allowed",
+                limits.max_data_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Removes insignificant whitespace from valid JSON text, leaving strings untouched.

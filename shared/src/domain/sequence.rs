@@ -51,11 +51,16 @@ impl SequenceNumber {
     /// Fixed-width (128 digits, zero-padded) form whose byte order equals numeric order. DynamoDB
     /// compares strings bytewise, and its numbers hold only 38 digits, so conditions compare this.
     pub fn sort_key(&self) -> String {
-        format!(
-            "{:0>width$}",
-            self.significant_digits(),
-            width = MAX_SEQUENCE_DIGITS
-        )
+        let mut key = String::with_capacity(MAX_SEQUENCE_DIGITS);
+        self.push_sort_key(&mut key);
+        key
+    }
+
+    /// Appends the sort key to `out` (one allocation for a composite key).
+    pub fn push_sort_key(&self, out: &mut String) {
+        let digits = self.significant_digits();
+        out.extend(std::iter::repeat_n('0', MAX_SEQUENCE_DIGITS - digits.len()));
+        out.push_str(digits);
     }
 }
 

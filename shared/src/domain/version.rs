@@ -23,11 +23,10 @@ impl Version {
 
     /// The string stores compare in conditional writes: byte order equals `Version` order.
     pub fn key(&self) -> VersionKey {
-        VersionKey(format!(
-            "{}#{}",
-            self.event_time.sort_key(),
-            self.sequence.sort_key()
-        ))
+        let mut key = self.event_time.sort_key();
+        key.push('#');
+        self.sequence.push_sort_key(&mut key);
+        VersionKey(key)
     }
 }
 
