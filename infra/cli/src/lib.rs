@@ -3,4 +3,6 @@
 //! processor — on in-memory adapters or on the real AWS adapters against any endpoint.
 //! The HTTP handling is the same [`tidemark::api::Api`] the Lambdas run.
 
+pub mod bench;
+pub mod coldstart;
 pub mod serve;

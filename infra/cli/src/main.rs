@@ -1,6 +1,7 @@
 //! `tidemark`: the operator CLI.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use tidemark::adapters::bootstrap::ensure_resources;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
 use tidemark::esm::EsmSettings;
+use tidemark_cli::bench::{self, BenchOptions};
+use tidemark_cli::coldstart::{self, ColdStart};
 use tidemark_cli::serve::{default_poll_interval, run, MemoryPipeline, Pipeline, ServeSettings};
 use tokio::sync::watch;
 
@@ -57,6 +60,49 @@ enum Command {
         /// Pause between reads of an idle shard (default: 20 in memory, 200 against an endpoint).
         #[arg(long)]
         poll_interval_ms: Option<u64>,
+    },
+    /// Drive a running `tidemark serve` over HTTP and print throughput, latency, freshness,
+    /// correctness and (with --serve-pid) its peak memory.
+    Bench {
+        /// Base URL of the running serve.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        target: String,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        clients: u32,
+        /// Run for this many seconds (default 10, unless --events is given).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// Stop after this many events instead.
+        #[arg(long)]
+        events: Option<u64>,
+        /// Events per request: 1 uses POST /events, more uses POST /events/batch (at most 500).
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Distinct ids the events spread over.
+        #[arg(long, default_value_t = 10_000)]
+        ids: usize,
+        /// Milliseconds between freshness probes.
+        #[arg(long, default_value_t = 20)]
+        probe_interval_ms: u64,
+        /// Seconds the final correctness check may wait for STATUS to catch up.
+        #[arg(long, default_value_t = 60)]
+        settle_timeout_secs: u64,
+        /// Pid of the serve process, to report its peak memory (e.g. $(pgrep -f 'tidemark serve')).
+        #[arg(long)]
+        serve_pid: Option<u32>,
+    },
+    /// Start each function binary against a minimal local Lambda Runtime API, many times, and
+    /// print its size, the time from exec to its first `next` request, and its peak memory after
+    /// one invocation (a Kinesis batch of --batch-records records for the processor).
+    Coldstart {
+        /// Function binaries (e.g. target/release/ingest target/release/query target/release/processor).
+        #[arg(required = true)]
+        binaries: Vec<PathBuf>,
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        runs: u32,
+        #[arg(long, default_value_t = 10_000)]
+        batch_records: usize,
     },
     /// Create the stream and tables at an endpoint if they are missing.
     Bootstrap {
@@ -139,6 +185,102 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
+        }
+        Command::Bench {
+            target,
+            clients,
+            duration_secs,
+            events,
+            batch_size,
+            ids,
+            probe_interval_ms,
+            settle_timeout_secs,
+            serve_pid,
+        } => {
+            let options = BenchOptions {
+                target: target.trim_end_matches('/').to_owned(),
+                clients: clients as usize,
+                duration: match (duration_secs, events) {
+                    (Some(s), _) => Some(Duration::from_secs(s)),
+                    (None, None) => Some(Duration::from_secs(10)),
+                    (None, Some(_)) => None,
+                },
+                events,
+                batch_size,
+                ids: ids.max(1),
+                probe_interval: Duration::from_millis(probe_interval_ms.max(1)),
+                settle_timeout: Duration::from_secs(settle_timeout_secs),
+                serve_pid,
+            };
+            println!(
+                "tidemark bench: {} clients, {} events per request, {} ids, against {}",
+                options.clients, options.batch_size, options.ids, options.target
+            );
+            match bench::run(options).await {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.ids_correct == report.ids_checked {
+                        ExitCode::SUCCESS
+                    } else {
+                        fail(&"some ids did not reach their newest accepted version")
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Coldstart {
+            binaries,
+            runs,
+            batch_records,
+        } => {
+            let server = match ColdStart::start().await {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            println!(
+                "{:<12} {:>10} {:>12} {:>12} {:>12} {:>14} {:>12}",
+                "function",
+                "size",
+                "start p50",
+                "start p90",
+                "start max",
+                "invocation p50",
+                "peak memory"
+            );
+            for binary in &binaries {
+                let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+                let event = coldstart::event_for(binary, batch_records);
+                let mut measured = Vec::new();
+                for _ in 0..runs {
+                    match server.measure(binary, &event).await {
+                        Ok(run) => measured.push(run),
+                        Err(e) => return fail(&e),
+                    }
+                }
+                let mut startups: Vec<_> = measured.iter().map(|r| r.startup).collect();
+                let mut invocations: Vec<_> = measured.iter().map(|r| r.invocation).collect();
+                startups.sort();
+                invocations.sort();
+                let at = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+                let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+                let peak = measured
+                    .iter()
+                    .map(|r| r.peak_memory_kib)
+                    .max()
+                    .unwrap_or(0);
+                println!(
+                    "{:<12} {:>8.2}MB {:>12} {:>12} {:>12} {:>14} {:>8.1} MiB",
+                    binary.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+                    size as f64 / 1_000_000.0,
+                    ms(at(&startups, 0.5)),
+                    ms(at(&startups, 0.9)),
+                    ms(at(&startups, 1.0)),
+                    ms(at(&invocations, 0.5)),
+                    peak as f64 / 1024.0
+                );
+            }
+            println!("({runs} runs each; the processor's invocation is a {batch_records}-record batch; sizes in decimal MB)");
+            ExitCode::SUCCESS
         }
         Command::Bootstrap {
             endpoint_url,
