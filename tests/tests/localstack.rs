@@ -31,6 +31,13 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
     (status, response.json().await.unwrap())
 }
 
+/// Posts and asserts the 202 that means Kinesis acknowledged it.
+async fn post_accepted(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let (status, answer) = post(http, url, body).await;
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
 fn event_bytes(id: &str, status: &str, timestamp: &str) -> Bytes {
     let json = format!(r#"{{"id":"{id}","status":"{status}","timestamp":"{timestamp}"}}"#);
     let raw: &serde_json::value::RawValue = serde_json::from_str(&json).unwrap();
@@ -75,50 +82,34 @@ async fn out_of_order_ties_duplicates_and_a_mixed_batch() {
         ("first", "2024-05-01T10:00:00Z"),
         ("second", "2024-05-01T06:30:00-05:00"),
     ] {
-        assert_eq!(
-            post(
-                &http,
-                events.clone(),
-                json!({"id": "a", "status": status, "timestamp": ts})
-            )
-            .await
-            .0,
-            202
-        );
+        post_accepted(
+            &http,
+            events.clone(),
+            json!({"id": "a", "status": status, "timestamp": ts}),
+        )
+        .await;
     }
     // Equal timestamps (the same instant written with two offsets): the later sequence number wins.
-    assert_eq!(
-        post(
-            &http,
-            events.clone(),
-            json!({"id": "b", "status": "earlier", "timestamp": "2024-05-01T12:00:00Z"})
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        post(
-            &http,
-            events.clone(),
-            json!({"id": "b", "status": "later", "timestamp": "2024-05-01T13:00:00+01:00"})
-        )
-        .await
-        .0,
-        202
-    );
+    post_accepted(
+        &http,
+        events.clone(),
+        json!({"id": "b", "status": "earlier", "timestamp": "2024-05-01T12:00:00Z"}),
+    )
+    .await;
+    post_accepted(
+        &http,
+        events.clone(),
+        json!({"id": "b", "status": "later", "timestamp": "2024-05-01T13:00:00+01:00"}),
+    )
+    .await;
     // Duplicates.
     for _ in 0..3 {
-        assert_eq!(
-            post(
-                &http,
-                events.clone(),
-                json!({"id": "c", "status": "dup", "timestamp": "2024-05-01T12:00:00Z"})
-            )
-            .await
-            .0,
-            202
-        );
+        post_accepted(
+            &http,
+            events.clone(),
+            json!({"id": "c", "status": "dup", "timestamp": "2024-05-01T12:00:00Z"}),
+        )
+        .await;
     }
     // A batch mixing valid and invalid events.
     let (status, body) = post(&http, format!("{}/events/batch", running.base), json!({"events": [
@@ -358,12 +349,7 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
             .collect();
         json!({"events": events})
     };
-    assert_eq!(
-        post(&http, format!("{}/events/batch", running.base), batch(1))
-            .await
-            .0,
-        202
-    );
+    post_accepted(&http, format!("{}/events/batch", running.base), batch(1)).await;
     let round1: Vec<(String, String)> = (0..20)
         .map(|id| (format!("id-{id}"), "round-1".to_owned()))
         .collect();
@@ -372,12 +358,7 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
     outage.take_down();
     // Ingest still accepts (Kinesis is up); reads fail with a retryable 503; the processor fails
     // and retries.
-    assert_eq!(
-        post(&http, format!("{}/events/batch", running.base), batch(2))
-            .await
-            .0,
-        202
-    );
+    post_accepted(&http, format!("{}/events/batch", running.base), batch(2)).await;
     let response = http
         .get(format!("{}/messages/id-0", running.base))
         .send()
@@ -438,7 +419,7 @@ async fn a_split_while_events_flow_keeps_per_id_order() {
         async move {
             for id in 0..6 {
                 let body = json!({"id": format!("id-{id}"), "status": format!("round-{round}"), "timestamp": "2024-05-01T12:00:00Z"});
-                assert_eq!(post(&http, format!("{base}/events"), body).await.0, 202);
+                post_accepted(&http, format!("{base}/events"), body).await;
             }
         }
     };
@@ -514,16 +495,12 @@ async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
         .unwrap();
     let running = Running::start(aws_pipeline(&aws), quick_settings()).await;
     let http = reqwest::Client::new();
-    assert_eq!(
-        post(
-            &http,
-            format!("{}/events", running.base),
-            json!({"id": "after", "status": "applied"})
-        )
-        .await
-        .0,
-        202
-    );
+    post_accepted(
+        &http,
+        format!("{}/events", running.base),
+        json!({"id": "after", "status": "applied"}),
+    )
+    .await;
     wait_for_statuses(
         &http,
         &running.base,
