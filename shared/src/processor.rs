@@ -105,6 +105,8 @@ impl Processor {
     pub async fn process_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
         let started = Instant::now();
         let now = self.clock.now();
+        // The batch's time as text, formatted once: dead letters, STATUS rows and OPLOG share it.
+        let now_text = now.to_rfc3339();
         let mut report = BatchReport {
             shard_id: shard_id.to_owned(),
             records: records.len(),
@@ -140,7 +142,7 @@ impl Processor {
                         partition_key: record.partition_key.clone(),
                         raw: record.data.clone(),
                         reason: reason.to_string(),
-                        dead_lettered_at: now.to_rfc3339(),
+                        dead_lettered_at: now_text.clone(),
                     },
                     sequence: sequence.clone().ok(),
                 }),
@@ -153,10 +155,9 @@ impl Processor {
         // 2. Coalesce: one write per distinct id.
         let groups = coalesce(decoded);
         report.distinct_ids = groups.len();
-        let updated_at = now.to_rfc3339();
         writes.extend(groups.into_iter().map(|group| Write::Status {
             lowest_sequence: group.lowest_sequence,
-            row: status_row(group.newest, shard_id, &updated_at),
+            row: status_row(group.newest, shard_id, &now_text),
         }));
 
         // 3. Apply, many in flight at once.
@@ -193,7 +194,7 @@ impl Processor {
                 .advance(&Checkpoint {
                     shard_id: shard_id.to_owned(),
                     sequence_number: checkpoint.clone(),
-                    updated_at: now.to_rfc3339(),
+                    updated_at: now_text.clone(),
                     records_applied: settlement.records_covered as u64,
                     lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
                 })
