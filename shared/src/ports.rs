@@ -82,12 +82,6 @@ pub enum StreamError {
     Unavailable(String),
 }
 
-impl StreamError {
-    pub fn is_throttling(&self) -> bool {
-        matches!(self, StreamError::Throttled(_))
-    }
-}
-
 /// The partitioned log.
 #[async_trait]
 pub trait EventStream: Send + Sync {
@@ -138,12 +132,6 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store rejected the request: {0}")]
     Rejected(String),
-}
-
-impl StoreError {
-    pub fn is_throttling(&self) -> bool {
-        matches!(self, StoreError::Throttled(_))
-    }
 }
 
 #[async_trait]

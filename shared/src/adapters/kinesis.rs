@@ -24,14 +24,6 @@ impl KinesisStream {
             stream_name: stream_name.into(),
         }
     }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn stream_name(&self) -> &str {
-        &self.stream_name
-    }
 }
 
 fn stream_error(failure: Failure) -> StreamError {

@@ -46,9 +46,6 @@ pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 /// Lambda's event source mapping accepts batch sizes up to 10,000 records.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
-/// Lambda's invocation payload limit, which also caps a Kinesis batch.
-pub const MAX_BATCH_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
-
 /// GetRecords returns at most 10,000 records per call.
 pub const MAX_GET_RECORDS: usize = 10_000;
 
