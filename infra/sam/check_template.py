@@ -1,0 +1,94 @@
+"""Project rules for template.yaml that the generic linters do not know.
+
+1. Least privilege: no IAM statement in a role grants an action on Resource "*".
+2. Every function gets every TIDEMARK_* name the Lambdas require (shared/src/config.rs); a
+   missing one would only show up as a function that refuses to start after deploy.
+3. The event source mapping keeps the settings the processor's guarantees depend on.
+
+Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
+    .tools/aws-sam-cli/bin/python infra/sam/check_template.py
+"""
+
+import re
+import sys
+
+from cfnlint.decode import cfn_yaml
+
+TEMPLATE = "template.yaml"
+CONFIG = "shared/src/config.rs"
+REQUIRED_NAMES = ["STREAM_NAME_VAR", "STATUS_TABLE_VAR", "OPLOG_TABLE_VAR", "DEADLETTER_TABLE_VAR"]
+
+problems = []
+
+
+def statements(policy_document):
+    found = policy_document.get("Statement", [])
+    return found if isinstance(found, list) else [found]
+
+
+def wildcard_resources(statement):
+    resources = statement.get("Resource", [])
+    resources = resources if isinstance(resources, list) else [resources]
+    return [r for r in resources if isinstance(r, str) and "*" in r]
+
+
+def main():
+    template = cfn_yaml.load(TEMPLATE)
+    resources = template["Resources"]
+
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in statements(policy["PolicyDocument"]):
+                if wildcard_resources(statement):
+                    problems.append(f"{name}/{statement.get('Sid', '?')}: Resource holds '*'")
+        if resource["Properties"].get("ManagedPolicyArns"):
+            problems.append(f"{name}: managed policies grant on '*'; write the statements inline")
+
+    config = open(CONFIG).read()
+    required = []
+    for const in REQUIRED_NAMES:
+        match = re.search(rf'const {const}: &str = "([A-Z_]+)"', config)
+        if not match:
+            problems.append(f"{CONFIG}: {const} not found (update {__file__})")
+            continue
+        required.append(match.group(1))
+    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        env = dict(globals_env)
+        env.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
+        missing = [var for var in required if var not in env]
+        if missing:
+            problems.append(f"{name}: environment lacks {missing}")
+        if resource.get("Metadata", {}).get("BuildMethod") != "rust-cargolambda":
+            problems.append(f"{name}: Metadata.BuildMethod should be rust-cargolambda")
+
+    mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    if len(mappings) != 1:
+        problems.append(f"expected one event source mapping, found {len(mappings)}")
+    for mapping in mappings:
+        props = mapping["Properties"]
+        expected = {
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "ParallelizationFactor": 1,
+            "BisectBatchOnFunctionError": True,
+            "StartingPosition": "TRIM_HORIZON",
+        }
+        for key, value in expected.items():
+            if props.get(key) != value:
+                problems.append(f"event source mapping: {key} should be {value!r}, is {props.get(key)!r}")
+        if "OnFailure" not in props.get("DestinationConfig", {}):
+            problems.append("event source mapping: no on-failure destination")
+
+    if problems:
+        for problem in problems:
+            print(f"template check: {problem}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{TEMPLATE}: least privilege, function environment and mapping settings hold")
+
+
+if __name__ == "__main__":
+    main()
