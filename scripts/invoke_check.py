@@ -1,0 +1,172 @@
+"""Invokes each Lambda through `cargo lambda watch` with the fixtures in events/ and checks the answers.
+
+Run by scripts/invoke-check, which provides LocalStack (AWS_ENDPOINT_URL), the resource names
+(TIDEMARK_*), a running `cargo lambda watch` on INVOKE_PORT, and boto3 (from the SAM CLI's venv).
+Every check names the fixture and what was expected, and the first failure stops the run.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+
+EVENTS = "events"
+PORT = os.environ["INVOKE_PORT"]
+SHARD = "shardId-000000000000"
+
+
+def invoke(function, fixture):
+    """One `cargo lambda invoke` with a fixture; returns the function's JSON answer."""
+    path = os.path.join(EVENTS, fixture)
+    done = subprocess.run(
+        ["cargo", "lambda", "invoke", function, "--invoke-port", PORT,
+         "--data-file", path, "--output-format", "json"],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        fail(f"cargo lambda invoke {function} --data-file {path} exited {done.returncode}:\n"
+             f"{done.stdout}\n{done.stderr}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        fail(f"{path}: the answer is not JSON:\n{done.stdout}\n{done.stderr}")
+
+
+def http(function, fixture, expected_status):
+    """Invokes an HTTP function; checks the status code and returns the decoded body."""
+    answer = invoke(function, fixture)
+    status = answer.get("statusCode")
+    body = answer.get("body") or ""
+    if answer.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    if status != expected_status:
+        fail(f"{fixture}: expected HTTP {expected_status}, got {status}: {body}")
+    print(f"ok   {function:<9} {fixture:<40} {status}")
+    return json.loads(body)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def fail(message):
+    print(f"FAIL {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def is_sequence_number(value):
+    return isinstance(value, str) and value.isdigit() and len(value) >= 20
+
+
+def ingest_checks():
+    for fixture in ["ingest/apigw-v1-post-event.json",
+                    "ingest/apigw-v2-base64-post-event.json",
+                    "ingest/function-url-post-event.json",
+                    "ingest/alb-post-event.json"]:
+        body = http("ingest", fixture, 202)
+        check(is_sequence_number(body.get("sequence_number")),
+              f"{fixture}: no Kinesis sequence number in {body}")
+        check(body.get("shard_id", "").startswith("shardId-"), f"{fixture}: no shard id in {body}")
+
+    fixture = "ingest/apigw-v2-post-batch.json"
+    body = http("ingest", fixture, 202)
+    results = body.get("results", [])
+    check(len(results) == 4, f"{fixture}: expected 4 results in request order, got {body}")
+    check(all(is_sequence_number(r.get("sequence_number")) for r in results),
+          f"{fixture}: every event should be accepted with a sequence number: {body}")
+    # Same id, same shard: the sequence numbers of one id increase in request order.
+    same_id = [int(r["sequence_number"]) for r in results if r.get("id") == "invoke-v2"]
+    check(same_id == sorted(same_id) and len(set(same_id)) == 3,
+          f"{fixture}: one id's records should have increasing sequence numbers: {same_id}")
+
+    fixture = "ingest/apigw-v2-post-invalid.json"
+    body = http("ingest", fixture, 400)
+    check(body.get("error", {}).get("field") == "id", f"{fixture}: the error should name 'id': {body}")
+
+
+def stream_holds_the_accepted_events():
+    """The 202s were real: the stream on the endpoint holds exactly the posted events."""
+    kinesis = boto3.client("kinesis", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    stream = os.environ["TIDEMARK_STREAM_NAME"]
+    ids = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON",
+        )["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+        ids += [json.loads(r["Data"])["id"] for r in records]
+    expected = ["invoke-v1", "invoke-v2-base64", "invoke-url", "invoke-alb",
+                "invoke-v2", "invoke-v2", "invoke-v2", "invoke-v2b"]
+    check(sorted(ids) == sorted(expected), f"the stream should hold {sorted(expected)}, holds {sorted(ids)}")
+    print(f"ok   stream holds the {len(ids)} accepted events")
+
+
+def processor_checks():
+    fixture = "processor/kinesis-batch.json"
+    # The second invocation is Lambda's redelivery of the same batch: nothing may change.
+    for attempt in ("first delivery", "redelivery"):
+        answer = invoke("processor", fixture)
+        check(answer == {"batchItemFailures": []},
+              f"{fixture} ({attempt}): expected no batch item failures, got {answer}")
+        print(f"ok   processor {fixture:<40} {attempt}: batchItemFailures []")
+
+    records = json.load(open(os.path.join(EVENTS, fixture)))["Records"]
+    last_sequence = records[-1]["kinesis"]["sequenceNumber"]
+    poison = [r["kinesis"]["sequenceNumber"] for r in records
+              if not decodes_to_event(r["kinesis"]["data"])]
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    letters = dynamodb.scan(TableName=os.environ["TIDEMARK_DEADLETTER_TABLE"])["Items"]
+    dead = sorted(item["sequence_number"]["S"] for item in letters)
+    check(dead == sorted(poison), f"DEADLETTER should hold the poison records {poison}, holds {dead}")
+    print(f"ok   DEADLETTER holds the {len(dead)} poison records")
+    return last_sequence
+
+
+def decodes_to_event(data):
+    try:
+        event = json.loads(base64.b64decode(data))
+    except ValueError:
+        return False
+    return isinstance(event, dict) and "status" in event
+
+
+def query_checks(last_sequence):
+    expected = {
+        "query/apigw-v2-get-message.json": ("order-1", "shipped"),
+        "query/apigw-v1-get-message.json": ("order-2", "delivered"),
+        "query/function-url-get-message.json": ("order-3", "created"),
+    }
+    for fixture, (message_id, status) in expected.items():
+        row = http("query", fixture, 200)
+        check(row.get("id") == message_id and row.get("status") == status,
+              f"{fixture}: expected {message_id} at '{status}' (the newest version), got {row}")
+        check(row.get("shard_id") == SHARD and is_sequence_number(row.get("sequence_number")),
+              f"{fixture}: the row should carry its Kinesis position: {row}")
+    row = http("query", "query/function-url-get-message.json", 200)
+    check(row.get("data") == {"carrier": "DHL", "parcels": 2}, f"order-3 should keep its data: {row}")
+
+    body = http("query", "query/apigw-v2-get-unknown.json", 404)
+    check(body.get("error", {}).get("code"), f"a 404 should carry an error code: {body}")
+
+    body = http("query", "query/alb-get-shards.json", 200)
+    shards = {s.get("shard_id"): s for s in body.get("shards", [])}
+    check(SHARD in shards, f"GET /shards should list {SHARD}: {body}")
+    check(shards[SHARD].get("sequence_number") == last_sequence,
+          f"OPLOG for {SHARD} should be at the batch's last record {last_sequence}: {shards[SHARD]}")
+
+
+def main():
+    ingest_checks()
+    stream_holds_the_accepted_events()
+    last_sequence = processor_checks()
+    query_checks(last_sequence)
+    print("invoke check passed: every function answered as expected through cargo lambda")
+
+
+if __name__ == "__main__":
+    main()
