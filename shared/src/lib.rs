@@ -14,4 +14,5 @@ pub mod esm;
 pub mod ports;
 pub mod processor;
 pub mod publish;
+pub mod replay;
 pub mod telemetry;

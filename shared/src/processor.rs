@@ -100,6 +100,17 @@ impl Processor {
         }
     }
 
+    /// The same processor writing its checkpoints to `checkpoints` instead.
+    pub fn with_checkpoints(&self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        Self {
+            checkpoints,
+            status: Arc::clone(&self.status),
+            dead_letters: Arc::clone(&self.dead_letters),
+            settings: self.settings,
+            clock: Arc::clone(&self.clock),
+        }
+    }
+
     /// Processes one batch of one shard, records in shard order. Never fails as a whole: what
     /// could not be written is reported as the batch item failure, so Lambda retries from there.
     pub async fn process_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {

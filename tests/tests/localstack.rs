@@ -21,6 +21,7 @@ use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
 use tidemark::ports::*;
 use tidemark::processor::{Processor, ProcessorSettings};
 use tidemark::publish::RetryPolicy;
+use tidemark::replay::replay_range;
 use tidemark_tests::{
     aws_pipeline, message, quick_settings, wait_for, wait_for_statuses, Outage, Resources, Running,
 };
@@ -592,4 +593,88 @@ async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     assert_eq!(on_stream.len(), accepted.len(), "no record was put twice");
     assert_eq!(on_stream.into_iter().collect::<HashSet<_>>(), accepted);
     running.stop().await;
+}
+
+/// The mapping gave up on a range and a later batch moved OPLOG past it (what the on-failure
+/// queue reports). `tidemark replay`'s function reads the range back from real Kinesis with an
+/// AT_SEQUENCE_NUMBER iterator and applies exactly it: older rows come forward, newer ones
+/// stay, OPLOG is untouched, and a second replay changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_given_up_range_restores_what_it_held() {
+    let r = Resources::create("replay", 1).await;
+    let aws = r.adapters();
+    let put = |id: &str, status: &str, minute: u32| {
+        let record = OutgoingRecord {
+            partition_key: id.to_owned(),
+            data: event_bytes(id, status, &format!("2026-11-22T10:{minute:02}:00Z")),
+        };
+        let stream = aws.stream.clone();
+        async move { stream.put(&record).await.unwrap() }
+    };
+    put("a", "created", 0).await;
+    let first = put("b", "created", 1).await;
+    put("a", "shipped", 5).await;
+    let last = put("c", "created", 2).await;
+    put("a", "delivered", 9).await;
+    let shard = first.shard_id.clone();
+    let records = all_records(aws.stream.as_ref())
+        .await
+        .remove(&shard)
+        .unwrap();
+    assert_eq!(records.len(), 5);
+
+    let processor = Processor::new(
+        aws.status.clone(),
+        aws.checkpoints.clone(),
+        aws.dead_letters.clone(),
+        ProcessorSettings::default(),
+        Arc::new(SystemClock),
+    );
+    // Records 1..=3 are the given-up range; the batches before and after it were applied.
+    assert!(processor
+        .process_batch(&shard, &records[..1])
+        .await
+        .failure
+        .is_none());
+    assert!(processor
+        .process_batch(&shard, &records[4..])
+        .await
+        .failure
+        .is_none());
+    let oplog = aws.checkpoints.get(&shard).await.unwrap().unwrap();
+    assert_eq!(oplog.sequence_number.as_str(), records[4].sequence_number);
+    assert!(aws.status.get("b").await.unwrap().is_none());
+
+    let from = SequenceNumber::parse(&first.sequence_number).unwrap();
+    let to = SequenceNumber::parse(&last.sequence_number).unwrap();
+    let report = replay_range(aws.stream.as_ref(), &processor, &shard, &from, &to)
+        .await
+        .unwrap();
+    assert_eq!(report.records, 3, "exactly the range, both ends included");
+    assert_eq!(
+        aws.status.get("a").await.unwrap().unwrap().status,
+        "delivered"
+    );
+    assert_eq!(
+        aws.status.get("b").await.unwrap().unwrap().status,
+        "created"
+    );
+    assert_eq!(
+        aws.status.get("c").await.unwrap().unwrap().status,
+        "created"
+    );
+    assert_eq!(
+        aws.checkpoints.get(&shard).await.unwrap().unwrap(),
+        oplog,
+        "OPLOG untouched"
+    );
+
+    let again = replay_range(aws.stream.as_ref(), &processor, &shard, &from, &to)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.records, again.applied),
+        (3, 0),
+        "a second replay changes nothing"
+    );
 }

@@ -3,13 +3,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tidemark::adapters::bootstrap::ensure_resources;
-use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::adapters::sdk::{load_sdk_config, AwsAdapters};
 use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
+use tidemark::domain::{SequenceNumber, SystemClock};
 use tidemark::esm::EsmSettings;
+use tidemark::processor::Processor;
+use tidemark::replay::replay_range;
 use tidemark_cli::bench::{self, BenchOptions};
 use tidemark_cli::coldstart::{self, ColdStart};
 use tidemark_cli::serve::{default_poll_interval, run, MemoryPipeline, Pipeline, ServeSettings};
@@ -103,6 +107,22 @@ enum Command {
         runs: u32,
         #[arg(long, default_value_t = 10_000)]
         batch_records: usize,
+    },
+    /// Re-apply one shard's records from --from to --to (both included): the range a message in
+    /// the on-failure queue names (KinesisBatchInfo shardId, startSequenceNumber,
+    /// endSequenceNumber). Newer rows stay; OPLOG is not written. Names come from TIDEMARK_*.
+    Replay {
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+        /// Shard id, e.g. shardId-000000000000.
+        #[arg(long)]
+        shard: String,
+        /// First sequence number of the range.
+        #[arg(long)]
+        from: String,
+        /// Last sequence number of the range.
+        #[arg(long)]
+        to: String,
     },
     /// Create the stream and tables at an endpoint if they are missing.
     Bootstrap {
@@ -282,6 +302,12 @@ async fn main() -> ExitCode {
             println!("({runs} runs each; the processor's invocation is a {batch_records}-record batch; sizes in decimal MB)");
             ExitCode::SUCCESS
         }
+        Command::Replay {
+            endpoint_url,
+            shard,
+            from,
+            to,
+        } => replay(endpoint_url, &shard, &from, &to).await,
         Command::Bootstrap {
             endpoint_url,
             shards,
@@ -307,6 +333,39 @@ async fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+async fn replay(endpoint_url: Option<String>, shard: &str, from: &str, to: &str) -> ExitCode {
+    let (from, to) = match (SequenceNumber::parse(from), SequenceNumber::parse(to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) => return fail(&format!("--from: {e}")),
+        (_, Err(e)) => return fail(&format!("--to: {e}")),
+    };
+    // Strict: replaying into default-named tables by mistake would be worse than stopping.
+    let (names, settings) = match (ResourceNames::from_env(), processor_settings_from_env()) {
+        (Ok(names), Ok(settings)) => (names, settings),
+        (Err(e), _) => return fail(&e),
+        (_, Err(e)) => return fail(&e),
+    };
+    let sdk = load_sdk_config(endpoint_url.as_deref()).await;
+    let aws = AwsAdapters::new(&sdk, &names);
+    let processor = Processor::new(
+        aws.status,
+        aws.checkpoints,
+        aws.dead_letters,
+        settings,
+        Arc::new(SystemClock),
+    );
+    match replay_range(aws.stream.as_ref(), &processor, shard, &from, &to).await {
+        Ok(report) => {
+            println!(
+                "replayed {} records of {shard}: {} applied, {} stale (a newer version was already there), {} dead-lettered",
+                report.records, report.applied, report.stale, report.dead_lettered
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -1,0 +1,286 @@
+//! Replaying a range of one shard: what an operator does with a message from the event source
+//! mapping's on-failure queue, which names a shard and the sequence range it gave up on.
+//!
+//! The range is read back from the stream (it stays there for the stream's retention) and runs
+//! through the same [`Processor`] with its original sequence numbers, so versions are exactly
+//! what they would have been: newer rows are left alone, older ones are brought forward, and
+//! poison goes to DEADLETTER. OPLOG is never written: the shard's checkpoint has already moved
+//! past a given-up range, and moving it to the range's end could otherwise claim records in
+//! between that were never applied.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::SequenceNumber;
+use crate::ports::{
+    AdvanceOutcome, Checkpoint, CheckpointStore, EventStream, StartPosition, StoreError,
+    StreamError,
+};
+use crate::processor::Processor;
+
+/// Records asked for per GetRecords call: the most Kinesis returns.
+pub const REPLAY_PAGE_RECORDS: usize = crate::domain::limits::MAX_GET_RECORDS;
+
+/// Empty pages in a row after which the range is taken to be read to the shard's tip. Kinesis
+/// may return an empty page before later records, so one empty page proves nothing.
+const EMPTY_PAGES_AT_TIP: usize = 3;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub records: usize,
+    pub applied: usize,
+    pub stale: usize,
+    pub dead_lettered: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading shard {shard_id}: {source}")]
+    Stream {
+        shard_id: String,
+        source: StreamError,
+    },
+    #[error("the range starts after it ends ({from} > {to})")]
+    EmptyRange { from: String, to: String },
+    #[error("record {sequence_number} could not be applied (see the log); replay again from it")]
+    Failed { sequence_number: String },
+}
+
+/// A checkpoint store that records nothing: replay must not move OPLOG (see the module doc).
+struct NoCheckpoints;
+
+#[async_trait]
+impl CheckpointStore for NoCheckpoints {
+    async fn advance(&self, _checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
+        Ok(AdvanceOutcome::AlreadyPast)
+    }
+    async fn get(&self, _shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(None)
+    }
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The processor to replay with: `processor`'s stores and settings, with OPLOG left out.
+pub fn replay_processor(processor: &Processor) -> Processor {
+    processor.with_checkpoints(Arc::new(NoCheckpoints))
+}
+
+/// Re-applies the records of `shard_id` from `from` to `to`, both included.
+pub async fn replay_range(
+    stream: &dyn EventStream,
+    processor: &Processor,
+    shard_id: &str,
+    from: &SequenceNumber,
+    to: &SequenceNumber,
+) -> Result<ReplayReport, ReplayError> {
+    if from > to {
+        return Err(ReplayError::EmptyRange {
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+        });
+    }
+    let processor = replay_processor(processor);
+    let stream_error = |source| ReplayError::Stream {
+        shard_id: shard_id.to_owned(),
+        source,
+    };
+    let mut iterator = stream
+        .shard_iterator(shard_id, &StartPosition::AtSequence(from.clone()))
+        .await
+        .map_err(stream_error)?;
+    let mut report = ReplayReport::default();
+    let mut empty_pages = 0;
+    loop {
+        let page = stream
+            .get_records(&iterator, REPLAY_PAGE_RECORDS)
+            .await
+            .map_err(stream_error)?;
+        let mut past_end = false;
+        let in_range: Vec<_> = page
+            .records
+            .into_iter()
+            .filter(
+                |record| match SequenceNumber::parse(&record.sequence_number) {
+                    Ok(sequence) if &sequence <= to => true,
+                    _ => {
+                        past_end = true;
+                        false
+                    }
+                },
+            )
+            .collect();
+        if !in_range.is_empty() {
+            empty_pages = 0;
+            let outcome = processor.process_batch(shard_id, &in_range).await;
+            report.records += in_range.len();
+            report.applied += outcome.report.applied;
+            report.stale += outcome.report.stale;
+            report.dead_lettered += outcome.report.dead_lettered;
+            if let Some(sequence_number) = outcome.failure {
+                return Err(ReplayError::Failed { sequence_number });
+            }
+        } else {
+            empty_pages += 1;
+        }
+        let at_tip =
+            empty_pages >= EMPTY_PAGES_AT_TIP && page.millis_behind_latest.unwrap_or(0) == 0;
+        match page.next_iterator {
+            Some(next) if !past_end && !at_tip => iterator = next,
+            _ => return Ok(report),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::{
+        MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore, MemoryStream,
+    };
+    use crate::domain::SystemClock;
+    use crate::ports::{CheckpointStore, DeadLetterStore, PutAck, StreamRecord};
+    use crate::processor::ProcessorSettings;
+
+    struct Setup {
+        stream: MemoryStream,
+        status: Arc<MemoryStatusStore>,
+        checkpoints: Arc<MemoryCheckpointStore>,
+        dead_letters: Arc<MemoryDeadLetterStore>,
+        processor: Processor,
+    }
+
+    fn setup() -> Setup {
+        let status = Arc::new(MemoryStatusStore::default());
+        let checkpoints = Arc::new(MemoryCheckpointStore::default());
+        let dead_letters = Arc::new(MemoryDeadLetterStore::default());
+        let processor = Processor::new(
+            status.clone(),
+            checkpoints.clone(),
+            dead_letters.clone(),
+            ProcessorSettings::default(),
+            Arc::new(SystemClock),
+        );
+        Setup {
+            stream: MemoryStream::new(1),
+            status,
+            checkpoints,
+            dead_letters,
+            processor,
+        }
+    }
+
+    fn put(stream: &MemoryStream, id: &str, status: &str, minute: u32) -> PutAck {
+        let body = format!(
+            r#"{{"id":"{id}","status":"{status}","timestamp":"2026-11-22T10:{minute:02}:00Z","received_at":"2026-11-22T11:00:00Z"}}"#
+        );
+        stream.put_raw(id, body.into()).expect("in-memory put")
+    }
+
+    async fn read_all(stream: &MemoryStream, shard: &str) -> Vec<StreamRecord> {
+        let iterator = stream
+            .shard_iterator(shard, &StartPosition::TrimHorizon)
+            .await
+            .expect("iterator");
+        stream
+            .get_records(&iterator, 10_000)
+            .await
+            .expect("records")
+            .records
+    }
+
+    fn seq(ack: &PutAck) -> SequenceNumber {
+        SequenceNumber::parse(&ack.sequence_number).expect("a sequence number")
+    }
+
+    /// The mapping gave up on the middle of a shard and the next batch moved OPLOG past it;
+    /// replaying the range from the on-failure message applies exactly what was missing,
+    /// leaves newer rows and OPLOG alone, and dead-letters the poison in it.
+    #[tokio::test]
+    async fn replay_applies_a_given_up_range_without_touching_oplog() {
+        let s = setup();
+        put(&s.stream, "a", "created", 0);
+        let first = put(&s.stream, "b", "created", 1);
+        put(&s.stream, "a", "shipped", 5);
+        s.stream
+            .put_raw("poison", "not an event".into())
+            .expect("put");
+        let last = put(&s.stream, "c", "created", 2);
+        put(&s.stream, "a", "delivered", 9);
+        let shard = first.shard_id.clone();
+        let records = read_all(&s.stream, &shard).await;
+        assert_eq!(records.len(), 6);
+
+        // Given up: records 1..=4 (b, a shipped, poison, c); applied: the first and the last.
+        s.processor.process_batch(&shard, &records[..1]).await;
+        s.processor.process_batch(&shard, &records[5..]).await;
+        let oplog_before = s.checkpoints.get(&shard).await.expect("get");
+        assert_eq!(s.status.snapshot().len(), 1, "only a is applied so far");
+
+        let report = replay_range(&s.stream, &s.processor, &shard, &seq(&first), &seq(&last))
+            .await
+            .expect("replay");
+        assert_eq!(report.records, 4, "exactly the range, both ends included");
+        assert_eq!(report.dead_lettered, 1);
+        let rows = s.status.snapshot();
+        assert_eq!(
+            rows["a"].status, "delivered",
+            "a newer row is never replaced"
+        );
+        assert_eq!(rows["b"].status, "created");
+        assert_eq!(rows["c"].status, "created");
+        assert_eq!(s.dead_letters.list().await.expect("list").len(), 1);
+        assert_eq!(
+            s.checkpoints.get(&shard).await.expect("get"),
+            oplog_before,
+            "replay never writes OPLOG"
+        );
+
+        // Replaying again changes nothing.
+        let before = s.status.snapshot();
+        let again = replay_range(&s.stream, &s.processor, &shard, &seq(&first), &seq(&last))
+            .await
+            .expect("replay");
+        assert_eq!(again.applied, 0);
+        assert_eq!(s.status.snapshot(), before);
+    }
+
+    /// A range ahead of the checkpoint must not drag OPLOG over the unapplied records before it.
+    #[tokio::test]
+    async fn replay_ahead_of_the_checkpoint_leaves_it_where_it_is() {
+        let s = setup();
+        put(&s.stream, "a", "created", 0);
+        put(&s.stream, "b", "created", 1);
+        let ahead = put(&s.stream, "c", "created", 2);
+        let shard = ahead.shard_id.clone();
+        let records = read_all(&s.stream, &shard).await;
+        s.processor.process_batch(&shard, &records[..1]).await;
+        let oplog_before = s.checkpoints.get(&shard).await.expect("get");
+
+        replay_range(&s.stream, &s.processor, &shard, &seq(&ahead), &seq(&ahead))
+            .await
+            .expect("replay");
+        assert_eq!(s.status.snapshot()["c"].status, "created");
+        assert!(!s.status.snapshot().contains_key("b"));
+        assert_eq!(s.checkpoints.get(&shard).await.expect("get"), oplog_before);
+    }
+
+    #[tokio::test]
+    async fn a_range_that_ends_before_it_starts_is_refused() {
+        let s = setup();
+        let first = put(&s.stream, "a", "created", 0);
+        let second = put(&s.stream, "a", "shipped", 1);
+        let err = replay_range(
+            &s.stream,
+            &s.processor,
+            &first.shard_id,
+            &seq(&second),
+            &seq(&first),
+        )
+        .await
+        .expect_err("refused");
+        assert!(matches!(err, ReplayError::EmptyRange { .. }), "{err}");
+    }
+}
