@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::service_fn;
-use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config, AwsAdapters};
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config, DynamoStores};
 use tidemark::config::{processor_settings_from_env, ResourceNames};
 use tidemark::domain::SystemClock;
 use tidemark::processor::Processor;
@@ -15,11 +15,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let names = ResourceNames::from_env()?;
     let settings = processor_settings_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
-    let aws = AwsAdapters::new(&sdk, &names);
+    let tables = DynamoStores::new(&sdk, &names);
     let processor = Processor::new(
-        aws.status,
-        aws.checkpoints,
-        aws.dead_letters,
+        tables.status,
+        tables.checkpoints,
+        tables.dead_letters,
         settings,
         Arc::new(SystemClock),
     );

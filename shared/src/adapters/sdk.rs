@@ -2,6 +2,7 @@
 //! start-up, and the mapping from SDK errors to the ports' errors.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_kinesis::config::{Credentials, Region};
@@ -94,22 +95,30 @@ pub fn endpoint_from_env() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-/// The four AWS adapters of a deployment, built from one SDK configuration at start-up.
-pub struct AwsAdapters {
-    pub stream: std::sync::Arc<super::kinesis::KinesisStream>,
-    pub status: std::sync::Arc<super::dynamodb::DynamoStatusStore>,
-    pub checkpoints: std::sync::Arc<super::dynamodb::DynamoCheckpointStore>,
-    pub dead_letters: std::sync::Arc<super::dynamodb::DynamoDeadLetterStore>,
+/// The stream adapter alone: what the ingest function needs. Building the clients per function
+/// keeps the other service's operations out of its binary (smaller, faster to load).
+pub fn kinesis_stream(
+    sdk: &SdkConfig,
+    names: &crate::config::ResourceNames,
+) -> Arc<super::kinesis::KinesisStream> {
+    Arc::new(super::kinesis::KinesisStream::new(
+        aws_sdk_kinesis::Client::new(sdk),
+        &names.stream,
+    ))
 }
 
-impl AwsAdapters {
-    /// Building a client makes no network call; each is shared by all invocations.
+/// The three table adapters over one DynamoDB client: what the query and processor functions need.
+pub struct DynamoStores {
+    pub status: Arc<super::dynamodb::DynamoStatusStore>,
+    pub checkpoints: Arc<super::dynamodb::DynamoCheckpointStore>,
+    pub dead_letters: Arc<super::dynamodb::DynamoDeadLetterStore>,
+}
+
+impl DynamoStores {
+    /// Building a client makes no network call; it is shared by all invocations.
     pub fn new(sdk: &SdkConfig, names: &crate::config::ResourceNames) -> Self {
-        use std::sync::Arc;
-        let kinesis = aws_sdk_kinesis::Client::new(sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self {
-            stream: Arc::new(super::kinesis::KinesisStream::new(kinesis, &names.stream)),
             status: Arc::new(super::dynamodb::DynamoStatusStore::new(
                 dynamodb.clone(),
                 &names.status_table,
@@ -122,6 +131,26 @@ impl AwsAdapters {
                 dynamodb,
                 &names.deadletter_table,
             )),
+        }
+    }
+}
+
+/// All four AWS adapters: what `tidemark serve`, `replay` and the tests need.
+pub struct AwsAdapters {
+    pub stream: Arc<super::kinesis::KinesisStream>,
+    pub status: Arc<super::dynamodb::DynamoStatusStore>,
+    pub checkpoints: Arc<super::dynamodb::DynamoCheckpointStore>,
+    pub dead_letters: Arc<super::dynamodb::DynamoDeadLetterStore>,
+}
+
+impl AwsAdapters {
+    pub fn new(sdk: &SdkConfig, names: &crate::config::ResourceNames) -> Self {
+        let tables = DynamoStores::new(sdk, names);
+        Self {
+            stream: kinesis_stream(sdk, names),
+            status: tables.status,
+            checkpoints: tables.checkpoints,
+            dead_letters: tables.dead_letters,
         }
     }
 }
