@@ -63,11 +63,6 @@ impl CheckpointStore for NoCheckpoints {
     }
 }
 
-/// The processor to replay with: `processor`'s stores and settings, with OPLOG left out.
-pub fn replay_processor(processor: &Processor) -> Processor {
-    processor.with_checkpoints(Arc::new(NoCheckpoints))
-}
-
 /// Re-applies the records of `shard_id` from `from` to `to`, both included.
 pub async fn replay_range(
     stream: &dyn EventStream,
@@ -82,7 +77,8 @@ pub async fn replay_range(
             to: to.as_str().to_owned(),
         });
     }
-    let processor = replay_processor(processor);
+    // `processor`'s stores and settings, with OPLOG left out.
+    let processor = processor.with_checkpoints(Arc::new(NoCheckpoints));
     let stream_error = |source| ReplayError::Stream {
         shard_id: shard_id.to_owned(),
         source,
@@ -98,20 +94,16 @@ pub async fn replay_range(
             .get_records(&iterator, REPLAY_PAGE_RECORDS)
             .await
             .map_err(stream_error)?;
-        let mut past_end = false;
+        // A shard's records come in sequence order: the range ends at the first one past `to`.
+        let page_records = page.records.len();
         let in_range: Vec<_> = page
             .records
             .into_iter()
-            .filter(
-                |record| match SequenceNumber::parse(&record.sequence_number) {
-                    Ok(sequence) if &sequence <= to => true,
-                    _ => {
-                        past_end = true;
-                        false
-                    }
-                },
-            )
+            .take_while(|record| {
+                SequenceNumber::parse(&record.sequence_number).is_ok_and(|sequence| &sequence <= to)
+            })
             .collect();
+        let past_end = in_range.len() < page_records;
         if !in_range.is_empty() {
             empty_pages = 0;
             let outcome = processor.process_batch(shard_id, &in_range).await;
