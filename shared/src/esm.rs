@@ -1,4 +1,4 @@
-//! Drives the processor the way Lambda's Kinesis event source mapping does, for `tidemark serve`
+//! Drives a consumer (the processor) the way Lambda's Kinesis event source mapping does, for `tidemark serve`
 //! and for tests: one poller per shard, one batch at a time per shard; a batch is handed over
 //! when it reaches the batch size, when the batching window since its first record has passed,
 //! or at the end of a closed shard. On a batch item failure the poller re-reads from the
@@ -14,10 +14,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::adapters::Adapters;
+use crate::consumer::{CheckpointedConsumer, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
-use crate::domain::SequenceNumber;
-use crate::ports::{CheckpointStore, EventStream, StartPosition, StreamError, StreamRecord};
-use crate::processor::Processor;
+use crate::ports::{CheckpointReader, ShardReader, StartPosition, StreamError, StreamRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EsmSettings {
@@ -80,10 +80,12 @@ impl FinishedShards {
     }
 }
 
+/// The consumer loop of `serve`: it reads, hands batches to the consumer, and owns the
+/// checkpoint (read to resume, written after each batch).
 pub struct EventSourceMapping {
-    stream: Arc<dyn EventStream>,
-    processor: Arc<Processor>,
-    checkpoints: Arc<dyn CheckpointStore>,
+    shards: Arc<dyn ShardReader>,
+    consumer: CheckpointedConsumer,
+    checkpoint_reader: Arc<dyn CheckpointReader>,
     settings: EsmSettings,
 }
 
@@ -99,17 +101,17 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool
 }
 
 impl EventSourceMapping {
+    /// Reads the shards and OPLOG of `adapters` and feeds `consumer`.
     pub fn new(
-        stream: Arc<dyn EventStream>,
-        processor: Arc<Processor>,
-        checkpoints: Arc<dyn CheckpointStore>,
+        adapters: &Adapters,
+        consumer: Arc<dyn Consumer>,
         mut settings: EsmSettings,
     ) -> Self {
         settings.batch_size = settings.batch_size.clamp(1, MAX_BATCH_SIZE);
         Self {
-            stream,
-            processor,
-            checkpoints,
+            shards: adapters.shard_reader(),
+            consumer: CheckpointedConsumer::new(consumer, adapters.checkpoint_writer()),
+            checkpoint_reader: adapters.checkpoint_reader(),
             settings,
         }
     }
@@ -120,7 +122,7 @@ impl EventSourceMapping {
         let mut started = HashSet::new();
         let mut pollers = JoinSet::new();
         loop {
-            match self.stream.list_shards().await {
+            match self.shards.list_shards().await {
                 Ok(shards) => {
                     let listed: HashSet<&str> =
                         shards.iter().map(|s| s.shard_id.as_str()).collect();
@@ -165,7 +167,7 @@ impl EventSourceMapping {
         let settings = self.settings;
         let mut failures = 0u32;
         let mut position = loop {
-            match self.checkpoints.get(&shard_id).await {
+            match self.checkpoint_reader.get(&shard_id).await {
                 Ok(Some(checkpoint)) => {
                     break StartPosition::AfterSequence(checkpoint.sequence_number)
                 }
@@ -190,7 +192,7 @@ impl EventSourceMapping {
             }
             let current = match iterator.take() {
                 Some(it) => it,
-                None => match self.stream.shard_iterator(&shard_id, &position).await {
+                None => match self.shards.shard_iterator(&shard_id, &position).await {
                     Ok(it) => it,
                     Err(e) => {
                         failures += 1;
@@ -203,7 +205,7 @@ impl EventSourceMapping {
                 },
             };
             let page = match self
-                .stream
+                .shards
                 .get_records(&current, settings.batch_size - batch.len())
                 .await
             {
@@ -221,12 +223,8 @@ impl EventSourceMapping {
                 }
             };
             let read_any = !page.records.is_empty();
-            if let Some(seq) = page
-                .records
-                .last()
-                .and_then(|r| SequenceNumber::parse(&r.sequence_number).ok())
-            {
-                position = StartPosition::AfterSequence(seq);
+            if let Some(last) = page.records.last() {
+                position = StartPosition::AfterSequence(last.sequence_number.clone());
             }
             batch.extend(page.records);
             if !batch.is_empty() && window_ends.is_none() {
@@ -240,16 +238,13 @@ impl EventSourceMapping {
                     || shard_ended
                     || window_ends.is_some_and(|end| Instant::now() >= end));
             if ready {
-                let outcome = self.processor.process_batch(&shard_id, &batch).await;
+                let outcome = self.consumer.run_batch(&shard_id, &batch).await;
                 outcome.report.log();
                 batch.clear();
                 window_ends = None;
                 if let Some(failed) = outcome.failure {
                     failures += 1;
-                    position = match SequenceNumber::parse(&failed) {
-                        Ok(seq) => StartPosition::AtSequence(seq),
-                        Err(_) => position,
-                    };
+                    position = StartPosition::AtSequence(failed);
                     iterator = None;
                     if pause(&mut shutdown, settings.backoff(failures)).await {
                         return;

@@ -3,12 +3,14 @@
 //!
 //! - [`domain`]: events, versions, validation and batch decisions, free of AWS types.
 //! - [`ports`]: the traits the pipeline needs; [`adapters`]: AWS, in-memory and fault-injecting.
-//! - [`api`]: the HTTP contract; [`processor`]: one Kinesis batch; [`esm`]: the event source
-//!   mapping emulator used by `tidemark serve`.
+//! - [`api`]: the HTTP contract; [`processor`]: one Kinesis batch; [`consumer`]: what a consumer
+//!   of the stream answers and the checkpoint its loop writes; [`esm`]: the event source mapping
+//!   emulator used by `tidemark serve`; [`replay`]: re-applying a given-up range.
 
 pub mod adapters;
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod domain;
 pub mod esm;
 pub mod ports;

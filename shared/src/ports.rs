@@ -1,5 +1,8 @@
-//! Ports: what the pipeline needs from a stream and from its three tables. Each has a real AWS
-//! adapter and an in-memory adapter with the same semantics.
+//! Ports: what the pipeline needs from a stream and from its three tables, one trait per
+//! capability (writing the stream, reading a shard, reading or writing each table), so that what a
+//! function or a test double needs is visible in its types and nothing implements a method it
+//! never serves. Each has a real AWS adapter and an in-memory adapter with the same semantics;
+//! [`crate::adapters::Adapters`] builds them.
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ impl OutgoingRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutAck {
     pub shard_id: String,
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
 }
 
 /// One entry of a PutRecords answer.
@@ -54,7 +57,7 @@ pub enum StartPosition {
 /// A record read from a shard, as Lambda's event source mapping hands it to the processor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamRecord {
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     pub partition_key: String,
     pub data: Bytes,
     pub approximate_arrival: Option<EventTime>,
@@ -82,15 +85,20 @@ pub enum StreamError {
     Unavailable(String),
 }
 
-/// The partitioned log.
+/// Writing the partitioned log: what ingest needs.
 #[async_trait]
-pub trait EventStream: Send + Sync {
+pub trait StreamWriter: Send + Sync {
     async fn put(&self, record: &OutgoingRecord) -> Result<PutAck, StreamError>;
     /// One PutRecords call: at most 500 entries and 5 MiB; results in request order.
     async fn put_many(
         &self,
         records: &[OutgoingRecord],
     ) -> Result<Vec<PutEntryResult>, StreamError>;
+}
+
+/// Reading the log shard by shard: what a consumer loop (the mapping emulator, replay) needs.
+#[async_trait]
+pub trait ShardReader: Send + Sync {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError>;
     async fn shard_iterator(
         &self,
@@ -110,7 +118,7 @@ pub struct StatusRow {
     pub data: Option<String>,
     pub received_at: String,
     pub shard_id: String,
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     /// Compared bytewise by the conditional write: a row replaces another only with a greater key.
     pub version: VersionKey,
     pub updated_at: String,
@@ -134,11 +142,17 @@ pub enum StoreError {
     Rejected(String),
 }
 
+/// Writing STATUS: what the processor needs.
 #[async_trait]
-pub trait StatusStore: Send + Sync {
+pub trait StatusWriter: Send + Sync {
     /// Writes the row only if the id is absent or its stored version is lower. Takes the row by
     /// value so adapters move its strings instead of copying them.
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError>;
+}
+
+/// Reading STATUS (strongly consistent): what the query routes need.
+#[async_trait]
+pub trait StatusReader: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError>;
 }
 
@@ -162,10 +176,16 @@ pub enum AdvanceOutcome {
     AlreadyPast,
 }
 
+/// Moving OPLOG: what a consumer loop does after a batch (see [`crate::consumer`]).
 #[async_trait]
-pub trait CheckpointStore: Send + Sync {
+pub trait CheckpointWriter: Send + Sync {
     /// Moves the shard's checkpoint forward; never backwards.
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+}
+
+/// Reading OPLOG: where a shard resumes, and `GET /shards`.
+#[async_trait]
+pub trait CheckpointReader: Send + Sync {
     async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError>;
 }
@@ -174,21 +194,27 @@ pub trait CheckpointStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
     pub shard_id: String,
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     pub partition_key: String,
     pub raw: Bytes,
     pub reason: String,
     pub dead_lettered_at: String,
 }
 
+/// Setting a record aside: what the processor needs.
 #[async_trait]
-pub trait DeadLetterStore: Send + Sync {
+pub trait DeadLetterWriter: Send + Sync {
     /// Idempotent: the key is (shard, sequence number).
     async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+}
+
+/// Reading DEADLETTER: what an operator (and the tests) look at.
+#[async_trait]
+pub trait DeadLetterReader: Send + Sync {
     async fn list(&self) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
-/// A shared adapter is an adapter too (`FaultyStatusStore<Arc<MemoryStatusStore>>`, `Arc<dyn StatusStore>`).
+/// A shared adapter is an adapter too (`Arc<MemoryStatusStore>`, `Arc<dyn StatusWriter>`).
 macro_rules! forward_arc {
     ($trait:ident { $($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
         #[async_trait]
@@ -198,23 +224,21 @@ macro_rules! forward_arc {
     };
 }
 
-forward_arc!(EventStream {
+forward_arc!(StreamWriter {
     put(record: &OutgoingRecord) -> Result<PutAck, StreamError>;
     put_many(records: &[OutgoingRecord]) -> Result<Vec<PutEntryResult>, StreamError>;
+});
+forward_arc!(ShardReader {
     list_shards() -> Result<Vec<ShardInfo>, StreamError>;
     shard_iterator(shard_id: &str, start: &StartPosition) -> Result<String, StreamError>;
     get_records(iterator: &str, limit: usize) -> Result<RecordsPage, StreamError>;
 });
-forward_arc!(StatusStore {
-    apply(row: StatusRow) -> Result<ApplyOutcome, StoreError>;
-    get(id: &str) -> Result<Option<StatusRow>, StoreError>;
-});
-forward_arc!(CheckpointStore {
-    advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+forward_arc!(StatusWriter { apply(row: StatusRow) -> Result<ApplyOutcome, StoreError>; });
+forward_arc!(StatusReader { get(id: &str) -> Result<Option<StatusRow>, StoreError>; });
+forward_arc!(CheckpointWriter { advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>; });
+forward_arc!(CheckpointReader {
     get(shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
     list() -> Result<Vec<Checkpoint>, StoreError>;
 });
-forward_arc!(DeadLetterStore {
-    put(letter: &DeadLetter) -> Result<(), StoreError>;
-    list() -> Result<Vec<DeadLetter>, StoreError>;
-});
+forward_arc!(DeadLetterWriter { put(letter: &DeadLetter) -> Result<(), StoreError>; });
+forward_arc!(DeadLetterReader { list() -> Result<Vec<DeadLetter>, StoreError>; });

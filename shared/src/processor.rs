@@ -1,15 +1,17 @@
 //! One batch of one shard: decode, dead-letter poison, coalesce, apply with bounded
-//! concurrency, settle, checkpoint. DynamoDB calls per batch: one per distinct id, one per
-//! poison record, one for the checkpoint; no more.
+//! concurrency, settle. DynamoDB calls per batch: one per distinct id and one per poison record;
+//! the consumer loop adds one for the checkpoint the batch earned ([`crate::consumer`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
+use async_trait::async_trait;
+
+use crate::consumer::{BatchOutcome, Consumer};
 use crate::domain::{
-    coalesce, decode_record, settle, Clock, Limits, PoisonReason, SequenceNumber, Version,
-    VersionedEvent,
+    coalesce, decode_record, settle, Clock, Limits, SequenceNumber, Version, VersionedEvent,
 };
 use crate::ports::*;
 use crate::telemetry::BatchReport;
@@ -30,27 +32,17 @@ impl Default for ProcessorSettings {
     }
 }
 
+/// The STATUS projection: what it writes is STATUS and DEADLETTER, never OPLOG; where it is safe
+/// to checkpoint is in its answer, for the consumer loop to write.
 pub struct Processor {
-    status: Arc<dyn StatusStore>,
-    checkpoints: Arc<dyn CheckpointStore>,
-    dead_letters: Arc<dyn DeadLetterStore>,
+    status: Arc<dyn StatusWriter>,
+    dead_letters: Arc<dyn DeadLetterWriter>,
     settings: ProcessorSettings,
     clock: Arc<dyn Clock>,
 }
 
-/// What Lambda is told, and what was done.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// The sequence number to report in `batchItemFailures`; `None` when the batch succeeded.
-    pub failure: Option<String>,
-    pub report: BatchReport,
-}
-
 enum Write {
-    DeadLetter {
-        letter: DeadLetter,
-        sequence: Option<SequenceNumber>,
-    },
+    DeadLetter(DeadLetter),
     Status {
         row: StatusRow,
         lowest_sequence: SequenceNumber,
@@ -62,7 +54,7 @@ enum WriteResult {
     Applied,
     Stale,
     Failed {
-        sequence: Option<SequenceNumber>,
+        sequence: SequenceNumber,
         error: StoreError,
     },
 }
@@ -72,7 +64,7 @@ pub fn status_row(newest: VersionedEvent, shard_id: &str, updated_at: &str) -> S
     let VersionedEvent { event, version } = newest;
     StatusRow {
         version: version.key(),
-        sequence_number: version.sequence.as_str().to_owned(),
+        sequence_number: version.sequence,
         id: event.id,
         status: event.status,
         timestamp: event.timestamp,
@@ -84,35 +76,24 @@ pub fn status_row(newest: VersionedEvent, shard_id: &str, updated_at: &str) -> S
 }
 
 impl Processor {
+    /// Usually built by [`crate::adapters::Adapters::processor`].
     pub fn new(
-        status: Arc<dyn StatusStore>,
-        checkpoints: Arc<dyn CheckpointStore>,
-        dead_letters: Arc<dyn DeadLetterStore>,
+        status: Arc<dyn StatusWriter>,
+        dead_letters: Arc<dyn DeadLetterWriter>,
         settings: ProcessorSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             status,
-            checkpoints,
             dead_letters,
             settings,
             clock,
         }
     }
 
-    /// The same processor writing its checkpoints to `checkpoints` instead.
-    pub fn with_checkpoints(&self, checkpoints: Arc<dyn CheckpointStore>) -> Self {
-        Self {
-            checkpoints,
-            status: Arc::clone(&self.status),
-            dead_letters: Arc::clone(&self.dead_letters),
-            settings: self.settings,
-            clock: Arc::clone(&self.clock),
-        }
-    }
-
     /// Processes one batch of one shard, records in shard order. Never fails as a whole: what
-    /// could not be written is reported as the batch item failure, so Lambda retries from there.
+    /// could not be written is reported as the batch item failure, so Lambda retries from there,
+    /// and the checkpoint in the answer covers only what is reflected in STATUS.
     pub async fn process_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
         let started = Instant::now();
         let now = self.clock.now();
@@ -130,36 +111,22 @@ impl Processor {
         };
 
         // 1. Decode; what can never be applied becomes a dead letter.
-        let mut sequences = Vec::with_capacity(records.len());
         let mut decoded = Vec::with_capacity(records.len());
         let mut writes = Vec::new();
         for record in records {
-            let sequence = SequenceNumber::parse(&record.sequence_number);
-            let decoded_event = match &sequence {
-                Ok(seq) => {
-                    decode_record(&record.data, &self.settings.limits).map(|event| VersionedEvent {
-                        version: Version::new(event.event_time, seq.clone()),
-                        event,
-                    })
-                }
-                Err(e) => Err(PoisonReason::BadSequenceNumber(e.to_string())),
-            };
-            match decoded_event {
-                Ok(event) => decoded.push(event),
-                Err(reason) => writes.push(Write::DeadLetter {
-                    letter: DeadLetter {
-                        shard_id: shard_id.to_owned(),
-                        sequence_number: record.sequence_number.clone(),
-                        partition_key: record.partition_key.clone(),
-                        raw: record.data.clone(),
-                        reason: reason.to_string(),
-                        dead_lettered_at: now_text.clone(),
-                    },
-                    sequence: sequence.clone().ok(),
+            match decode_record(&record.data, &self.settings.limits) {
+                Ok(event) => decoded.push(VersionedEvent {
+                    version: Version::new(event.event_time, record.sequence_number.clone()),
+                    event,
                 }),
-            }
-            if let Ok(seq) = sequence {
-                sequences.push(seq);
+                Err(reason) => writes.push(Write::DeadLetter(DeadLetter {
+                    shard_id: shard_id.to_owned(),
+                    sequence_number: record.sequence_number.clone(),
+                    partition_key: record.partition_key.clone(),
+                    raw: record.data.clone(),
+                    reason: reason.to_string(),
+                    dead_lettered_at: now_text.clone(),
+                })),
             }
         }
 
@@ -186,53 +153,48 @@ impl Processor {
                 WriteResult::Failed { sequence, error } => {
                     report.failed += 1;
                     report.last_error = Some(error.to_string());
-                    // A record with no valid sequence number cannot be reported to Lambda; it
-                    // is counted and logged, and Kinesis never produces one.
-                    failed.extend(sequence);
+                    failed.push(sequence);
                 }
             }
         }
 
         // 4. Settle: report the lowest failed record; checkpoint only what is fully applied.
+        let sequences: Vec<SequenceNumber> =
+            records.iter().map(|r| r.sequence_number.clone()).collect();
         let settlement = settle(&sequences, &failed);
-        if let Some(checkpoint) = &settlement.checkpoint {
+        let checkpoint = settlement.checkpoint.map(|sequence_number| {
             let arrival = records
                 .iter()
-                .find(|r| r.sequence_number == checkpoint.as_str())
+                .find(|r| r.sequence_number == sequence_number)
                 .and_then(|r| r.approximate_arrival);
-            let advance = self
-                .checkpoints
-                .advance(&Checkpoint {
-                    shard_id: shard_id.to_owned(),
-                    sequence_number: checkpoint.clone(),
-                    updated_at: now_text.clone(),
-                    records_applied: settlement.records_covered as u64,
-                    lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
-                })
-                .await;
-            match advance {
-                Ok(_) => report.checkpoint = Some(checkpoint.as_str().to_owned()),
-                // STATUS already holds the writes; a checkpoint left behind only means a replay
-                // that changes nothing, so the batch still succeeds.
-                Err(e) => report.checkpoint_error = Some(e.to_string()),
+            Checkpoint {
+                shard_id: shard_id.to_owned(),
+                sequence_number,
+                updated_at: now_text,
+                records_applied: settlement.records_covered as u64,
+                lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
             }
-        }
+        });
         report.reported_failure = settlement
             .report_failure
             .as_ref()
             .map(|s| s.as_str().to_owned());
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         BatchOutcome {
-            failure: report.reported_failure.clone(),
+            failure: settlement.report_failure,
+            checkpoint,
             report,
         }
     }
 
     async fn write(&self, write: Write) -> WriteResult {
         match write {
-            Write::DeadLetter { letter, sequence } => match self.dead_letters.put(&letter).await {
+            Write::DeadLetter(letter) => match self.dead_letters.put(&letter).await {
                 Ok(()) => WriteResult::DeadLettered,
-                Err(error) => WriteResult::Failed { sequence, error },
+                Err(error) => WriteResult::Failed {
+                    sequence: letter.sequence_number,
+                    error,
+                },
             },
             Write::Status {
                 row,
@@ -241,10 +203,17 @@ impl Processor {
                 Ok(ApplyOutcome::Applied) => WriteResult::Applied,
                 Ok(ApplyOutcome::Stale) => WriteResult::Stale,
                 Err(error) => WriteResult::Failed {
-                    sequence: Some(lowest_sequence),
+                    sequence: lowest_sequence,
                     error,
                 },
             },
         }
+    }
+}
+
+#[async_trait]
+impl Consumer for Processor {
+    async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
+        self.process_batch(shard_id, records).await
     }
 }

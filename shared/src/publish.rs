@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::limits::{MAX_BATCH_EVENTS, MAX_PUT_RECORDS_BYTES};
-use crate::ports::{EventStream, OutgoingRecord, PutAck, PutEntryResult, StreamError};
+use crate::ports::{OutgoingRecord, PutAck, PutEntryResult, StreamError, StreamWriter};
 
 /// Exponential backoff with full jitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,12 +63,12 @@ fn retryable(e: &StreamError) -> bool {
 
 /// Puts records on the stream with retries.
 pub struct Publisher {
-    stream: Arc<dyn EventStream>,
+    stream: Arc<dyn StreamWriter>,
     retry: RetryPolicy,
 }
 
 impl Publisher {
-    pub fn new(stream: Arc<dyn EventStream>, retry: RetryPolicy) -> Self {
+    pub fn new(stream: Arc<dyn StreamWriter>, retry: RetryPolicy) -> Self {
         Self { stream, retry }
     }
 
@@ -175,8 +175,9 @@ fn chunks(records: &[OutgoingRecord]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::faults::{Faults, FaultyStream};
+    use crate::adapters::faults::{Faults, Faulty};
     use crate::adapters::memory::MemoryStream;
+    use crate::ports::ShardReader;
     use bytes::Bytes;
 
     fn record(key: &str, size: usize) -> OutgoingRecord {
@@ -220,10 +221,7 @@ mod tests {
         let memory = Arc::new(MemoryStream::new(2));
         let faults = Faults::new(7);
         faults.set_failure_rate(0.3);
-        let stream = FaultyStream {
-            inner: memory.clone(),
-            faults: faults.clone(),
-        };
+        let stream = Faulty::new(memory.clone(), &faults);
         let publisher = Publisher::new(Arc::new(stream), quick());
         let records: Vec<_> = (0..300).map(|i| record(&format!("id-{i}"), 20)).collect();
         let results = publisher.publish_all(&records).await;
@@ -246,10 +244,7 @@ mod tests {
     async fn reports_throttled_entries_after_the_last_attempt() {
         let faults = Faults::new(1);
         faults.set_down(true);
-        let stream = FaultyStream {
-            inner: MemoryStream::new(1),
-            faults,
-        };
+        let stream = Faulty::new(MemoryStream::new(1), &faults);
         let publisher = Publisher::new(
             Arc::new(stream),
             RetryPolicy {

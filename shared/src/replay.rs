@@ -2,22 +2,15 @@
 //! mapping's on-failure queue, which names a shard and the sequence range it gave up on.
 //!
 //! The range is read back from the stream (it stays there for the stream's retention) and runs
-//! through the same [`Processor`] with its original sequence numbers, so versions are exactly
+//! through the same consumer (the [`crate::processor::Processor`]) with its original sequence numbers, so versions are exactly
 //! what they would have been: newer rows are left alone, older ones are brought forward, and
-//! poison goes to DEADLETTER. OPLOG is never written: the shard's checkpoint has already moved
-//! past a given-up range, and moving it to the range's end could otherwise claim records in
-//! between that were never applied.
+//! poison goes to DEADLETTER. OPLOG is never written (this loop owns the checkpoint and leaves
+//! it alone): the shard's checkpoint has already moved past a given-up range, and moving it to
+//! the range's end could otherwise claim records in between that were never applied.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-
+use crate::consumer::Consumer;
 use crate::domain::SequenceNumber;
-use crate::ports::{
-    AdvanceOutcome, Checkpoint, CheckpointStore, EventStream, StartPosition, StoreError,
-    StreamError,
-};
-use crate::processor::Processor;
+use crate::ports::{ShardReader, StartPosition, StreamError};
 
 /// Records asked for per GetRecords call: the most Kinesis returns.
 pub const REPLAY_PAGE_RECORDS: usize = crate::domain::limits::MAX_GET_RECORDS;
@@ -42,43 +35,28 @@ pub enum ReplayError {
         source: StreamError,
     },
     #[error("the range starts after it ends ({from} > {to})")]
-    EmptyRange { from: String, to: String },
+    EmptyRange {
+        from: SequenceNumber,
+        to: SequenceNumber,
+    },
     #[error("record {sequence_number} could not be applied (see the log); replay again from it")]
-    Failed { sequence_number: String },
+    Failed { sequence_number: SequenceNumber },
 }
 
-/// A checkpoint store that records nothing: replay must not move OPLOG (see the module doc).
-struct NoCheckpoints;
-
-#[async_trait]
-impl CheckpointStore for NoCheckpoints {
-    async fn advance(&self, _checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
-        Ok(AdvanceOutcome::AlreadyPast)
-    }
-    async fn get(&self, _shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(None)
-    }
-    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        Ok(Vec::new())
-    }
-}
-
-/// Re-applies the records of `shard_id` from `from` to `to`, both included.
+/// Re-applies the records of `shard_id` from `from` to `to`, both included, through `consumer`.
 pub async fn replay_range(
-    stream: &dyn EventStream,
-    processor: &Processor,
+    stream: &dyn ShardReader,
+    consumer: &dyn Consumer,
     shard_id: &str,
     from: &SequenceNumber,
     to: &SequenceNumber,
 ) -> Result<ReplayReport, ReplayError> {
     if from > to {
         return Err(ReplayError::EmptyRange {
-            from: from.as_str().to_owned(),
-            to: to.as_str().to_owned(),
+            from: from.clone(),
+            to: to.clone(),
         });
     }
-    // `processor`'s stores and settings, with OPLOG left out.
-    let processor = processor.with_checkpoints(Arc::new(NoCheckpoints));
     let stream_error = |source| ReplayError::Stream {
         shard_id: shard_id.to_owned(),
         source,
@@ -99,14 +77,12 @@ pub async fn replay_range(
         let in_range: Vec<_> = page
             .records
             .into_iter()
-            .take_while(|record| {
-                SequenceNumber::parse(&record.sequence_number).is_ok_and(|sequence| &sequence <= to)
-            })
+            .take_while(|record| &record.sequence_number <= to)
             .collect();
         let past_end = in_range.len() < page_records;
         if !in_range.is_empty() {
             empty_pages = 0;
-            let outcome = processor.process_batch(shard_id, &in_range).await;
+            let outcome = consumer.consume(shard_id, &in_range).await;
             report.records += in_range.len();
             report.applied += outcome.report.applied;
             report.stale += outcome.report.stale;
@@ -128,50 +104,50 @@ pub async fn replay_range(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::adapters::memory::{
-        MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore, MemoryStream,
-    };
+    use crate::adapters::memory::MemoryBackend;
+    use crate::adapters::Adapters;
+    use crate::consumer::CheckpointedConsumer;
     use crate::domain::SystemClock;
-    use crate::ports::{CheckpointStore, DeadLetterStore, PutAck, StreamRecord};
-    use crate::processor::ProcessorSettings;
+    use crate::ports::{CheckpointReader, DeadLetterReader, PutAck, StreamRecord};
+    use crate::processor::{Processor, ProcessorSettings};
 
     struct Setup {
-        stream: MemoryStream,
-        status: Arc<MemoryStatusStore>,
-        checkpoints: Arc<MemoryCheckpointStore>,
-        dead_letters: Arc<MemoryDeadLetterStore>,
-        processor: Processor,
+        memory: MemoryBackend,
+        processor: Arc<Processor>,
+        /// The same processor run as the mapping runs it: its checkpoints written.
+        mapping: CheckpointedConsumer,
     }
 
     fn setup() -> Setup {
-        let status = Arc::new(MemoryStatusStore::default());
-        let checkpoints = Arc::new(MemoryCheckpointStore::default());
-        let dead_letters = Arc::new(MemoryDeadLetterStore::default());
-        let processor = Processor::new(
-            status.clone(),
-            checkpoints.clone(),
-            dead_letters.clone(),
-            ProcessorSettings::default(),
-            Arc::new(SystemClock),
-        );
+        let adapters = Adapters::memory(1);
+        let processor =
+            Arc::new(adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock)));
         Setup {
-            stream: MemoryStream::new(1),
-            status,
-            checkpoints,
-            dead_letters,
+            memory: adapters.memory_backend().expect("in memory").clone(),
+            mapping: CheckpointedConsumer::new(processor.clone(), adapters.checkpoint_writer()),
             processor,
         }
     }
 
-    fn put(stream: &MemoryStream, id: &str, status: &str, minute: u32) -> PutAck {
+    fn put(
+        stream: &crate::adapters::memory::MemoryStream,
+        id: &str,
+        status: &str,
+        minute: u32,
+    ) -> PutAck {
         let body = format!(
             r#"{{"id":"{id}","status":"{status}","timestamp":"2026-11-22T10:{minute:02}:00Z","received_at":"2026-11-22T11:00:00Z"}}"#
         );
         stream.put_raw(id, body.into()).expect("in-memory put")
     }
 
-    async fn read_all(stream: &MemoryStream, shard: &str) -> Vec<StreamRecord> {
+    async fn read_all(
+        stream: &crate::adapters::memory::MemoryStream,
+        shard: &str,
+    ) -> Vec<StreamRecord> {
         let iterator = stream
             .shard_iterator(shard, &StartPosition::TrimHorizon)
             .await
@@ -184,7 +160,7 @@ mod tests {
     }
 
     fn seq(ack: &PutAck) -> SequenceNumber {
-        SequenceNumber::parse(&ack.sequence_number).expect("a sequence number")
+        ack.sequence_number.clone()
     }
 
     /// The mapping gave up on the middle of a shard and the next batch moved OPLOG past it;
@@ -193,80 +169,106 @@ mod tests {
     #[tokio::test]
     async fn replay_applies_a_given_up_range_without_touching_oplog() {
         let s = setup();
-        put(&s.stream, "a", "created", 0);
-        let first = put(&s.stream, "b", "created", 1);
-        put(&s.stream, "a", "shipped", 5);
-        s.stream
+        put(&s.memory.stream, "a", "created", 0);
+        let first = put(&s.memory.stream, "b", "created", 1);
+        put(&s.memory.stream, "a", "shipped", 5);
+        s.memory
+            .stream
             .put_raw("poison", "not an event".into())
             .expect("put");
-        let last = put(&s.stream, "c", "created", 2);
-        put(&s.stream, "a", "delivered", 9);
+        let last = put(&s.memory.stream, "c", "created", 2);
+        put(&s.memory.stream, "a", "delivered", 9);
         let shard = first.shard_id.clone();
-        let records = read_all(&s.stream, &shard).await;
+        let records = read_all(&s.memory.stream, &shard).await;
         assert_eq!(records.len(), 6);
 
         // Given up: records 1..=4 (b, a shipped, poison, c); applied: the first and the last.
-        s.processor.process_batch(&shard, &records[..1]).await;
-        s.processor.process_batch(&shard, &records[5..]).await;
-        let oplog_before = s.checkpoints.get(&shard).await.expect("get");
-        assert_eq!(s.status.snapshot().len(), 1, "only a is applied so far");
+        s.mapping.run_batch(&shard, &records[..1]).await;
+        s.mapping.run_batch(&shard, &records[5..]).await;
+        let oplog_before = s.memory.checkpoints.get(&shard).await.expect("get");
+        assert_eq!(
+            s.memory.status.snapshot().len(),
+            1,
+            "only a is applied so far"
+        );
 
-        let report = replay_range(&s.stream, &s.processor, &shard, &seq(&first), &seq(&last))
-            .await
-            .expect("replay");
+        let report = replay_range(
+            s.memory.stream.as_ref(),
+            s.processor.as_ref(),
+            &shard,
+            &seq(&first),
+            &seq(&last),
+        )
+        .await
+        .expect("replay");
         assert_eq!(report.records, 4, "exactly the range, both ends included");
         assert_eq!(report.dead_lettered, 1);
-        let rows = s.status.snapshot();
+        let rows = s.memory.status.snapshot();
         assert_eq!(
             rows["a"].status, "delivered",
             "a newer row is never replaced"
         );
         assert_eq!(rows["b"].status, "created");
         assert_eq!(rows["c"].status, "created");
-        assert_eq!(s.dead_letters.list().await.expect("list").len(), 1);
+        assert_eq!(s.memory.dead_letters.list().await.expect("list").len(), 1);
         assert_eq!(
-            s.checkpoints.get(&shard).await.expect("get"),
+            s.memory.checkpoints.get(&shard).await.expect("get"),
             oplog_before,
             "replay never writes OPLOG"
         );
 
         // Replaying again changes nothing.
-        let before = s.status.snapshot();
-        let again = replay_range(&s.stream, &s.processor, &shard, &seq(&first), &seq(&last))
-            .await
-            .expect("replay");
+        let before = s.memory.status.snapshot();
+        let again = replay_range(
+            s.memory.stream.as_ref(),
+            s.processor.as_ref(),
+            &shard,
+            &seq(&first),
+            &seq(&last),
+        )
+        .await
+        .expect("replay");
         assert_eq!(again.applied, 0);
-        assert_eq!(s.status.snapshot(), before);
+        assert_eq!(s.memory.status.snapshot(), before);
     }
 
     /// A range ahead of the checkpoint must not drag OPLOG over the unapplied records before it.
     #[tokio::test]
     async fn replay_ahead_of_the_checkpoint_leaves_it_where_it_is() {
         let s = setup();
-        put(&s.stream, "a", "created", 0);
-        put(&s.stream, "b", "created", 1);
-        let ahead = put(&s.stream, "c", "created", 2);
+        put(&s.memory.stream, "a", "created", 0);
+        put(&s.memory.stream, "b", "created", 1);
+        let ahead = put(&s.memory.stream, "c", "created", 2);
         let shard = ahead.shard_id.clone();
-        let records = read_all(&s.stream, &shard).await;
-        s.processor.process_batch(&shard, &records[..1]).await;
-        let oplog_before = s.checkpoints.get(&shard).await.expect("get");
+        let records = read_all(&s.memory.stream, &shard).await;
+        s.mapping.run_batch(&shard, &records[..1]).await;
+        let oplog_before = s.memory.checkpoints.get(&shard).await.expect("get");
 
-        replay_range(&s.stream, &s.processor, &shard, &seq(&ahead), &seq(&ahead))
-            .await
-            .expect("replay");
-        assert_eq!(s.status.snapshot()["c"].status, "created");
-        assert!(!s.status.snapshot().contains_key("b"));
-        assert_eq!(s.checkpoints.get(&shard).await.expect("get"), oplog_before);
+        replay_range(
+            s.memory.stream.as_ref(),
+            s.processor.as_ref(),
+            &shard,
+            &seq(&ahead),
+            &seq(&ahead),
+        )
+        .await
+        .expect("replay");
+        assert_eq!(s.memory.status.snapshot()["c"].status, "created");
+        assert!(!s.memory.status.snapshot().contains_key("b"));
+        assert_eq!(
+            s.memory.checkpoints.get(&shard).await.expect("get"),
+            oplog_before
+        );
     }
 
     #[tokio::test]
     async fn a_range_that_ends_before_it_starts_is_refused() {
         let s = setup();
-        let first = put(&s.stream, "a", "created", 0);
-        let second = put(&s.stream, "a", "shipped", 1);
+        let first = put(&s.memory.stream, "a", "created", 0);
+        let second = put(&s.memory.stream, "a", "shipped", 1);
         let err = replay_range(
-            &s.stream,
-            &s.processor,
+            s.memory.stream.as_ref(),
+            s.processor.as_ref(),
             &first.shard_id,
             &seq(&second),
             &seq(&first),

@@ -8,47 +8,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidemark::adapters::faults::{Faults, FaultyStatusStore};
-use tidemark::adapters::memory::{
-    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore, MemoryStream,
-};
-use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
+use tidemark::adapters::faults::{Faults, Faulty};
+use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
+use tidemark::adapters::Adapters;
+use tidemark::domain::{parse_event, Clock, Limits, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::ports::*;
-use tidemark::processor::{Processor, ProcessorSettings};
+use tidemark::processor::ProcessorSettings;
 use tokio::sync::watch;
 
 struct Harness {
-    stream: Arc<MemoryStream>,
+    memory: MemoryBackend,
+    /// STATUS writes go through here (recording their order) into `memory.status`.
     status: Arc<ApplyOrder>,
-    checkpoints: Arc<MemoryCheckpointStore>,
-    dead_letters: Arc<MemoryDeadLetterStore>,
     faults: Arc<Faults>,
 }
 
 impl Harness {
     fn new(shards: usize) -> Self {
+        let memory = MemoryBackend::new(shards);
         Self {
-            stream: Arc::new(MemoryStream::new(shards)),
-            status: Arc::default(),
-            checkpoints: Arc::default(),
-            dead_letters: Arc::default(),
+            status: Arc::new(ApplyOrder {
+                inner: memory.status.clone(),
+                shards: std::sync::Mutex::default(),
+            }),
+            memory,
             faults: Faults::new(9),
         }
     }
 
     /// Starts the mapping; dropping or sending on the returned sender stops it.
     fn start(&self) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let processor = Arc::new(Processor::new(
-            Arc::new(FaultyStatusStore {
-                inner: self.status.clone(),
-                faults: self.faults.clone(),
-            }),
-            self.checkpoints.clone(),
-            self.dead_letters.clone(),
-            ProcessorSettings::default(),
-            Arc::new(SystemClock),
-        ));
+        let adapters = Adapters::in_memory(self.memory.clone())
+            .with_status_writer(Arc::new(Faulty::new(self.status.clone(), &self.faults)));
+        let processor =
+            Arc::new(adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock)));
         let settings = EsmSettings {
             batch_size: 7,
             batching_window: Duration::from_millis(5),
@@ -57,12 +51,7 @@ impl Harness {
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
         };
-        let esm = Arc::new(EventSourceMapping::new(
-            self.stream.clone(),
-            processor,
-            self.checkpoints.clone(),
-            settings,
-        ));
+        let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings));
         let (stop, shutdown) = watch::channel(false);
         (stop, tokio::spawn(esm.run(shutdown)))
     }
@@ -73,7 +62,8 @@ impl Harness {
             format!(r#"{{"id":"{id}","status":"{status}","timestamp":"2024-01-01T00:00:00Z"}}"#);
         let raw: &serde_json::value::RawValue = serde_json::from_str(&json).unwrap();
         let event = parse_event(raw, None, SystemClock.now(), &Limits::default()).unwrap();
-        self.stream
+        self.memory
+            .stream
             .put(&OutgoingRecord {
                 partition_key: id.into(),
                 data: Bytes::from(event.encode()),
@@ -83,7 +73,12 @@ impl Harness {
     }
 
     async fn status_of(&self, id: &str) -> Option<String> {
-        self.status.get(id).await.unwrap().map(|row| row.status)
+        self.memory
+            .status
+            .get(id)
+            .await
+            .unwrap()
+            .map(|row| row.status)
     }
 
     /// Waits (bounded) until every shard's checkpoint reached its last record.
@@ -91,9 +86,8 @@ impl Harness {
         for _ in 0..2_000 {
             let mut done = true;
             for ack in last {
-                let checkpoint = self.checkpoints.get(&ack.shard_id).await.unwrap();
-                let target = SequenceNumber::parse(&ack.sequence_number).unwrap();
-                done &= checkpoint.is_some_and(|c| c.sequence_number >= target);
+                let checkpoint = self.memory.checkpoints.get(&ack.shard_id).await.unwrap();
+                done &= checkpoint.is_some_and(|c| c.sequence_number >= ack.sequence_number);
             }
             if done {
                 return;
@@ -105,23 +99,18 @@ impl Harness {
 }
 
 /// Remembers which shard each applied row came from, in order.
-#[derive(Default)]
 struct ApplyOrder {
-    inner: MemoryStatusStore,
+    inner: Arc<MemoryStatusStore>,
     shards: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
-impl StatusStore for ApplyOrder {
+impl StatusWriter for ApplyOrder {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.shards.lock().unwrap().push(row.shard_id.clone());
         // Slow enough that a child shard read concurrently with its parent would interleave.
         tokio::time::sleep(Duration::from_millis(1)).await;
         self.inner.apply(row).await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
-        self.inner.get(id).await
     }
 }
 
@@ -164,7 +153,7 @@ async fn a_split_shard_is_read_parent_first() {
                 .await;
         }
     }
-    h.stream.split_shard("shardId-000000000000").unwrap();
+    h.memory.stream.split_shard("shardId-000000000000").unwrap();
     let mut last = Vec::new();
     for round in 0..30 {
         for id in 0..5 {
@@ -205,6 +194,7 @@ async fn a_restart_resumes_from_oplog_and_poison_is_dead_lettered() {
     let (stop, task) = h.start();
     let mut last = vec![h.put("a", "1").await];
     let poison = h
+        .memory
         .stream
         .put_raw("a", Bytes::from_static(b"\x00garbage"))
         .unwrap();
@@ -225,7 +215,7 @@ async fn a_restart_resumes_from_oplog_and_poison_is_dead_lettered() {
         applied_before + 1,
         "only the new record was applied"
     );
-    let letters = h.dead_letters.list().await.unwrap();
+    let letters = h.memory.dead_letters.list().await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].sequence_number, poison.sequence_number);
     assert_eq!(&letters[0].raw[..], b"\x00garbage");

@@ -10,19 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
-use tidemark::adapters::faults::{Faults, FaultyStream};
-use tidemark::adapters::memory::{MemoryCheckpointStore, MemoryStatusStore, MemoryStream};
+use tidemark::adapters::faults::{Faults, Faulty};
+use tidemark::adapters::memory::MemoryBackend;
+use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, ApiResponse, IngestApi, QueryApi};
 use tidemark::domain::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
-use tidemark::domain::{EventTime, FixedClock, Limits};
-use tidemark::ports::{StatusRow, StatusStore};
+use tidemark::domain::{EventTime, FixedClock, Limits, SequenceNumber};
+use tidemark::ports::{StatusRow, StatusWriter};
 use tidemark::publish::{Publisher, RetryPolicy};
 
 struct Fixture {
     api: Api,
     faults: Arc<Faults>,
-    status: Arc<MemoryStatusStore>,
-    stream: Arc<MemoryStream>,
+    memory: MemoryBackend,
 }
 
 fn now() -> EventTime {
@@ -30,21 +30,16 @@ fn now() -> EventTime {
 }
 
 fn fixture() -> Fixture {
-    let stream = Arc::new(MemoryStream::new(2));
+    let memory = MemoryBackend::new(2);
     let faults = Faults::new(11);
-    let status = Arc::new(MemoryStatusStore::default());
+    let adapters = Adapters::in_memory(memory.clone())
+        .with_stream_writer(Arc::new(Faulty::new(memory.stream.clone(), &faults)));
     let retry = RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_micros(10),
         max_delay: Duration::from_micros(50),
     };
-    let publisher = Publisher::new(
-        Arc::new(FaultyStream {
-            inner: stream.clone(),
-            faults: faults.clone(),
-        }),
-        retry,
-    );
+    let publisher = Publisher::new(adapters.stream_writer(), retry);
     let api = Api {
         ingest: Some(IngestApi::new(
             publisher,
@@ -52,15 +47,14 @@ fn fixture() -> Fixture {
             Arc::new(FixedClock(now())),
         )),
         query: Some(QueryApi::new(
-            status.clone(),
-            Arc::new(MemoryCheckpointStore::default()),
+            adapters.status_reader(),
+            adapters.checkpoint_reader(),
         )),
     };
     Fixture {
         api,
         faults,
-        status,
-        stream,
+        memory,
     }
 }
 
@@ -116,7 +110,7 @@ async fn post_event_answers_202_with_the_kinesis_position() {
         .chars()
         .all(|c| c.is_ascii_digit()));
     assert_eq!(body["received_at"], "2024-05-01T12:00:00Z");
-    assert_eq!(f.stream.put_calls(), 1);
+    assert_eq!(f.memory.stream.put_calls(), 1);
 }
 
 #[tokio::test]
@@ -167,7 +161,7 @@ async fn bad_events_get_400_naming_field_and_rule() {
     };
     assert_eq!(f.api.handle(not_utf8).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        f.stream.put_calls(),
+        f.memory.stream.put_calls(),
         0,
         "nothing invalid reaches the stream"
     );
@@ -241,7 +235,7 @@ async fn batch_mixes_accepted_and_rejected_in_request_order() {
         (Some(2), Some(2))
     );
     assert_eq!(
-        f.stream.put_many_calls(),
+        f.memory.stream.put_many_calls(),
         1,
         "one PutRecords call for the valid events"
     );
@@ -254,7 +248,7 @@ async fn batch_mixes_accepted_and_rejected_in_request_order() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(answer["accepted"], MAX_BATCH_EVENTS);
     assert_eq!(
-        f.stream.put_many_calls(),
+        f.memory.stream.put_many_calls(),
         2,
         "500 events are one more PutRecords call"
     );
@@ -331,13 +325,15 @@ async fn throttling_gives_503_with_retry_after_and_partial_207() {
     // Exactly the accepted events are on the stream: a 202 entry is never a lie.
     let mut on_stream = 0;
     for shard in ["shardId-000000000000", "shardId-000000000001"] {
-        use tidemark::ports::{EventStream, StartPosition};
+        use tidemark::ports::{ShardReader, StartPosition};
         let it = f
+            .memory
             .stream
             .shard_iterator(shard, &StartPosition::TrimHorizon)
             .await
             .unwrap();
         on_stream += f
+            .memory
             .stream
             .get_records(&it, 10_000)
             .await
@@ -361,11 +357,11 @@ async fn get_message_and_shards() {
         data: Some(r#"{"n":1}"#.into()),
         received_at: "2024-05-01T12:00:00Z".into(),
         shard_id: "shardId-000000000000".into(),
-        sequence_number: "42".into(),
+        sequence_number: SequenceNumber::parse("42").unwrap(),
         version: tidemark::domain::VersionKey("k".into()),
         updated_at: "2024-05-01T12:00:01Z".into(),
     };
-    f.status.apply(row.clone()).await.unwrap();
+    f.memory.status.apply(row.clone()).await.unwrap();
     let (status, body) = call(&f, Method::GET, "/messages/a%2Fb%20c", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -569,11 +565,11 @@ mod lambda_payloads {
             data: None,
             received_at: "r".into(),
             shard_id: "s".into(),
-            sequence_number: "1".into(),
+            sequence_number: SequenceNumber::parse("1").unwrap(),
             version: tidemark::domain::VersionKey("1".into()),
             updated_at: "u".into(),
         };
-        f.status.apply(row.clone()).await.unwrap();
+        f.memory.status.apply(row.clone()).await.unwrap();
         let gets = [
             ("REST API v1", apigw_v1("/messages/order-7", "GET", "prod")),
             (

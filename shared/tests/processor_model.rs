@@ -12,17 +12,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use tidemark::adapters::faults::{
-    Faults, FaultyCheckpointStore, FaultyDeadLetterStore, FaultyStatusStore,
-};
-use tidemark::adapters::memory::{
-    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore, MemoryStream,
-};
+use tidemark::adapters::faults::{Faults, Faulty};
+use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
+use tidemark::adapters::Adapters;
+use tidemark::consumer::CheckpointedConsumer;
 use tidemark::domain::{
     parse_event, EventTime, FixedClock, Limits, SequenceNumber, Version, VersionKey,
 };
 use tidemark::ports::*;
-use tidemark::processor::{Processor, ProcessorSettings};
+use tidemark::processor::ProcessorSettings;
 use time::format_description::well_known::Rfc3339;
 use time::UtcOffset;
 
@@ -162,7 +160,7 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
                         })
                         .await
                         .unwrap();
-                    let seq = SequenceNumber::parse(&ack.sequence_number).unwrap();
+                    let seq = ack.sequence_number.clone();
                     let version = Version::new(event.event_time, seq.clone());
                     by_shard
                         .entry(ack.shard_id)
@@ -174,7 +172,7 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
                 let ack = stream
                     .put_raw(&format!("poison-{kind}"), poison_bytes(*kind))
                     .unwrap();
-                let seq = SequenceNumber::parse(&ack.sequence_number).unwrap();
+                let seq = ack.sequence_number.clone();
                 by_shard.entry(ack.shard_id).or_default().push((seq, None));
             }
         }
@@ -183,38 +181,31 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
 }
 
 struct World {
-    stream: Arc<MemoryStream>,
-    status: Arc<MemoryStatusStore>,
-    checkpoints: Arc<MemoryCheckpointStore>,
-    dead_letters: Arc<MemoryDeadLetterStore>,
+    memory: MemoryBackend,
     faults: [Arc<Faults>; 3],
-    processor: Processor,
+    /// The processor and its (faulty) OPLOG, run the way the mapping's loop runs them.
+    mapping: CheckpointedConsumer,
 }
 
 impl World {
     fn new(chaos: &Chaos) -> Self {
-        let stream = Arc::new(MemoryStream::new(chaos.shards));
-        let status = Arc::new(MemoryStatusStore::default());
-        let checkpoints = Arc::new(MemoryCheckpointStore::default());
-        let dead_letters = Arc::new(MemoryDeadLetterStore::default());
+        let memory = MemoryBackend::new(chaos.shards);
         let faults = [
             Faults::new(chaos.seed),
             Faults::new(chaos.seed ^ 1),
             Faults::new(chaos.seed ^ 2),
         ];
-        let processor = Processor::new(
-            Arc::new(FaultyStatusStore {
-                inner: status.clone(),
-                faults: faults[0].clone(),
-            }),
-            Arc::new(FaultyCheckpointStore {
-                inner: checkpoints.clone(),
-                faults: faults[1].clone(),
-            }),
-            Arc::new(FaultyDeadLetterStore {
-                inner: dead_letters.clone(),
-                faults: faults[2].clone(),
-            }),
+        let adapters = Adapters::in_memory(memory.clone())
+            .with_status_writer(Arc::new(Faulty::new(memory.status.clone(), &faults[0])))
+            .with_checkpoint_writer(Arc::new(Faulty::new(
+                memory.checkpoints.clone(),
+                &faults[1],
+            )))
+            .with_dead_letter_writer(Arc::new(Faulty::new(
+                memory.dead_letters.clone(),
+                &faults[2],
+            )));
+        let processor = adapters.processor(
             ProcessorSettings {
                 write_concurrency: chaos.write_concurrency,
                 ..ProcessorSettings::default()
@@ -223,12 +214,9 @@ impl World {
             Arc::new(FixedClock(base().saturating_add(Duration::from_secs(60)))),
         );
         Self {
-            stream,
-            status,
-            checkpoints,
-            dead_letters,
+            mapping: CheckpointedConsumer::new(Arc::new(processor), adapters.checkpoint_writer()),
+            memory,
             faults,
-            processor,
         }
     }
 
@@ -246,7 +234,8 @@ impl World {
     }
 
     fn versions(&self) -> HashMap<String, VersionKey> {
-        self.status
+        self.memory
+            .status
             .snapshot()
             .into_iter()
             .map(|(id, row)| (id, row.version))
@@ -254,7 +243,8 @@ impl World {
     }
 
     async fn checkpoint(&self, shard: &str) -> Option<SequenceNumber> {
-        self.checkpoints
+        self.memory
+            .checkpoints
             .get(shard)
             .await
             .unwrap()
@@ -277,12 +267,13 @@ impl World {
             );
         }
         let letters: HashSet<String> = self
+            .memory
             .dead_letters
             .list()
             .await
             .unwrap()
             .into_iter()
-            .map(|l| l.sequence_number)
+            .map(|l| l.sequence_number.as_str().to_owned())
             .collect();
         for (shard, records) in &accepted.by_shard {
             let checkpoint = self.checkpoint(shard).await;
@@ -322,7 +313,7 @@ async fn read_batch(
 
 async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseError> {
     let world = World::new(&chaos);
-    let accepted = produce(&world.stream, &records).await;
+    let accepted = produce(&world.memory.stream, &records).await;
     let mut rng = fastrand::Rng::with_seed(chaos.seed);
     world.set_chaos(Some(&chaos));
 
@@ -339,8 +330,13 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
         }
         let mut progressed = false;
         for shard in &shards {
-            let batch =
-                read_batch(&world.stream, shard, &positions[shard], rng.usize(1..=40)).await;
+            let batch = read_batch(
+                &world.memory.stream,
+                shard,
+                &positions[shard],
+                rng.usize(1..=40),
+            )
+            .await;
             if batch.is_empty() {
                 // A checkpoint write that failed on a shard's last batch leaves OPLOG behind
                 // (never ahead). In the calm phase, restart such a shard from OPLOG, as a restart
@@ -362,7 +358,7 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
             for s in &shards {
                 checkpoints_before.insert(s.clone(), world.checkpoint(s).await);
             }
-            let outcome = world.processor.process_batch(shard, &batch).await;
+            let outcome = world.mapping.run_batch(shard, &batch).await;
             world.check(&accepted, &before, &checkpoints_before).await?;
             if let Some(failed) = &outcome.failure {
                 prop_assert!(
@@ -373,7 +369,7 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
             if !calm && rng.u32(0..1000) < chaos.redeliver_per_mille {
                 // Lambda redelivers the whole batch (a timeout, a lost response): no change.
                 let before_again = world.versions();
-                world.processor.process_batch(shard, &batch).await;
+                world.mapping.run_batch(shard, &batch).await;
                 world
                     .check(&accepted, &before_again, &checkpoints_before)
                     .await?;
@@ -385,11 +381,9 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
                     .await
                     .map_or(StartPosition::TrimHorizon, StartPosition::AfterSequence)
             } else if let Some(failed) = outcome.failure {
-                StartPosition::AtSequence(SequenceNumber::parse(&failed).unwrap())
+                StartPosition::AtSequence(failed)
             } else {
-                StartPosition::AfterSequence(
-                    SequenceNumber::parse(&batch.last().unwrap().sequence_number).unwrap(),
-                )
+                StartPosition::AfterSequence(batch.last().unwrap().sequence_number.clone())
             };
             positions.insert(shard.clone(), next);
         }
@@ -400,7 +394,7 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
 
     // The model: STATUS is the newest accepted event per id, and nothing else.
     let newest = accepted.newest();
-    let rows = world.status.snapshot();
+    let rows = world.memory.status.snapshot();
     prop_assert_eq!(
         rows.len(),
         newest.len(),
@@ -410,16 +404,17 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
         let row = &rows[id];
         prop_assert_eq!(&row.version, &version.key(), "wrong version for {}", id);
         prop_assert_eq!(&row.status, status);
-        prop_assert_eq!(&row.sequence_number, version.sequence.as_str());
+        prop_assert_eq!(&row.sequence_number, &version.sequence);
     }
     // Every poison record dead-lettered, nothing valid.
     let letters: HashSet<(String, String)> = world
+        .memory
         .dead_letters
         .list()
         .await
         .unwrap()
         .into_iter()
-        .map(|l| (l.shard_id, l.sequence_number))
+        .map(|l| (l.shard_id, l.sequence_number.as_str().to_owned()))
         .collect();
     let poison: HashSet<(String, String)> = accepted
         .by_shard
@@ -484,9 +479,9 @@ async fn dynamodb_calls_per_batch_are_minimal() {
         .collect();
     records.push(Produced::Poison(0));
     records.push(Produced::Poison(1));
-    produce(&world.stream, &records).await;
+    produce(&world.memory.stream, &records).await;
     let batch = read_batch(
-        &world.stream,
+        &world.memory.stream,
         "shardId-000000000000",
         &StartPosition::TrimHorizon,
         10_000,
@@ -494,13 +489,13 @@ async fn dynamodb_calls_per_batch_are_minimal() {
     .await;
     assert_eq!(batch.len(), 1002);
     let outcome = world
-        .processor
-        .process_batch("shardId-000000000000", &batch)
+        .mapping
+        .run_batch("shardId-000000000000", &batch)
         .await;
     assert_eq!(outcome.failure, None);
-    assert_eq!(world.status.apply_calls(), 10);
-    assert_eq!(world.dead_letters.put_calls(), 2);
-    assert_eq!(world.checkpoints.advance_calls(), 1);
+    assert_eq!(world.memory.status.apply_calls(), 10);
+    assert_eq!(world.memory.dead_letters.put_calls(), 2);
+    assert_eq!(world.memory.checkpoints.advance_calls(), 1);
     assert_eq!(
         (
             outcome.report.applied,
@@ -536,9 +531,9 @@ async fn a_failed_id_is_reported_at_its_lowest_record() {
             copies: 1,
         })
         .collect();
-    produce(&world.stream, &records).await;
+    produce(&world.memory.stream, &records).await;
     let batch = read_batch(
-        &world.stream,
+        &world.memory.stream,
         "shardId-000000000000",
         &StartPosition::TrimHorizon,
         100,
@@ -546,25 +541,19 @@ async fn a_failed_id_is_reported_at_its_lowest_record() {
     .await;
     world.faults[0].set_down(true);
     let outcome = world
-        .processor
-        .process_batch("shardId-000000000000", &batch)
+        .mapping
+        .run_batch("shardId-000000000000", &batch)
         .await;
-    assert_eq!(
-        outcome.failure.as_deref(),
-        Some(batch[0].sequence_number.as_str())
-    );
+    assert_eq!(outcome.failure.as_ref(), Some(&batch[0].sequence_number));
     assert_eq!(world.checkpoint("shardId-000000000000").await, None);
     world.faults[0].set_down(false);
     let outcome = world
-        .processor
-        .process_batch("shardId-000000000000", &batch)
+        .mapping
+        .run_batch("shardId-000000000000", &batch)
         .await;
     assert_eq!(outcome.failure, None);
     assert_eq!(
-        world
-            .checkpoint("shardId-000000000000")
-            .await
-            .map(|s| s.as_str().to_owned()),
+        world.checkpoint("shardId-000000000000").await,
         Some(batch[3].sequence_number.clone())
     );
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use tidemark::adapters::bootstrap::ensure_resources;
-use tidemark::adapters::sdk::{load_sdk_config, AwsAdapters};
+use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::adapters::Adapters;
 use tidemark::config::ResourceNames;
 
 /// Reads a positive number from the environment, or the default.
@@ -92,8 +93,8 @@ impl Resources {
         }
     }
 
-    pub fn adapters(&self) -> AwsAdapters {
-        AwsAdapters::new(&self.sdk, &self.names)
+    pub fn adapters(&self) -> Adapters {
+        Adapters::aws(&self.sdk, &self.names)
     }
 
     pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
@@ -209,15 +210,12 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start(
-        pipeline: tidemark_cli::serve::Pipeline,
-        settings: tidemark_cli::serve::ServeSettings,
-    ) -> Self {
+    pub async fn start(adapters: Adapters, settings: tidemark_cli::serve::ServeSettings) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(tidemark_cli::serve::run(
-            pipeline, listener, settings, shutdown,
+            adapters, listener, settings, shutdown,
         ));
         Self { base, stop, task }
     }
@@ -246,16 +244,6 @@ pub fn quick_settings() -> tidemark_cli::serve::ServeSettings {
             max_backoff: Duration::from_millis(500),
         },
         ..Default::default()
-    }
-}
-
-/// The serve pipeline on a test's real adapters.
-pub fn aws_pipeline(aws: &AwsAdapters) -> tidemark_cli::serve::Pipeline {
-    tidemark_cli::serve::Pipeline {
-        stream: aws.stream.clone(),
-        status: aws.status.clone(),
-        checkpoints: aws.checkpoints.clone(),
-        dead_letters: aws.dead_letters.clone(),
     }
 }
 

@@ -12,18 +12,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tidemark::adapters::dynamodb::{
-    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoStatusStore,
-};
-use tidemark::adapters::faults::{Faults, FaultyCheckpointStore, FaultyStream};
+use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::adapters::Adapters;
+use tidemark::consumer::CheckpointedConsumer;
 use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
 use tidemark::ports::*;
-use tidemark::processor::{Processor, ProcessorSettings};
+use tidemark::processor::ProcessorSettings;
 use tidemark::publish::RetryPolicy;
 use tidemark::replay::replay_range;
 use tidemark_tests::{
-    aws_pipeline, message, quick_settings, wait_for, wait_for_statuses, Outage, Resources, Running,
+    message, quick_settings, wait_for, wait_for_statuses, Outage, Resources, Running,
 };
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
@@ -50,7 +49,7 @@ fn event_bytes(id: &str, status: &str, timestamp: &str) -> Bytes {
 }
 
 /// Every record on every shard of the stream, by shard.
-async fn all_records(stream: &dyn EventStream) -> BTreeMap<String, Vec<StreamRecord>> {
+async fn all_records(stream: &dyn ShardReader) -> BTreeMap<String, Vec<StreamRecord>> {
     let mut out = BTreeMap::new();
     for shard in stream.list_shards().await.unwrap() {
         let mut iterator = Some(
@@ -74,7 +73,7 @@ async fn all_records(stream: &dyn EventStream) -> BTreeMap<String, Vec<StreamRec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_ties_duplicates_and_a_mixed_batch() {
     let r = Resources::create("order", 2).await;
-    let running = Running::start(aws_pipeline(&r.adapters()), quick_settings()).await;
+    let running = Running::start(r.adapters(), quick_settings()).await;
     let http = reqwest::Client::new();
     let events = format!("{}/events", running.base);
     // Out of order: newest first.
@@ -153,20 +152,17 @@ async fn out_of_order_ties_duplicates_and_a_mixed_batch() {
 
 /// Fails every STATUS write for the given ids: a deterministic partial failure.
 struct FailIds {
-    inner: Arc<DynamoStatusStore>,
+    inner: Arc<dyn StatusWriter>,
     ids: Mutex<HashSet<String>>,
 }
 
 #[async_trait::async_trait]
-impl StatusStore for FailIds {
+impl StatusWriter for FailIds {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         if self.ids.lock().unwrap().contains(&row.id) {
             return Err(StoreError::Unavailable("injected".into()));
         }
         self.inner.apply(row).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
-        self.inner.get(id).await
     }
 }
 
@@ -181,7 +177,7 @@ async fn redelivery_whole_or_from_a_reported_failure_changes_nothing() {
                 &format!("r{round}"),
                 &format!("2024-05-01T12:00:0{round}Z"),
             );
-            aws.stream
+            aws.stream_writer()
                 .put(&OutgoingRecord {
                     partition_key: format!("id-{id}"),
                     data,
@@ -191,63 +187,51 @@ async fn redelivery_whole_or_from_a_reported_failure_changes_nothing() {
         }
     }
     let shard = "shardId-000000000000";
-    let it = aws
-        .stream
+    let shards = aws.shard_reader();
+    let it = shards
         .shard_iterator(shard, &StartPosition::TrimHorizon)
         .await
         .unwrap();
-    let batch = aws.stream.get_records(&it, 100).await.unwrap().records;
+    let batch = shards.get_records(&it, 100).await.unwrap().records;
     assert_eq!(batch.len(), 20);
     let status = Arc::new(FailIds {
-        inner: aws.status.clone(),
+        inner: aws.status_writer(),
         ids: Mutex::new(HashSet::from(["id-3".to_owned()])),
     });
-    let processor = Processor::new(
-        status.clone(),
-        aws.checkpoints.clone(),
-        aws.dead_letters.clone(),
-        ProcessorSettings::default(),
-        Arc::new(SystemClock),
-    );
+    let failing = aws.clone().with_status_writer(status.clone());
+    let processor = failing.processor(ProcessorSettings::default(), Arc::new(SystemClock));
+    // Run as the Lambda handler runs it: the batch, then the checkpoint it earned.
+    let mapping = CheckpointedConsumer::new(Arc::new(processor), failing.checkpoint_writer());
 
     // id-3 fails: its lowest record (the 4th) is reported; OPLOG stops just below it.
-    let outcome = processor.process_batch(shard, &batch).await;
-    assert_eq!(
-        outcome.failure.as_deref(),
-        Some(batch[3].sequence_number.as_str())
-    );
-    let checkpoint = aws.checkpoints.get(shard).await.unwrap().unwrap();
-    assert_eq!(
-        checkpoint.sequence_number.as_str(),
-        batch[2].sequence_number
-    );
+    let outcome = mapping.run_batch(shard, &batch).await;
+    assert_eq!(outcome.failure.as_ref(), Some(&batch[3].sequence_number));
+    let checkpoint = aws.checkpoint_reader().get(shard).await.unwrap().unwrap();
+    assert_eq!(checkpoint.sequence_number, batch[2].sequence_number);
 
     // Lambda resumes from the reported record.
     status.ids.lock().unwrap().clear();
     let resumed: Vec<StreamRecord> = batch[3..].to_vec();
-    let outcome = processor.process_batch(shard, &resumed).await;
+    let outcome = mapping.run_batch(shard, &resumed).await;
     assert_eq!(outcome.failure, None);
-    let snapshot = |store: Arc<DynamoStatusStore>| async move {
+    let snapshot = |store: Arc<dyn StatusReader>| async move {
         let mut rows = Vec::new();
         for id in 0..5 {
             rows.push(store.get(&format!("id-{id}")).await.unwrap().unwrap());
         }
         rows
     };
-    let before = snapshot(aws.status.clone()).await;
+    let before = snapshot(aws.status_reader()).await;
     assert!(before.iter().all(|row| row.status == "r3"));
-    let oplog_before = aws.checkpoints.list().await.unwrap();
-    assert_eq!(
-        oplog_before[0].sequence_number.as_str(),
-        batch[19].sequence_number
-    );
+    let oplog_before = aws.checkpoint_reader().list().await.unwrap();
+    assert_eq!(oplog_before[0].sequence_number, batch[19].sequence_number);
 
     // Redelivered whole, and again from the failure: nothing changes, not even updated_at.
     for redelivery in [&batch[..], &batch[3..]] {
-        let outcome = processor.process_batch(shard, redelivery).await;
+        let outcome = mapping.run_batch(shard, redelivery).await;
         assert_eq!((outcome.failure, outcome.report.applied), (None, 0));
-        assert_eq!(snapshot(aws.status.clone()).await, before);
-        assert_eq!(aws.checkpoints.list().await.unwrap(), oplog_before);
+        assert_eq!(snapshot(aws.status_reader()).await, before);
+        assert_eq!(aws.checkpoint_reader().list().await.unwrap(), oplog_before);
     }
 }
 
@@ -259,11 +243,9 @@ async fn a_crash_between_status_and_oplog_then_a_restart_resumes_from_oplog() {
     // First run: every OPLOG write fails, as if the process died right after the STATUS writes.
     let faults = Faults::new(1);
     faults.set_down(true);
-    let mut crashing = aws_pipeline(&aws);
-    crashing.checkpoints = Arc::new(FaultyCheckpointStore {
-        inner: aws.checkpoints.clone(),
-        faults: faults.clone(),
-    });
+    let crashing = aws
+        .clone()
+        .with_checkpoint_writer(Arc::new(Faulty::new(aws.checkpoint_writer(), &faults)));
     let first = Running::start(crashing, quick_settings()).await;
     let events: Vec<Value> = (0..60)
         .map(|i| json!({"id": format!("id-{}", i % 12), "status": format!("s{i}"), "timestamp": format!("2024-05-01T12:00:{:02}Z", i % 60)}))
@@ -290,20 +272,20 @@ async fn a_crash_between_status_and_oplog_then_a_restart_resumes_from_oplog() {
         .collect();
     wait_for_statuses(&http, &first.base, &expected, 30).await;
     assert!(
-        aws.checkpoints.list().await.unwrap().is_empty(),
+        aws.checkpoint_reader().list().await.unwrap().is_empty(),
         "no OPLOG write got through"
     );
     first.crash();
     let mut before = Vec::new();
     for (id, _) in &expected {
-        before.push(aws.status.get(id).await.unwrap().unwrap());
+        before.push(aws.status_reader().get(id).await.unwrap().unwrap());
     }
 
     // Restart on healthy stores: every shard resumes from OPLOG (none: the trim horizon), the
     // replay changes nothing, and OPLOG ends at each shard's last record.
-    let second = Running::start(aws_pipeline(&aws), quick_settings()).await;
+    let second = Running::start(aws.clone(), quick_settings()).await;
     wait_for("OPLOG to reach every shard's last record", 30, || async {
-        let rows = aws.checkpoints.list().await.unwrap();
+        let rows = aws.checkpoint_reader().list().await.unwrap();
         let at: BTreeMap<String, SequenceNumber> = rows
             .into_iter()
             .map(|c| (c.shard_id, c.sequence_number))
@@ -313,7 +295,7 @@ async fn a_crash_between_status_and_oplog_then_a_restart_resumes_from_oplog() {
     .await;
     for (row, (id, _)) in before.iter().zip(&expected) {
         assert_eq!(
-            &aws.status.get(id).await.unwrap().unwrap(),
+            &aws.status_reader().get(id).await.unwrap().unwrap(),
             row,
             "replay changed {id}"
         );
@@ -326,22 +308,11 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
     let r = Resources::create("outage", 2).await;
     let aws = r.adapters();
     let outage = Outage::in_front_of(&r.endpoint).await;
-    let through_proxy = aws_sdk_dynamodb::Client::new(&load_sdk_config(Some(&outage.url)).await);
-    let pipeline = tidemark_cli::serve::Pipeline {
-        stream: aws.stream.clone(),
-        status: Arc::new(DynamoStatusStore::new(
-            through_proxy.clone(),
-            &r.names.status_table,
-        )),
-        checkpoints: Arc::new(DynamoCheckpointStore::new(
-            through_proxy.clone(),
-            &r.names.oplog_table,
-        )),
-        dead_letters: Arc::new(DynamoDeadLetterStore::new(
-            through_proxy,
-            &r.names.deadletter_table,
-        )),
-    };
+    let through_proxy = load_sdk_config(Some(&outage.url)).await;
+    // DynamoDB through the proxy, Kinesis direct.
+    let pipeline = Adapters::aws(&through_proxy, &r.names)
+        .with_stream_writer(aws.stream_writer())
+        .with_shard_reader(aws.shard_reader());
     let running = Running::start(pipeline, quick_settings()).await;
     let http = reqwest::Client::new();
     let batch = |round: usize| {
@@ -372,7 +343,12 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
     })
     .await;
     assert_eq!(
-        aws.status.get("id-0").await.unwrap().unwrap().status,
+        aws.status_reader()
+            .get("id-0")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         "round-1",
         "nothing applied during the outage"
     );
@@ -387,18 +363,15 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
 
 /// Records which shard each STATUS write came from, in order.
 struct ApplyOrder {
-    inner: Arc<DynamoStatusStore>,
+    inner: Arc<dyn StatusWriter>,
     shards: Mutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
-impl StatusStore for ApplyOrder {
+impl StatusWriter for ApplyOrder {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.shards.lock().unwrap().push(row.shard_id.clone());
         self.inner.apply(row).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
-        self.inner.get(id).await
     }
 }
 
@@ -407,11 +380,10 @@ async fn a_split_while_events_flow_keeps_per_id_order() {
     let r = Resources::create("reshard", 1).await;
     let aws = r.adapters();
     let order = Arc::new(ApplyOrder {
-        inner: aws.status.clone(),
+        inner: aws.status_writer(),
         shards: Mutex::new(Vec::new()),
     });
-    let mut pipeline = aws_pipeline(&aws);
-    pipeline.status = order.clone();
+    let pipeline = aws.clone().with_status_writer(order.clone());
     let running = Running::start(pipeline, quick_settings()).await;
     let http = reqwest::Client::new();
     // One timestamp for every event: the sequence number alone orders them, across the split.
@@ -494,7 +466,7 @@ async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
         .send()
         .await
         .unwrap();
-    let running = Running::start(aws_pipeline(&aws), quick_settings()).await;
+    let running = Running::start(aws.clone(), quick_settings()).await;
     let http = reqwest::Client::new();
     post_accepted(
         &http,
@@ -509,9 +481,9 @@ async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
         30,
     )
     .await;
-    let letters = aws.dead_letters.list().await.unwrap();
+    let letters = aws.dead_letter_reader().list().await.unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].sequence_number, put.sequence_number());
+    assert_eq!(letters[0].sequence_number.as_str(), put.sequence_number());
     assert_eq!(letters[0].raw.to_vec(), garbage);
     assert!(
         letters[0].reason.starts_with("undecodable"),
@@ -526,11 +498,9 @@ async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     let r = Resources::create("throttle", 2).await;
     let aws = r.adapters();
     let faults = Faults::new(42);
-    let mut pipeline = aws_pipeline(&aws);
-    pipeline.stream = Arc::new(FaultyStream {
-        inner: aws.stream.clone(),
-        faults: faults.clone(),
-    });
+    let pipeline = aws
+        .clone()
+        .with_stream_writer(Arc::new(Faulty::new(aws.stream_writer(), &faults)));
     let mut settings = quick_settings();
     settings.retry = RetryPolicy {
         max_attempts: 2,
@@ -581,13 +551,13 @@ async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     faults.set_failure_rate(0.0);
 
     // The stream holds exactly the accepted records: none twice, none the client was told failed.
-    let on_stream: Vec<(String, String)> = all_records(aws.stream.as_ref())
+    let on_stream: Vec<(String, String)> = all_records(aws.shard_reader().as_ref())
         .await
         .into_iter()
         .flat_map(|(shard, records)| {
             records
                 .into_iter()
-                .map(move |r| (shard.clone(), r.sequence_number))
+                .map(move |r| (shard.clone(), r.sequence_number.as_str().to_owned()))
         })
         .collect();
     assert_eq!(on_stream.len(), accepted.len(), "no record was put twice");
@@ -608,7 +578,7 @@ async fn replaying_a_given_up_range_restores_what_it_held() {
             partition_key: id.to_owned(),
             data: event_bytes(id, status, &format!("2026-11-22T10:{minute:02}:00Z")),
         };
-        let stream = aws.stream.clone();
+        let stream = aws.stream_writer();
         async move { stream.put(&record).await.unwrap() }
     };
     put("a", "created", 0).await;
@@ -617,59 +587,54 @@ async fn replaying_a_given_up_range_restores_what_it_held() {
     let last = put("c", "created", 2).await;
     put("a", "delivered", 9).await;
     let shard = first.shard_id.clone();
-    let records = all_records(aws.stream.as_ref())
+    let records = all_records(aws.shard_reader().as_ref())
         .await
         .remove(&shard)
         .unwrap();
     assert_eq!(records.len(), 5);
 
-    let processor = Processor::new(
-        aws.status.clone(),
-        aws.checkpoints.clone(),
-        aws.dead_letters.clone(),
-        ProcessorSettings::default(),
-        Arc::new(SystemClock),
-    );
+    let processor = Arc::new(aws.processor(ProcessorSettings::default(), Arc::new(SystemClock)));
+    let mapping = CheckpointedConsumer::new(processor.clone(), aws.checkpoint_writer());
     // Records 1..=3 are the given-up range; the batches before and after it were applied.
-    assert!(processor
-        .process_batch(&shard, &records[..1])
+    assert!(mapping
+        .run_batch(&shard, &records[..1])
         .await
         .failure
         .is_none());
-    assert!(processor
-        .process_batch(&shard, &records[4..])
+    assert!(mapping
+        .run_batch(&shard, &records[4..])
         .await
         .failure
         .is_none());
-    let oplog = aws.checkpoints.get(&shard).await.unwrap().unwrap();
-    assert_eq!(oplog.sequence_number.as_str(), records[4].sequence_number);
-    assert!(aws.status.get("b").await.unwrap().is_none());
+    let oplog = aws.checkpoint_reader().get(&shard).await.unwrap().unwrap();
+    assert_eq!(oplog.sequence_number, records[4].sequence_number);
+    assert!(aws.status_reader().get("b").await.unwrap().is_none());
 
-    let from = SequenceNumber::parse(&first.sequence_number).unwrap();
-    let to = SequenceNumber::parse(&last.sequence_number).unwrap();
-    let report = replay_range(aws.stream.as_ref(), &processor, &shard, &from, &to)
+    let (from, to) = (first.sequence_number, last.sequence_number);
+    let shards = aws.shard_reader();
+    let report = replay_range(shards.as_ref(), processor.as_ref(), &shard, &from, &to)
         .await
         .unwrap();
     assert_eq!(report.records, 3, "exactly the range, both ends included");
     assert_eq!(
-        aws.status.get("a").await.unwrap().unwrap().status,
+        aws.status_reader().get("a").await.unwrap().unwrap().status,
         "delivered"
     );
     assert_eq!(
-        aws.status.get("b").await.unwrap().unwrap().status,
+        aws.status_reader().get("b").await.unwrap().unwrap().status,
         "created"
     );
     assert_eq!(
-        aws.status.get("c").await.unwrap().unwrap().status,
+        aws.status_reader().get("c").await.unwrap().unwrap().status,
         "created"
     );
     assert_eq!(
-        aws.checkpoints.get(&shard).await.unwrap().unwrap(),
+        aws.checkpoint_reader().get(&shard).await.unwrap().unwrap(),
         oplog,
         "OPLOG untouched"
     );
 
-    let again = replay_range(aws.stream.as_ref(), &processor, &shard, &from, &to)
+    let again = replay_range(shards.as_ref(), processor.as_ref(), &shard, &from, &to)
         .await
         .unwrap();
     assert_eq!(

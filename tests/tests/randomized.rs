@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{json, Value};
+use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, SequenceNumber};
 use tidemark::esm::EsmSettings;
-use tidemark::ports::DeadLetterStore;
-use tidemark_cli::serve::{run, MemoryPipeline, Pipeline, ServeSettings};
-use tidemark_tests::{aws_pipeline, env_usize, quick_settings, Resources};
+use tidemark::ports::DeadLetterReader;
+use tidemark_cli::serve::{run, ServeSettings};
+use tidemark_tests::{env_usize, quick_settings, Resources};
 use tokio::sync::watch;
 
 /// (event time, sequence number, status) of an accepted event: what decides "newest".
@@ -34,7 +35,8 @@ fn event(id: usize, rng: &mut fastrand::Rng, serial: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_every_id_ends_at_its_newest_accepted_version() {
-    let memory = MemoryPipeline::new(4);
+    let adapters = Adapters::memory(4);
+    let memory = adapters.memory_backend().unwrap().clone();
     let settings = ServeSettings {
         esm: EsmSettings {
             batch_size: 100,
@@ -46,7 +48,7 @@ async fn in_memory_every_id_ends_at_its_newest_accepted_version() {
     };
     let events = env_usize("TIDEMARK_E2E_EVENTS", 4_000);
     let ids = env_usize("TIDEMARK_E2E_IDS", 200);
-    let ids_in_status = randomized(memory.pipeline(), settings, events, ids).await;
+    let ids_in_status = randomized(adapters, settings, events, ids).await;
     assert_eq!(
         memory.status.snapshot().len(),
         ids_in_status,
@@ -66,16 +68,16 @@ async fn against_localstack_every_id_ends_at_its_newest_accepted_version() {
     let aws = resources.adapters();
     let events = env_usize("TIDEMARK_E2E_LOCALSTACK_EVENTS", 2_000);
     let ids = env_usize("TIDEMARK_E2E_LOCALSTACK_IDS", 100);
-    randomized(aws_pipeline(&aws), quick_settings(), events, ids).await;
+    randomized(aws.clone(), quick_settings(), events, ids).await;
     assert!(
-        aws.dead_letters.list().await.unwrap().is_empty(),
+        aws.dead_letter_reader().list().await.unwrap().is_empty(),
         "nothing valid was dead-lettered"
     );
 }
 
 /// Runs the check; returns how many ids were accepted.
 async fn randomized(
-    pipeline: Pipeline,
+    adapters: Adapters,
     settings: ServeSettings,
     total_events: usize,
     ids: usize,
@@ -84,7 +86,7 @@ async fn randomized(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, shutdown) = watch::channel(false);
-    let server = tokio::spawn(run(pipeline, listener, settings, shutdown));
+    let server = tokio::spawn(run(adapters, listener, settings, shutdown));
 
     let accepted: Arc<Mutex<HashMap<String, Vec<Accepted>>>> = Arc::default();
     let http = reqwest::Client::new();

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use tidemark::adapters::sdk::{endpoint_from_env, kinesis_stream, load_sdk_config};
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
+use tidemark::adapters::Adapters;
 use tidemark::api::{Api, IngestApi};
 use tidemark::config::{limits_from_env, ResourceNames};
 use tidemark::domain::SystemClock;
@@ -14,7 +15,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let names = ResourceNames::from_env()?;
     let limits = limits_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
-    let publisher = Publisher::new(kinesis_stream(&sdk, &names), RetryPolicy::default());
+    let stream = Adapters::aws(&sdk, &names).stream_writer();
+    let publisher = Publisher::new(stream, RetryPolicy::default());
     let api = Api {
         ingest: Some(IngestApi::new(publisher, limits, Arc::new(SystemClock))),
         query: None,

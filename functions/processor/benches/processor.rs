@@ -12,10 +12,11 @@ use aws_lambda_events::encodings::SecondTimestamp;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use tidemark::adapters::memory::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore};
+use tidemark::adapters::memory::MemoryBackend;
+use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, FixedClock};
-use tidemark::processor::{Processor, ProcessorSettings};
-use tidemark_processor::process;
+use tidemark::processor::ProcessorSettings;
+use tidemark_processor::Handler;
 
 /// A Lambda Kinesis event of `records` records, `per_id` records per id, as Lambda sends it.
 fn lambda_event_json(records: usize, per_id: usize) -> Vec<u8> {
@@ -46,29 +47,20 @@ fn lambda_event_json(records: usize, per_id: usize) -> Vec<u8> {
 }
 
 struct Stores {
-    status: Arc<MemoryStatusStore>,
-    checkpoints: Arc<MemoryCheckpointStore>,
-    dead_letters: Arc<MemoryDeadLetterStore>,
-    processor: Processor,
+    memory: MemoryBackend,
+    handler: Handler,
 }
 
 fn fresh() -> Stores {
-    let status = Arc::new(MemoryStatusStore::default());
-    let checkpoints = Arc::new(MemoryCheckpointStore::default());
-    let dead_letters = Arc::new(MemoryDeadLetterStore::default());
+    let adapters = Adapters::memory(1);
     let now = EventTime::parse_rfc3339("2024-05-01T12:00:02Z").unwrap();
-    let processor = Processor::new(
-        status.clone(),
-        checkpoints.clone(),
-        dead_letters.clone(),
-        ProcessorSettings::default(),
-        Arc::new(FixedClock(now)),
-    );
     Stores {
-        status,
-        checkpoints,
-        dead_letters,
-        processor,
+        memory: adapters.memory_backend().unwrap().clone(),
+        handler: Handler::new(
+            &adapters,
+            ProcessorSettings::default(),
+            Arc::new(FixedClock(now)),
+        ),
     }
 }
 
@@ -90,17 +82,18 @@ fn write_economy(runtime: &tokio::runtime::Runtime) {
         let stores = fresh();
         let event: KinesisEvent =
             serde_json::from_slice(&lambda_event_json(records, per_id)).unwrap();
-        let (response, report) = runtime.block_on(process(&stores.processor, event));
+        let (response, report) = runtime.block_on(stores.handler.process(event)).unwrap();
         assert!(response.batch_item_failures.is_empty());
-        let calls = stores.status.apply_calls()
-            + stores.checkpoints.advance_calls()
-            + stores.dead_letters.put_calls();
+        let memory = &stores.memory;
+        let calls = memory.status.apply_calls()
+            + memory.checkpoints.advance_calls()
+            + memory.dead_letters.put_calls();
         println!(
             "  {records:>6} records, {per_id:>5} per id: {:>6} distinct ids -> {calls:>6} calls ({} STATUS + {} OPLOG + {} DEADLETTER){}",
             report.distinct_ids,
-            stores.status.apply_calls(),
-            stores.checkpoints.advance_calls(),
-            stores.dead_letters.put_calls(),
+            memory.status.apply_calls(),
+            memory.checkpoints.advance_calls(),
+            memory.dead_letters.put_calls(),
             if calls == report.distinct_ids as u64 + 1 { ", minimal" } else { ", NOT minimal" }
         );
     }
@@ -127,7 +120,7 @@ fn processor_batches(c: &mut Criterion) {
                     || (json.clone(), fresh()),
                     |(json, stores)| async move {
                         let event: KinesisEvent = serde_json::from_slice(&json).unwrap();
-                        let (response, _) = process(&stores.processor, event).await;
+                        let (response, _) = stores.handler.process(event).await.unwrap();
                         assert!(response.batch_item_failures.is_empty());
                         stores
                     },

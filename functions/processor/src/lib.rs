@@ -1,66 +1,122 @@
-//! The processor Lambda's handler: a Kinesis batch → STATUS / OPLOG / DEADLETTER, reporting the
-//! lowest failed record in `batchItemFailures` (the mapping needs `ReportBatchItemFailures`).
-//! A library so the benchmarks measure exactly what the Lambda runs.
+//! The processor Lambda's handler: a Kinesis batch → STATUS / DEADLETTER through the processor,
+//! then OPLOG through the checkpoint the batch earned, reporting the lowest failed record in
+//! `batchItemFailures` (the mapping needs `ReportBatchItemFailures`). A library so the tests and
+//! benchmarks run exactly what the Lambda runs.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use std::sync::Arc;
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use lambda_runtime::LambdaEvent;
-use tidemark::domain::{Clock, EventTime, SystemClock};
+use tidemark::adapters::Adapters;
+use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
+use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
-use tidemark::processor::Processor;
+use tidemark::processor::ProcessorSettings;
 use tidemark::telemetry::BatchReport;
 
-/// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.
-pub fn shard_id(event: &KinesisEvent) -> &str {
-    event
-        .records
-        .first()
-        .and_then(|r| r.event_id.as_deref())
-        .and_then(|id| id.split_once(':'))
-        .map_or("unknown-shard", |(shard, _)| shard)
+/// A Kinesis event Lambda could not have sent: the invocation fails loudly (the mapping retries,
+/// bisects, and finally hands the range to the on-failure destination) rather than guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("record {index} has no eventID of the form shardId-…:<sequence number>")]
+    MissingShard { index: usize },
+    #[error("record {index} has an invalid sequence number {text:?}: {reason}")]
+    SequenceNumber {
+        index: usize,
+        text: String,
+        reason: tidemark::domain::sequence::SequenceNumberError,
+    },
 }
 
-pub fn stream_records(event: KinesisEvent) -> Vec<StreamRecord> {
-    event
+/// The consumer loop of the Lambda: the processor, and the OPLOG it checkpoints into.
+pub struct Handler {
+    consumer: CheckpointedConsumer,
+}
+
+impl Handler {
+    pub fn new(adapters: &Adapters, settings: ProcessorSettings, clock: Arc<dyn Clock>) -> Self {
+        let processor = Arc::new(adapters.processor(settings, clock));
+        Self {
+            consumer: CheckpointedConsumer::new(processor, adapters.checkpoint_writer()),
+        }
+    }
+
+    /// One invocation: process the batch, write its checkpoint, print its report line, answer
+    /// with the failures.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<KinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        let (response, report) = self.process(event.payload).await?;
+        // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
+        println!("{}", report.to_emf_line(SystemClock.now().unix_millis()));
+        Ok(response)
+    }
+
+    /// The batch without the logging: what the tests check and the benchmarks time.
+    pub async fn process(
+        &self,
+        event: KinesisEvent,
+    ) -> Result<(KinesisEventResponse, BatchReport), InvalidEvent> {
+        let Some((shard, records)) = stream_records(event)? else {
+            return Ok((KinesisEventResponse::default(), BatchReport::default()));
+        };
+        Ok(response(self.consumer.run_batch(&shard, &records).await))
+    }
+}
+
+/// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.
+fn shard_of(record: &KinesisEventRecord) -> Option<&str> {
+    record
+        .event_id
+        .as_deref()
+        .and_then(|id| id.split_once(':'))
+        .map(|(shard, _)| shard)
+}
+
+/// The batch's shard and its records with typed sequence numbers; `None` for an empty event.
+pub fn stream_records(
+    event: KinesisEvent,
+) -> Result<Option<(String, Vec<StreamRecord>)>, InvalidEvent> {
+    let Some(first) = event.records.first() else {
+        return Ok(None);
+    };
+    let shard = shard_of(first)
+        .ok_or(InvalidEvent::MissingShard { index: 0 })?
+        .to_owned();
+    let records = event
         .records
         .into_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(index, r)| {
+            let sequence_number =
+                SequenceNumber::parse(&r.kinesis.sequence_number).map_err(|reason| {
+                    InvalidEvent::SequenceNumber {
+                        index,
+                        text: r.kinesis.sequence_number.clone(),
+                        reason,
+                    }
+                })?;
             let arrival = r.kinesis.approximate_arrival_timestamp.0;
-            StreamRecord {
-                sequence_number: r.kinesis.sequence_number,
+            Ok(StreamRecord {
+                sequence_number,
                 partition_key: r.kinesis.partition_key,
                 data: r.kinesis.data.0.into(),
                 approximate_arrival: arrival
                     .timestamp_nanos_opt()
                     .map(|nanos| EventTime::from_unix_nanos(nanos.into())),
-            }
+            })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Some((shard, records)))
 }
 
-/// One invocation: process the batch, print its report line, answer with the failures.
-pub async fn handle(
-    processor: &Processor,
-    event: LambdaEvent<KinesisEvent>,
-) -> Result<KinesisEventResponse, lambda_runtime::Error> {
-    let (response, report) = process(processor, event.payload).await;
-    // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
-    println!("{}", report.to_emf_line(SystemClock.now().unix_millis()));
-    Ok(response)
-}
-
-/// The batch without the logging: what the benchmarks time.
-pub async fn process(
-    processor: &Processor,
-    event: KinesisEvent,
-) -> (KinesisEventResponse, BatchReport) {
-    let shard = shard_id(&event).to_owned();
-    let records = stream_records(event);
-    let outcome = processor.process_batch(&shard, &records).await;
+fn response(outcome: BatchOutcome) -> (KinesisEventResponse, BatchReport) {
     let mut response = KinesisEventResponse::default();
     if let Some(sequence) = outcome.failure {
         let mut failure = KinesisBatchItemFailure::default();
-        failure.item_identifier = Some(sequence);
+        failure.item_identifier = Some(sequence.as_str().to_owned());
         response.batch_item_failures.push(failure);
     }
     (response, outcome.report)

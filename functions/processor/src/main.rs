@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use lambda_runtime::service_fn;
-use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config, DynamoStores};
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
+use tidemark::adapters::Adapters;
 use tidemark::config::{processor_settings_from_env, ResourceNames};
 use tidemark::domain::SystemClock;
-use tidemark::processor::Processor;
-use tidemark_processor::handle;
+use tidemark_processor::Handler;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -15,14 +15,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let names = ResourceNames::from_env()?;
     let settings = processor_settings_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
-    let tables = DynamoStores::new(&sdk, &names);
-    let processor = Processor::new(
-        tables.status,
-        tables.checkpoints,
-        tables.dead_letters,
+    let handler = Handler::new(
+        &Adapters::aws(&sdk, &names),
         settings,
         Arc::new(SystemClock),
     );
-    let processor = &processor;
-    lambda_runtime::run(service_fn(move |event| handle(processor, event))).await
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event| handler.handle(event))).await
 }

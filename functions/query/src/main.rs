@@ -1,6 +1,7 @@
 //! The query Lambda: `GET /messages/{id}` and `GET /shards` ← STATUS and OPLOG.
 
-use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config, DynamoStores};
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
+use tidemark::adapters::Adapters;
 use tidemark::api::{Api, QueryApi};
 use tidemark::config::ResourceNames;
 
@@ -9,10 +10,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     tidemark::telemetry::init_tracing(true);
     let names = ResourceNames::from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
-    let tables = DynamoStores::new(&sdk, &names);
+    let adapters = Adapters::aws(&sdk, &names);
     let api = Api {
         ingest: None,
-        query: Some(QueryApi::new(tables.status, tables.checkpoints)),
+        query: Some(QueryApi::new(
+            adapters.status_reader(),
+            adapters.checkpoint_reader(),
+        )),
     };
     tidemark::adapters::lambda_http::run(api).await
 }

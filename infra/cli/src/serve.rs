@@ -8,17 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::StatusCode;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
-use tidemark::adapters::memory::{
-    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore, MemoryStream,
-};
-use tidemark::adapters::sdk::{load_sdk_config, AwsAdapters};
+use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiError, ApiRequest, ApiResponse, IngestApi, QueryApi};
 use tidemark::config::ResourceNames;
 use tidemark::domain::limits::MAX_BODY_BYTES;
 use tidemark::domain::{Limits, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
-use tidemark::ports::{CheckpointStore, DeadLetterStore, EventStream, StatusStore};
-use tidemark::processor::{Processor, ProcessorSettings};
+use tidemark::processor::ProcessorSettings;
 use tidemark::publish::{Publisher, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,66 +28,19 @@ pub enum ServeError {
     Http(#[from] std::io::Error),
 }
 
-/// The adapters the pipeline runs on.
-#[derive(Clone)]
-pub struct Pipeline {
-    pub stream: Arc<dyn EventStream>,
-    pub status: Arc<dyn StatusStore>,
-    pub checkpoints: Arc<dyn CheckpointStore>,
-    pub dead_letters: Arc<dyn DeadLetterStore>,
-}
-
-/// In-memory adapters, kept typed so tests can inspect them.
-#[derive(Clone)]
-pub struct MemoryPipeline {
-    pub stream: Arc<MemoryStream>,
-    pub status: Arc<MemoryStatusStore>,
-    pub checkpoints: Arc<MemoryCheckpointStore>,
-    pub dead_letters: Arc<MemoryDeadLetterStore>,
-}
-
-impl MemoryPipeline {
-    pub fn new(shards: usize) -> Self {
-        Self {
-            stream: Arc::new(MemoryStream::new(shards)),
-            status: Arc::default(),
-            checkpoints: Arc::default(),
-            dead_letters: Arc::default(),
-        }
+/// The real Kinesis and DynamoDB adapters against `endpoint_url` (or the standard AWS environment
+/// when `None`), creating the stream (with `shards` shards) and the tables when they are missing.
+pub async fn aws_adapters(
+    endpoint_url: Option<&str>,
+    names: &ResourceNames,
+    shards: u32,
+) -> Result<Adapters, ServeError> {
+    let sdk = load_sdk_config(endpoint_url).await;
+    let created = ensure_resources(&sdk, names, shards).await?;
+    if !created.is_empty() {
+        tracing::info!(?created, "created missing resources");
     }
-
-    pub fn pipeline(&self) -> Pipeline {
-        Pipeline {
-            stream: self.stream.clone(),
-            status: self.status.clone(),
-            checkpoints: self.checkpoints.clone(),
-            dead_letters: self.dead_letters.clone(),
-        }
-    }
-}
-
-impl Pipeline {
-    /// The real Kinesis and DynamoDB adapters against `endpoint_url` (or the standard AWS
-    /// environment when `None`), creating the stream (with `shards` shards) and the tables
-    /// when they are missing.
-    pub async fn aws(
-        endpoint_url: Option<&str>,
-        names: &ResourceNames,
-        shards: u32,
-    ) -> Result<Self, ServeError> {
-        let sdk = load_sdk_config(endpoint_url).await;
-        let created = ensure_resources(&sdk, names, shards).await?;
-        if !created.is_empty() {
-            tracing::info!(?created, "created missing resources");
-        }
-        let aws = AwsAdapters::new(&sdk, names);
-        Ok(Self {
-            stream: aws.stream,
-            status: aws.status,
-            checkpoints: aws.checkpoints,
-            dead_letters: aws.dead_letters,
-        })
-    }
+    Ok(Adapters::aws(&sdk, names))
 }
 
 /// Everything `serve` can be tuned with besides the adapters.
@@ -105,35 +55,24 @@ pub struct ServeSettings {
 /// Serves HTTP on `listener` and drives the processor until `shutdown` turns true; then stops
 /// accepting requests and lets each shard finish its current batch.
 pub async fn run(
-    pipeline: Pipeline,
+    adapters: Adapters,
     listener: TcpListener,
     settings: ServeSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let processor = Arc::new(Processor::new(
-        pipeline.status.clone(),
-        pipeline.checkpoints.clone(),
-        pipeline.dead_letters.clone(),
-        settings.processor,
-        Arc::new(SystemClock),
-    ));
-    let esm = Arc::new(EventSourceMapping::new(
-        pipeline.stream.clone(),
-        processor,
-        pipeline.checkpoints.clone(),
-        settings.esm,
-    ));
+    let processor = Arc::new(adapters.processor(settings.processor, Arc::new(SystemClock)));
+    let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings.esm));
     let esm_task = tokio::spawn(esm.run(shutdown.clone()));
 
     let api = Arc::new(Api {
         ingest: Some(IngestApi::new(
-            Publisher::new(pipeline.stream.clone(), settings.retry),
+            Publisher::new(adapters.stream_writer(), settings.retry),
             settings.limits,
             Arc::new(SystemClock),
         )),
         query: Some(QueryApi::new(
-            pipeline.status.clone(),
-            pipeline.checkpoints.clone(),
+            adapters.status_reader(),
+            adapters.checkpoint_reader(),
         )),
     });
     let app = Router::new()

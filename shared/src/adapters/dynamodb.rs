@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -28,8 +31,15 @@ fn store_error(failure: Failure) -> StoreError {
     }
 }
 
-fn is_condition_failure(failure: &Failure) -> bool {
-    matches!(failure, Failure::Service { code, .. } if code == "ConditionalCheckFailedException")
+/// A failed condition on UpdateItem is the normal "already as new" answer, not an error.
+fn is_condition_failure(error: &SdkError<UpdateItemError, HttpResponse>) -> bool {
+    error
+        .as_service_error()
+        .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
+}
+
+fn corrupt(table: &str, what: String) -> StoreError {
+    StoreError::Rejected(format!("a row of {table} {what}"))
 }
 
 fn s(value: &str) -> AttributeValue {
@@ -37,19 +47,31 @@ fn s(value: &str) -> AttributeValue {
 }
 
 fn get_s(item: &Item, name: &str, table: &str) -> Result<String, StoreError> {
+    get_optional_s(item, name, table)?
+        .ok_or_else(|| corrupt(table, format!("has no string attribute {name}")))
+}
+
+/// An attribute that may be absent (`data`); present with another type is an error, not `None`.
+fn get_optional_s(item: &Item, name: &str, table: &str) -> Result<Option<String>, StoreError> {
     match item.get(name) {
-        Some(AttributeValue::S(v)) => Ok(v.clone()),
-        _ => Err(StoreError::Rejected(format!(
-            "a row of {table} has no string attribute {name}"
-        ))),
+        None => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+        Some(_) => Err(corrupt(table, format!("has a non-string {name}"))),
     }
 }
 
-fn get_n(item: &Item, name: &str) -> u64 {
+fn get_n(item: &Item, name: &str, table: &str) -> Result<u64, StoreError> {
     match item.get(name) {
-        Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
-        _ => 0,
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| corrupt(table, format!("has {name} = {v}, not a count"))),
+        _ => Err(corrupt(table, format!("has no number attribute {name}"))),
     }
+}
+
+fn get_sequence(item: &Item, table: &str) -> Result<SequenceNumber, StoreError> {
+    let text = get_s(item, "sequence_number", table)?;
+    SequenceNumber::parse(&text).map_err(|e| corrupt(table, format!("has {e}")))
 }
 
 /// STATUS: key `id`.
@@ -69,7 +91,7 @@ impl DynamoStatusStore {
 }
 
 #[async_trait]
-impl StatusStore for DynamoStatusStore {
+impl StatusWriter for DynamoStatusStore {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         let mut set = vec![
             "#status = :status",
@@ -99,7 +121,10 @@ impl StatusStore for DynamoStatusStore {
             .expression_attribute_values(":timestamp", AttributeValue::S(row.timestamp))
             .expression_attribute_values(":received_at", AttributeValue::S(row.received_at))
             .expression_attribute_values(":shard_id", AttributeValue::S(row.shard_id))
-            .expression_attribute_values(":sequence_number", AttributeValue::S(row.sequence_number))
+            .expression_attribute_values(
+                ":sequence_number",
+                AttributeValue::S(row.sequence_number.as_str().to_owned()),
+            )
             .expression_attribute_values(":version", AttributeValue::S(row.version.0))
             .expression_attribute_values(":updated_at", AttributeValue::S(row.updated_at));
         // A newer event without data must not keep the older event's data.
@@ -113,17 +138,14 @@ impl StatusStore for DynamoStatusStore {
         };
         match request.update_expression(expression).send().await {
             Ok(_) => Ok(ApplyOutcome::Applied),
-            Err(e) => {
-                let failure = classify(&e);
-                if is_condition_failure(&failure) {
-                    Ok(ApplyOutcome::Stale)
-                } else {
-                    Err(store_error(failure))
-                }
-            }
+            Err(e) if is_condition_failure(&e) => Ok(ApplyOutcome::Stale),
+            Err(e) => Err(store_error(classify(&e))),
         }
     }
+}
 
+#[async_trait]
+impl StatusReader for DynamoStatusStore {
     /// Strongly consistent, so a reader never sees an id go backwards between two reads.
     async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
         let output = self
@@ -143,10 +165,10 @@ impl StatusStore for DynamoStatusStore {
             id: get_s(item, "id", t)?,
             status: get_s(item, "status", t)?,
             timestamp: get_s(item, "timestamp", t)?,
-            data: get_s(item, "data", t).ok(),
+            data: get_optional_s(item, "data", t)?,
             received_at: get_s(item, "received_at", t)?,
             shard_id: get_s(item, "shard_id", t)?,
-            sequence_number: get_s(item, "sequence_number", t)?,
+            sequence_number: get_sequence(item, t)?,
             version: VersionKey(get_s(item, "version", t)?),
             updated_at: get_s(item, "updated_at", t)?,
         }))
@@ -171,20 +193,18 @@ impl DynamoCheckpointStore {
 
     fn checkpoint(&self, item: &Item) -> Result<Checkpoint, StoreError> {
         let t = &self.table;
-        let sequence = get_s(item, "sequence_number", t)?;
         Ok(Checkpoint {
             shard_id: get_s(item, "shard_id", t)?,
-            sequence_number: SequenceNumber::parse(&sequence)
-                .map_err(|e| StoreError::Rejected(format!("{t}: {e}")))?,
+            sequence_number: get_sequence(item, t)?,
             updated_at: get_s(item, "updated_at", t)?,
-            records_applied: get_n(item, "records_applied"),
-            lag_ms: get_n(item, "lag_ms"),
+            records_applied: get_n(item, "records_applied", t)?,
+            lag_ms: get_n(item, "lag_ms", t)?,
         })
     }
 }
 
 #[async_trait]
-impl CheckpointStore for DynamoCheckpointStore {
+impl CheckpointWriter for DynamoCheckpointStore {
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
         let result = self
             .client
@@ -214,17 +234,14 @@ impl CheckpointStore for DynamoCheckpointStore {
             .await;
         match result {
             Ok(_) => Ok(AdvanceOutcome::Advanced),
-            Err(e) => {
-                let failure = classify(&e);
-                if is_condition_failure(&failure) {
-                    Ok(AdvanceOutcome::AlreadyPast)
-                } else {
-                    Err(store_error(failure))
-                }
-            }
+            Err(e) if is_condition_failure(&e) => Ok(AdvanceOutcome::AlreadyPast),
+            Err(e) => Err(store_error(classify(&e))),
         }
     }
+}
 
+#[async_trait]
+impl CheckpointReader for DynamoCheckpointStore {
     async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
         let output = self
             .client
@@ -287,13 +304,13 @@ impl DynamoDeadLetterStore {
 }
 
 #[async_trait]
-impl DeadLetterStore for DynamoDeadLetterStore {
+impl DeadLetterWriter for DynamoDeadLetterStore {
     async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
             .item("shard_id", s(&letter.shard_id))
-            .item("sequence_number", s(&letter.sequence_number))
+            .item("sequence_number", s(letter.sequence_number.as_str()))
             .item("partition_key", s(&letter.partition_key))
             .item("raw", AttributeValue::B(Blob::new(letter.raw.to_vec())))
             .item("reason", s(&letter.reason))
@@ -303,7 +320,10 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             .map_err(|e| store_error(classify(&e)))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl DeadLetterReader for DynamoDeadLetterStore {
     async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let t = &self.table;
         scan_all(&self.client, t)
@@ -312,11 +332,11 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             .map(|item| {
                 Ok(DeadLetter {
                     shard_id: get_s(item, "shard_id", t)?,
-                    sequence_number: get_s(item, "sequence_number", t)?,
-                    partition_key: get_s(item, "partition_key", t).unwrap_or_default(),
+                    sequence_number: get_sequence(item, t)?,
+                    partition_key: get_s(item, "partition_key", t)?,
                     raw: match item.get("raw") {
                         Some(AttributeValue::B(b)) => Bytes::copy_from_slice(b.as_ref()),
-                        _ => Bytes::new(),
+                        _ => return Err(corrupt(t, "has no binary attribute raw".into())),
                     },
                     reason: get_s(item, "reason", t)?,
                     dead_lettered_at: get_s(item, "dead_lettered_at", t)?,

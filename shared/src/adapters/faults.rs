@@ -64,13 +64,25 @@ impl Faults {
 }
 
 /// A stream whose calls, and PutRecords entries one by one, fail as throttled.
-pub struct FaultyStream<S> {
+/// Any write port with faults injected: the write fails (as a throttle) when the faults strike,
+/// otherwise it goes to `inner`. For the stream, each PutRecords entry is struck on its own, so
+/// partial failures happen as they do on Kinesis.
+pub struct Faulty<S> {
     pub inner: S,
     pub faults: Arc<Faults>,
 }
 
+impl<S> Faulty<S> {
+    pub fn new(inner: S, faults: &Arc<Faults>) -> Self {
+        Self {
+            inner,
+            faults: Arc::clone(faults),
+        }
+    }
+}
+
 #[async_trait]
-impl<S: EventStream> EventStream for FaultyStream<S> {
+impl<S: StreamWriter> StreamWriter for Faulty<S> {
     async fn put(&self, record: &OutgoingRecord) -> Result<PutAck, StreamError> {
         if self.faults.strikes() {
             return Err(StreamError::Throttled("injected fault".into()));
@@ -111,82 +123,23 @@ impl<S: EventStream> EventStream for FaultyStream<S> {
             })
             .collect())
     }
-
-    async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
-        self.inner.list_shards().await
-    }
-
-    async fn shard_iterator(
-        &self,
-        shard_id: &str,
-        start: &StartPosition,
-    ) -> Result<String, StreamError> {
-        self.inner.shard_iterator(shard_id, start).await
-    }
-
-    async fn get_records(&self, iterator: &str, limit: usize) -> Result<RecordsPage, StreamError> {
-        self.inner.get_records(iterator, limit).await
-    }
 }
 
-/// STATUS writes that fail (before reaching the store) when the faults strike.
-pub struct FaultyStatusStore<S> {
-    pub inner: S,
-    pub faults: Arc<Faults>,
-}
-
-#[async_trait]
-impl<S: StatusStore> StatusStore for FaultyStatusStore<S> {
-    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        if self.faults.strikes() {
-            return Err(self.faults.store_error());
+/// The table writes: one method each, failing as a throttle when the faults strike.
+macro_rules! faulty_store_write {
+    ($trait:ident :: $method:ident($arg:ident: $ty:ty) -> $ok:ty) => {
+        #[async_trait]
+        impl<S: $trait> $trait for Faulty<S> {
+            async fn $method(&self, $arg: $ty) -> Result<$ok, StoreError> {
+                if self.faults.strikes() {
+                    return Err(self.faults.store_error());
+                }
+                self.inner.$method($arg).await
+            }
         }
-        self.inner.apply(row).await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
-        self.inner.get(id).await
-    }
+    };
 }
 
-pub struct FaultyCheckpointStore<S> {
-    pub inner: S,
-    pub faults: Arc<Faults>,
-}
-
-#[async_trait]
-impl<S: CheckpointStore> CheckpointStore for FaultyCheckpointStore<S> {
-    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
-        if self.faults.strikes() {
-            return Err(self.faults.store_error());
-        }
-        self.inner.advance(checkpoint).await
-    }
-
-    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        self.inner.get(shard_id).await
-    }
-
-    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.inner.list().await
-    }
-}
-
-pub struct FaultyDeadLetterStore<S> {
-    pub inner: S,
-    pub faults: Arc<Faults>,
-}
-
-#[async_trait]
-impl<S: DeadLetterStore> DeadLetterStore for FaultyDeadLetterStore<S> {
-    async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        if self.faults.strikes() {
-            return Err(self.faults.store_error());
-        }
-        self.inner.put(letter).await
-    }
-
-    async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.list().await
-    }
-}
+faulty_store_write!(StatusWriter::apply(row: StatusRow) -> ApplyOutcome);
+faulty_store_write!(CheckpointWriter::advance(checkpoint: &Checkpoint) -> AdvanceOutcome);
+faulty_store_write!(DeadLetterWriter::put(letter: &DeadLetter) -> ());

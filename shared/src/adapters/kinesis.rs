@@ -1,13 +1,14 @@
 //! The stream on Kinesis Data Streams.
 
 use async_trait::async_trait;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use bytes::Bytes;
 
 use super::sdk::{classify, Failure};
-use crate::domain::EventTime;
+use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::*;
 
 /// A Kinesis stream, by name, through a client built once at start-up.
@@ -30,13 +31,18 @@ fn stream_error(failure: Failure) -> StreamError {
     match failure {
         Failure::Throttled(m) => StreamError::Throttled(m),
         Failure::Service { code, message } => match code.as_str() {
-            "ExpiredIteratorException" => StreamError::ExpiredIterator,
             "ResourceNotFoundException" => StreamError::NotFound(message),
             "InvalidArgumentException" | "ValidationException" => StreamError::Invalid(message),
             _ => StreamError::Unavailable(message),
         },
         Failure::Unreachable(m) => StreamError::Unavailable(m),
     }
+}
+
+/// Kinesis's own sequence numbers always parse; one that does not is an answer we cannot trust.
+fn sequence(text: &str) -> Result<SequenceNumber, StreamError> {
+    SequenceNumber::parse(text)
+        .map_err(|e| StreamError::Unavailable(format!("Kinesis answered with {e}: {text:?}")))
 }
 
 fn to_event_time(t: &aws_sdk_kinesis::primitives::DateTime) -> Option<EventTime> {
@@ -47,7 +53,7 @@ fn to_event_time(t: &aws_sdk_kinesis::primitives::DateTime) -> Option<EventTime>
 }
 
 #[async_trait]
-impl EventStream for KinesisStream {
+impl StreamWriter for KinesisStream {
     async fn put(&self, record: &OutgoingRecord) -> Result<PutAck, StreamError> {
         let output = self
             .client
@@ -60,7 +66,7 @@ impl EventStream for KinesisStream {
             .map_err(|e| stream_error(classify(&e)))?;
         Ok(PutAck {
             shard_id: output.shard_id().to_owned(),
-            sequence_number: output.sequence_number().to_owned(),
+            sequence_number: sequence(output.sequence_number())?,
         })
     }
 
@@ -86,34 +92,39 @@ impl EventStream for KinesisStream {
             .send()
             .await
             .map_err(|e| stream_error(classify(&e)))?;
-        Ok(output
+        output
             .records()
             .iter()
             .map(|entry| {
-                match (
-                    entry.shard_id(),
-                    entry.sequence_number(),
-                    entry.error_code(),
-                ) {
-                    (Some(shard_id), Some(sequence_number), None) => {
-                        PutEntryResult::Accepted(PutAck {
-                            shard_id: shard_id.to_owned(),
-                            sequence_number: sequence_number.to_owned(),
-                        })
-                    }
-                    (_, _, code) => PutEntryResult::Rejected {
-                        throttled: code == Some("ProvisionedThroughputExceededException"),
-                        message: format!(
-                            "{}: {}",
-                            code.unwrap_or("UnknownError"),
-                            entry.error_message().unwrap_or_default()
-                        ),
+                Ok(
+                    match (
+                        entry.shard_id(),
+                        entry.sequence_number(),
+                        entry.error_code(),
+                    ) {
+                        (Some(shard_id), Some(sequence_number), None) => {
+                            PutEntryResult::Accepted(PutAck {
+                                shard_id: shard_id.to_owned(),
+                                sequence_number: sequence(sequence_number)?,
+                            })
+                        }
+                        (_, _, code) => PutEntryResult::Rejected {
+                            throttled: code == Some("ProvisionedThroughputExceededException"),
+                            message: format!(
+                                "{}: {}",
+                                code.unwrap_or("UnknownError"),
+                                entry.error_message().unwrap_or_default()
+                            ),
+                        },
                     },
-                }
+                )
             })
-            .collect())
+            .collect()
     }
+}
 
+#[async_trait]
+impl ShardReader for KinesisStream {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
         let mut shards = Vec::new();
         let mut next_token: Option<String> = None;
@@ -180,18 +191,31 @@ impl EventStream for KinesisStream {
             )
             .send()
             .await
-            .map_err(|e| stream_error(classify(&e)))?;
+            .map_err(|e| {
+                // Typed where the SDK models it: an expired iterator is re-read, not an outage.
+                if e.as_service_error()
+                    .is_some_and(GetRecordsError::is_expired_iterator_exception)
+                {
+                    StreamError::ExpiredIterator
+                } else {
+                    stream_error(classify(&e))
+                }
+            })?;
         Ok(RecordsPage {
             records: output
                 .records()
                 .iter()
-                .map(|r| StreamRecord {
-                    sequence_number: r.sequence_number().to_owned(),
-                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                    data: Bytes::copy_from_slice(r.data().as_ref()),
-                    approximate_arrival: r.approximate_arrival_timestamp().and_then(to_event_time),
+                .map(|r| {
+                    Ok(StreamRecord {
+                        sequence_number: sequence(r.sequence_number())?,
+                        partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                        data: Bytes::copy_from_slice(r.data().as_ref()),
+                        approximate_arrival: r
+                            .approximate_arrival_timestamp()
+                            .and_then(to_event_time),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, StreamError>>()?,
             next_iterator: output.next_shard_iterator().map(str::to_owned),
             millis_behind_latest: output.millis_behind_latest(),
         })

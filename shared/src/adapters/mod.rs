@@ -1,4 +1,4 @@
-//! Adapters behind the ports.
+//! Adapters behind the ports, and [`Adapters`], the set every entry point builds.
 
 pub mod bootstrap;
 pub mod dynamodb;
@@ -8,3 +8,6 @@ pub mod kinesis;
 pub mod lambda_http;
 pub mod memory;
 pub mod sdk;
+mod set;
+
+pub use set::Adapters;

@@ -1,8 +1,8 @@
 //! AWS SDK set-up shared by the Kinesis and DynamoDB adapters: configuration loaded once at
-//! start-up, and the mapping from SDK errors to the ports' errors.
+//! start-up, and the broad classification of SDK errors that the adapters map onto their ports'
+//! errors. It knows no adapter (they import it, never the other way round).
 
 use std::error::Error as StdError;
-use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_kinesis::config::{Credentials, Region};
@@ -93,64 +93,4 @@ pub fn endpoint_from_env() -> Option<String> {
     std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|v| !v.trim().is_empty())
-}
-
-/// The stream adapter alone: what the ingest function needs. Building the clients per function
-/// keeps the other service's operations out of its binary (smaller, faster to load).
-pub fn kinesis_stream(
-    sdk: &SdkConfig,
-    names: &crate::config::ResourceNames,
-) -> Arc<super::kinesis::KinesisStream> {
-    Arc::new(super::kinesis::KinesisStream::new(
-        aws_sdk_kinesis::Client::new(sdk),
-        &names.stream,
-    ))
-}
-
-/// The three table adapters over one DynamoDB client: what the query and processor functions need.
-pub struct DynamoStores {
-    pub status: Arc<super::dynamodb::DynamoStatusStore>,
-    pub checkpoints: Arc<super::dynamodb::DynamoCheckpointStore>,
-    pub dead_letters: Arc<super::dynamodb::DynamoDeadLetterStore>,
-}
-
-impl DynamoStores {
-    /// Building a client makes no network call; it is shared by all invocations.
-    pub fn new(sdk: &SdkConfig, names: &crate::config::ResourceNames) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        Self {
-            status: Arc::new(super::dynamodb::DynamoStatusStore::new(
-                dynamodb.clone(),
-                &names.status_table,
-            )),
-            checkpoints: Arc::new(super::dynamodb::DynamoCheckpointStore::new(
-                dynamodb.clone(),
-                &names.oplog_table,
-            )),
-            dead_letters: Arc::new(super::dynamodb::DynamoDeadLetterStore::new(
-                dynamodb,
-                &names.deadletter_table,
-            )),
-        }
-    }
-}
-
-/// All four AWS adapters: what `tidemark serve`, `replay` and the tests need.
-pub struct AwsAdapters {
-    pub stream: Arc<super::kinesis::KinesisStream>,
-    pub status: Arc<super::dynamodb::DynamoStatusStore>,
-    pub checkpoints: Arc<super::dynamodb::DynamoCheckpointStore>,
-    pub dead_letters: Arc<super::dynamodb::DynamoDeadLetterStore>,
-}
-
-impl AwsAdapters {
-    pub fn new(sdk: &SdkConfig, names: &crate::config::ResourceNames) -> Self {
-        let tables = DynamoStores::new(sdk, names);
-        Self {
-            stream: kinesis_stream(sdk, names),
-            status: tables.status,
-            checkpoints: tables.checkpoints,
-            dead_letters: tables.dead_letters,
-        }
-    }
 }

@@ -7,11 +7,11 @@ use serde_json::{json, value::RawValue};
 
 use super::{ApiError, ApiResponse};
 use crate::domain::event::validate_id;
-use crate::ports::{CheckpointStore, StatusRow, StatusStore, StoreError};
+use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
 
 pub struct QueryApi {
-    status: Arc<dyn StatusStore>,
-    checkpoints: Arc<dyn CheckpointStore>,
+    status: Arc<dyn StatusReader>,
+    checkpoints: Arc<dyn CheckpointReader>,
 }
 
 impl From<StoreError> for ApiError {
@@ -48,7 +48,7 @@ pub fn status_row_json(row: &StatusRow) -> serde_json::Value {
 }
 
 impl QueryApi {
-    pub fn new(status: Arc<dyn StatusStore>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+    pub fn new(status: Arc<dyn StatusReader>, checkpoints: Arc<dyn CheckpointReader>) -> Self {
         Self {
             status,
             checkpoints,

@@ -77,6 +77,13 @@ impl PartialOrd for SequenceNumber {
     }
 }
 
+/// Serialised as the text Kinesis gave, the only form it leaves the process in (JSON answers).
+impl serde::Serialize for SequenceNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -1,12 +1,8 @@
-//! In-memory adapters with the semantics of the real services: Kinesis routing by MD5 of the
-//! partition key into shard hash-key ranges, increasing sequence numbers per shard, closed
-//! parent shards after a split; conditional STATUS and OPLOG writes that compare exactly what
-//! the DynamoDB conditions compare. Each counts its calls, so tests and benchmarks can check
-//! the write economy.
+//! A Kinesis stream in memory: routing by MD5 of the partition key into shard hash-key ranges,
+//! increasing sequence numbers, closed parent shards after a split, Kinesis's size limits.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use md5::{Digest, Md5};
@@ -17,39 +13,35 @@ use crate::domain::limits::{
 use crate::domain::{Clock, SequenceNumber, SystemClock};
 use crate::ports::*;
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
-/// section here leaves the state consistent, so the data is still good.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use super::lock;
 
 /// The 128-bit hash key Kinesis routes a partition key by.
 pub fn hash_key(partition_key: &str) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
 }
 
-struct MemShard {
+pub(super) struct MemShard {
     info: ShardInfo,
-    starting_hash_key: u128,
-    ending_hash_key: u128,
+    pub(super) starting_hash_key: u128,
+    pub(super) ending_hash_key: u128,
     open: bool,
     records: Vec<StreamRecord>,
 }
 
-struct StreamState {
-    shards: Vec<MemShard>,
+pub(super) struct StreamState {
+    pub(super) shards: Vec<MemShard>,
     next_sequence: u128,
 }
 
 /// A Kinesis stream in memory.
 pub struct MemoryStream {
-    state: Mutex<StreamState>,
+    pub(super) state: Mutex<StreamState>,
     put_calls: AtomicU64,
     put_many_calls: AtomicU64,
     get_records_calls: AtomicU64,
 }
 
-fn shard_name(index: usize) -> String {
+pub(super) fn shard_name(index: usize) -> String {
     format!("shardId-{index:012}")
 }
 
@@ -153,7 +145,8 @@ impl MemoryStream {
             .find(|s| s.open && s.starting_hash_key <= hash && hash <= s.ending_hash_key)
             .ok_or_else(|| StreamError::Unavailable("no open shard covers the hash key".into()))?;
         // Shaped like Kinesis's 56-digit numbers, and increasing across the whole stream.
-        let sequence_number = format!("4959{sequence:052}");
+        let sequence_number = SequenceNumber::parse(&format!("4959{sequence:052}"))
+            .map_err(|e| StreamError::Unavailable(format!("sequence number {sequence}: {e}")))?;
         shard.records.push(StreamRecord {
             sequence_number: sequence_number.clone(),
             partition_key: record.partition_key.clone(),
@@ -196,7 +189,7 @@ fn parse_iterator(iterator: &str) -> Result<(usize, usize), StreamError> {
 }
 
 #[async_trait]
-impl EventStream for MemoryStream {
+impl StreamWriter for MemoryStream {
     async fn put(&self, record: &OutgoingRecord) -> Result<PutAck, StreamError> {
         self.put_calls.fetch_add(1, Ordering::Relaxed);
         self.append(record)
@@ -226,7 +219,10 @@ impl EventStream for MemoryStream {
                 Ok(results)
             })
     }
+}
 
+#[async_trait]
+impl ShardReader for MemoryStream {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
         Ok(lock(&self.state)
             .shards
@@ -250,11 +246,11 @@ impl EventStream for MemoryStream {
         let position = match start {
             StartPosition::TrimHorizon => 0,
             StartPosition::AtSequence(at) => {
-                shard.records.partition_point(|r| sequence_of(r) < *at)
+                shard.records.partition_point(|r| r.sequence_number < *at)
             }
-            StartPosition::AfterSequence(after) => {
-                shard.records.partition_point(|r| sequence_of(r) <= *after)
-            }
+            StartPosition::AfterSequence(after) => shard
+                .records
+                .partition_point(|r| r.sequence_number <= *after),
         };
         Ok(format!("{index}:{position}"))
     }
@@ -286,231 +282,5 @@ impl EventStream for MemoryStream {
             next_iterator,
             millis_behind_latest: Some(0),
         })
-    }
-}
-
-fn sequence_of(record: &StreamRecord) -> SequenceNumber {
-    // Records in a MemoryStream always carry the numbers `append` made.
-    SequenceNumber::parse(&record.sequence_number).unwrap_or_else(|_| {
-        SequenceNumber::parse("0").unwrap_or_else(|_| unreachable!("\"0\" is a sequence number"))
-    })
-}
-
-/// STATUS in memory: the conditional write compares version keys bytewise, as DynamoDB does.
-#[derive(Default)]
-pub struct MemoryStatusStore {
-    rows: Mutex<HashMap<String, StatusRow>>,
-    apply_calls: AtomicU64,
-}
-
-impl MemoryStatusStore {
-    pub fn apply_calls(&self) -> u64 {
-        self.apply_calls.load(Ordering::Relaxed)
-    }
-
-    pub fn snapshot(&self) -> HashMap<String, StatusRow> {
-        lock(&self.rows).clone()
-    }
-}
-
-#[async_trait]
-impl StatusStore for MemoryStatusStore {
-    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        self.apply_calls.fetch_add(1, Ordering::Relaxed);
-        let mut rows = lock(&self.rows);
-        match rows.get_mut(&row.id) {
-            Some(stored) if stored.version >= row.version => Ok(ApplyOutcome::Stale),
-            Some(stored) => {
-                *stored = row;
-                Ok(ApplyOutcome::Applied)
-            }
-            None => {
-                rows.insert(row.id.clone(), row);
-                Ok(ApplyOutcome::Applied)
-            }
-        }
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
-        Ok(lock(&self.rows).get(id).cloned())
-    }
-}
-
-/// OPLOG in memory: moves forward only, accumulating `records_applied`.
-#[derive(Default)]
-pub struct MemoryCheckpointStore {
-    rows: Mutex<BTreeMap<String, Checkpoint>>,
-    advance_calls: AtomicU64,
-}
-
-impl MemoryCheckpointStore {
-    pub fn advance_calls(&self) -> u64 {
-        self.advance_calls.load(Ordering::Relaxed)
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for MemoryCheckpointStore {
-    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
-        self.advance_calls.fetch_add(1, Ordering::Relaxed);
-        let mut rows = lock(&self.rows);
-        match rows.get_mut(&checkpoint.shard_id) {
-            Some(stored) if stored.sequence_number >= checkpoint.sequence_number => {
-                Ok(AdvanceOutcome::AlreadyPast)
-            }
-            Some(stored) => {
-                let total = stored.records_applied + checkpoint.records_applied;
-                *stored = Checkpoint {
-                    records_applied: total,
-                    ..checkpoint.clone()
-                };
-                Ok(AdvanceOutcome::Advanced)
-            }
-            None => {
-                rows.insert(checkpoint.shard_id.clone(), checkpoint.clone());
-                Ok(AdvanceOutcome::Advanced)
-            }
-        }
-    }
-
-    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(lock(&self.rows).get(shard_id).cloned())
-    }
-
-    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        Ok(lock(&self.rows).values().cloned().collect())
-    }
-}
-
-/// DEADLETTER in memory, keyed by (shard, sequence number).
-#[derive(Default)]
-pub struct MemoryDeadLetterStore {
-    letters: Mutex<BTreeMap<(String, String), DeadLetter>>,
-    put_calls: AtomicU64,
-}
-
-impl MemoryDeadLetterStore {
-    pub fn put_calls(&self) -> u64 {
-        self.put_calls.load(Ordering::Relaxed)
-    }
-}
-
-#[async_trait]
-impl DeadLetterStore for MemoryDeadLetterStore {
-    async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.put_calls.fetch_add(1, Ordering::Relaxed);
-        lock(&self.letters).insert(
-            (letter.shard_id.clone(), letter.sequence_number.clone()),
-            letter.clone(),
-        );
-        Ok(())
-    }
-
-    async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        Ok(lock(&self.letters).values().cloned().collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(key: &str) -> OutgoingRecord {
-        OutgoingRecord {
-            partition_key: key.into(),
-            data: bytes::Bytes::from_static(b"{}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn routes_by_md5_into_contiguous_ranges() {
-        let stream = MemoryStream::new(4);
-        {
-            let state = lock(&stream.state);
-            assert_eq!(state.shards[0].starting_hash_key, 0);
-            assert_eq!(state.shards[3].ending_hash_key, u128::MAX);
-            for pair in state.shards.windows(2) {
-                assert_eq!(pair[0].ending_hash_key + 1, pair[1].starting_hash_key);
-            }
-        }
-        // The same key always lands on the same shard, with increasing sequence numbers.
-        let a = stream.put(&record("order-1")).await.unwrap();
-        let b = stream.put(&record("order-1")).await.unwrap();
-        assert_eq!(a.shard_id, b.shard_id);
-        assert!(
-            SequenceNumber::parse(&a.sequence_number).unwrap()
-                < SequenceNumber::parse(&b.sequence_number).unwrap()
-        );
-        let expected = hash_key("order-1") / (u128::MAX / 4);
-        assert_eq!(a.shard_id, shard_name(expected.min(3) as usize));
-    }
-
-    #[tokio::test]
-    async fn split_closes_the_parent_after_its_records() {
-        let stream = MemoryStream::new(1);
-        stream.put(&record("x")).await.unwrap();
-        let (left, right) = stream.split_shard("shardId-000000000000").unwrap();
-        let it = stream
-            .shard_iterator("shardId-000000000000", &StartPosition::TrimHorizon)
-            .await
-            .unwrap();
-        let page = stream.get_records(&it, 100).await.unwrap();
-        assert_eq!(page.records.len(), 1);
-        assert_eq!(page.next_iterator, None);
-        let after = stream.put(&record("x")).await.unwrap();
-        assert!(after.shard_id == left || after.shard_id == right);
-        let shards = stream.list_shards().await.unwrap();
-        assert_eq!(shards.len(), 3);
-        assert_eq!(
-            shards[1].parent_shard_id.as_deref(),
-            Some("shardId-000000000000")
-        );
-    }
-
-    #[tokio::test]
-    async fn put_many_enforces_kinesis_limits() {
-        let stream = MemoryStream::new(1);
-        assert!(stream.put_many(&[]).await.is_err());
-        let too_many = vec![record("a"); MAX_BATCH_EVENTS + 1];
-        assert!(matches!(
-            stream.put_many(&too_many).await,
-            Err(StreamError::Invalid(_))
-        ));
-        let ok = vec![record("a"); MAX_BATCH_EVENTS];
-        assert_eq!(stream.put_many(&ok).await.unwrap().len(), MAX_BATCH_EVENTS);
-        assert!(matches!(
-            stream.put(&record("")).await,
-            Err(StreamError::Invalid(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn iterators_position_by_sequence_number() {
-        let stream = MemoryStream::new(1);
-        let mut acks = Vec::new();
-        for _ in 0..5 {
-            acks.push(stream.put(&record("k")).await.unwrap());
-        }
-        let seq = |i: usize| SequenceNumber::parse(&acks[i].sequence_number).unwrap();
-        let at = stream
-            .shard_iterator("shardId-000000000000", &StartPosition::AtSequence(seq(2)))
-            .await
-            .unwrap();
-        let page = stream.get_records(&at, 100).await.unwrap();
-        assert_eq!(page.records[0].sequence_number, acks[2].sequence_number);
-        let after = stream
-            .shard_iterator(
-                "shardId-000000000000",
-                &StartPosition::AfterSequence(seq(2)),
-            )
-            .await
-            .unwrap();
-        let page = stream.get_records(&after, 1).await.unwrap();
-        assert_eq!(page.records.len(), 1);
-        assert_eq!(page.records[0].sequence_number, acks[3].sequence_number);
-        assert!(
-            page.next_iterator.is_some(),
-            "an open shard always has a next iterator"
-        );
     }
 }

@@ -1,0 +1,15 @@
+//! One module per subcommand of the `tidemark` CLI: its arguments and what it does.
+
+pub mod bench;
+pub mod bootstrap;
+pub mod coldstart;
+pub mod replay;
+pub mod serve;
+
+use std::process::ExitCode;
+
+/// Prints the error the way every subcommand reports one, and fails.
+pub fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("tidemark: {error}");
+    ExitCode::FAILURE
+}

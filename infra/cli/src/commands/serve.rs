@@ -1,0 +1,140 @@
+//! `tidemark serve`: the whole pipeline in one process.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tidemark::adapters::Adapters;
+use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
+use tidemark::esm::EsmSettings;
+use tidemark_cli::serve::{aws_adapters, default_poll_interval, run as serve, ServeSettings};
+use tokio::sync::watch;
+
+use super::fail;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// In-memory stream and tables (the default without an endpoint).
+    Memory,
+    /// Real Kinesis and DynamoDB, at --endpoint-url or wherever the AWS environment points.
+    Aws,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Where the stream and tables live; default: aws when an endpoint is given, else memory.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Endpoint for Kinesis and DynamoDB (e.g. LocalStack's http://127.0.0.1:4566).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// Shards of the in-memory stream, or of the stream created when it is missing.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    shards: u32,
+    /// Records per batch handed to the processor (1 to 10,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch_size: u32,
+    /// Batching window in milliseconds: how long a shard gathers records before a batch
+    /// smaller than --batch-size is processed (the "settle" delay).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    batch_window_ms: u64,
+    /// Pause between reads of an idle shard (default: 20 in memory, 200 against an endpoint).
+    #[arg(long)]
+    poll_interval_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    fn in_memory(&self) -> bool {
+        match self.backend {
+            Some(backend) => backend == Backend::Memory,
+            None => self.endpoint_url.is_none(),
+        }
+    }
+
+    /// The adapters to serve on, and a line saying what they are.
+    async fn adapters(&self) -> Result<(Adapters, String), String> {
+        let shards = self.shards;
+        if self.in_memory() {
+            return Ok((
+                Adapters::memory(shards as usize),
+                format!("in-memory, {shards} shards"),
+            ));
+        }
+        let names = ResourceNames::from_env_or_defaults();
+        let endpoint = self.endpoint_url.as_deref();
+        let adapters = aws_adapters(endpoint, &names, shards)
+            .await
+            .map_err(|e| e.to_string())?;
+        let description = format!(
+            "stream {} and tables {}, {}, {} at {}",
+            names.stream,
+            names.status_table,
+            names.oplog_table,
+            names.deadletter_table,
+            endpoint.unwrap_or("the AWS environment's endpoints")
+        );
+        Ok((adapters, description))
+    }
+}
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let (processor, limits) = match (processor_settings_from_env(), limits_from_env()) {
+        (Ok(p), Ok(l)) => (p, l),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let settings = ServeSettings {
+        esm: EsmSettings {
+            batch_size: args.batch_size as usize,
+            batching_window: Duration::from_millis(args.batch_window_ms),
+            idle_poll_interval: args.poll_interval_ms.map_or(
+                default_poll_interval(args.in_memory()),
+                Duration::from_millis,
+            ),
+            ..EsmSettings::default()
+        },
+        processor,
+        limits,
+        ..ServeSettings::default()
+    };
+    let (adapters, description) = match args.adapters().await {
+        Ok(built) => built,
+        Err(e) => return fail(&e),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
+    };
+    let address = listener.local_addr().map_or(args.listen, |a| a);
+    println!(
+        "tidemark listening on http://{address} ({description}; batch size {}, window {} ms)",
+        args.batch_size, args.batch_window_ms
+    );
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    match serve(adapters, listener, settings, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,144 @@
+//! In-memory adapters with the semantics of the real services ([`MemoryStream`] for Kinesis,
+//! the tables for DynamoDB), and [`MemoryBackend`]: one stream and three tables that
+//! [`super::Adapters::in_memory`] serves and tests inspect.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod stream;
+mod tables;
+
+pub use stream::{hash_key, MemoryStream};
+pub use tables::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
+/// section here leaves the state consistent, so the data is still good.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The state of an in-memory pipeline, kept typed so tests and benchmarks can inspect it (rows,
+/// call counts) and split shards. Cloning shares it: a pipeline restarted over a clone resumes
+/// from its OPLOG, as one restarted against AWS does.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    pub stream: Arc<MemoryStream>,
+    pub status: Arc<MemoryStatusStore>,
+    pub checkpoints: Arc<MemoryCheckpointStore>,
+    pub dead_letters: Arc<MemoryDeadLetterStore>,
+}
+
+impl MemoryBackend {
+    /// An empty stream of `shards` shards and three empty tables.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            stream: Arc::new(MemoryStream::new(shards)),
+            status: Arc::default(),
+            checkpoints: Arc::default(),
+            dead_letters: Arc::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream::shard_name;
+    use super::*;
+    use crate::domain::limits::MAX_BATCH_EVENTS;
+    use crate::ports::*;
+
+    fn record(key: &str) -> OutgoingRecord {
+        OutgoingRecord {
+            partition_key: key.into(),
+            data: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_by_md5_into_contiguous_ranges() {
+        let stream = MemoryStream::new(4);
+        {
+            let state = lock(&stream.state);
+            assert_eq!(state.shards[0].starting_hash_key, 0);
+            assert_eq!(state.shards[3].ending_hash_key, u128::MAX);
+            for pair in state.shards.windows(2) {
+                assert_eq!(pair[0].ending_hash_key + 1, pair[1].starting_hash_key);
+            }
+        }
+        // The same key always lands on the same shard, with increasing sequence numbers.
+        let a = stream.put(&record("order-1")).await.unwrap();
+        let b = stream.put(&record("order-1")).await.unwrap();
+        assert_eq!(a.shard_id, b.shard_id);
+        assert!(a.sequence_number < b.sequence_number);
+        let expected = hash_key("order-1") / (u128::MAX / 4);
+        assert_eq!(a.shard_id, shard_name(expected.min(3) as usize));
+    }
+
+    #[tokio::test]
+    async fn split_closes_the_parent_after_its_records() {
+        let stream = MemoryStream::new(1);
+        stream.put(&record("x")).await.unwrap();
+        let (left, right) = stream.split_shard("shardId-000000000000").unwrap();
+        let it = stream
+            .shard_iterator("shardId-000000000000", &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        let page = stream.get_records(&it, 100).await.unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.next_iterator, None);
+        let after = stream.put(&record("x")).await.unwrap();
+        assert!(after.shard_id == left || after.shard_id == right);
+        let shards = stream.list_shards().await.unwrap();
+        assert_eq!(shards.len(), 3);
+        assert_eq!(
+            shards[1].parent_shard_id.as_deref(),
+            Some("shardId-000000000000")
+        );
+    }
+
+    #[tokio::test]
+    async fn put_many_enforces_kinesis_limits() {
+        let stream = MemoryStream::new(1);
+        assert!(stream.put_many(&[]).await.is_err());
+        let too_many = vec![record("a"); MAX_BATCH_EVENTS + 1];
+        assert!(matches!(
+            stream.put_many(&too_many).await,
+            Err(StreamError::Invalid(_))
+        ));
+        let ok = vec![record("a"); MAX_BATCH_EVENTS];
+        assert_eq!(stream.put_many(&ok).await.unwrap().len(), MAX_BATCH_EVENTS);
+        assert!(matches!(
+            stream.put(&record("")).await,
+            Err(StreamError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn iterators_position_by_sequence_number() {
+        let stream = MemoryStream::new(1);
+        let mut acks = Vec::new();
+        for _ in 0..5 {
+            acks.push(stream.put(&record("k")).await.unwrap());
+        }
+        let seq = |i: usize| acks[i].sequence_number.clone();
+        let at = stream
+            .shard_iterator("shardId-000000000000", &StartPosition::AtSequence(seq(2)))
+            .await
+            .unwrap();
+        let page = stream.get_records(&at, 100).await.unwrap();
+        assert_eq!(page.records[0].sequence_number, acks[2].sequence_number);
+        let after = stream
+            .shard_iterator(
+                "shardId-000000000000",
+                &StartPosition::AfterSequence(seq(2)),
+            )
+            .await
+            .unwrap();
+        let page = stream.get_records(&after, 1).await.unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].sequence_number, acks[3].sequence_number);
+        assert!(
+            page.next_iterator.is_some(),
+            "an open shard always has a next iterator"
+        );
+    }
+}

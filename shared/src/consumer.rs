@@ -1,0 +1,74 @@
+//! Consumers of the stream and the checkpoint they earn.
+//!
+//! A [`Consumer`] applies one batch of one shard and answers where it failed and how far it is
+//! safe to checkpoint; it never writes OPLOG itself. The loop that drives it owns the checkpoint:
+//! the processor Lambda's handler and the `serve` poller ([`crate::esm`]) write it (both through
+//! [`CheckpointedConsumer`]), replay ([`crate::replay`]) deliberately does not. A second consumer of
+//! the stream (an archiver, another view) implements [`Consumer`] and gets a loop with its own
+//! [`CheckpointWriter`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::domain::SequenceNumber;
+use crate::ports::{Checkpoint, CheckpointWriter, StreamRecord};
+use crate::telemetry::BatchReport;
+
+/// What the mapping is told, what may be checkpointed, and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The record to report in `batchItemFailures` (the mapping resumes there); `None` when
+    /// the batch succeeded.
+    pub failure: Option<SequenceNumber>,
+    /// The checkpoint the batch earned: every record of the shard up to it is applied. `None`
+    /// when nothing in the batch may be claimed.
+    pub checkpoint: Option<Checkpoint>,
+    pub report: BatchReport,
+}
+
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Applies one batch of one shard, records in shard order. Never fails as a whole: what could
+    /// not be applied is the outcome's `failure`.
+    async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome;
+}
+
+/// Writes the checkpoint a batch earned, and records in the report what was written. A failed
+/// write does not fail the batch: its effects are already in place, so the checkpoint only stays
+/// behind (never ahead) until the shard's next batch moves it.
+pub async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut BatchOutcome) {
+    let Some(checkpoint) = &outcome.checkpoint else {
+        return;
+    };
+    let started = Instant::now();
+    match checkpoints.advance(checkpoint).await {
+        Ok(_) => outcome.report.checkpoint = Some(checkpoint.sequence_number.as_str().to_owned()),
+        Err(e) => outcome.report.checkpoint_error = Some(e.to_string()),
+    }
+    outcome.report.duration_ms += started.elapsed().as_secs_f64() * 1000.0;
+}
+
+/// A consumer and the OPLOG it checkpoints into: one batch the way a consumer loop runs it
+/// (the Lambda handler, the `serve` poller, the tests that stand in for either).
+pub struct CheckpointedConsumer {
+    consumer: Arc<dyn Consumer>,
+    checkpoints: Arc<dyn CheckpointWriter>,
+}
+
+impl CheckpointedConsumer {
+    pub fn new(consumer: Arc<dyn Consumer>, checkpoints: Arc<dyn CheckpointWriter>) -> Self {
+        Self {
+            consumer,
+            checkpoints,
+        }
+    }
+
+    /// Applies the batch, then writes the checkpoint it earned.
+    pub async fn run_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
+        let mut outcome = self.consumer.consume(shard_id, records).await;
+        commit_checkpoint(self.checkpoints.as_ref(), &mut outcome).await;
+        outcome
+    }
+}
