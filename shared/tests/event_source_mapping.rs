@@ -66,7 +66,7 @@ impl Harness {
             .stream
             .put(&OutgoingRecord {
                 partition_key: id.into(),
-                data: Bytes::from(event.encode()),
+                data: Bytes::from(event.encode().unwrap()),
             })
             .await
             .unwrap()

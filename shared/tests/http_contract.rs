@@ -29,7 +29,11 @@ fn now() -> EventTime {
     EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap()
 }
 
-fn fixture() -> Fixture {
+fn fixture_api() -> Fixture {
+    fixture_api_at(now())
+}
+
+fn fixture_api_at(now: EventTime) -> Fixture {
     let memory = MemoryBackend::new(2);
     let faults = Faults::new(11);
     let adapters = Adapters::in_memory(memory.clone())
@@ -44,7 +48,7 @@ fn fixture() -> Fixture {
         ingest: Some(IngestApi::new(
             publisher,
             Limits::default(),
-            Arc::new(FixedClock(now())),
+            Arc::new(FixedClock(now)),
         )),
         query: Some(QueryApi::new(
             adapters.status_reader(),
@@ -93,7 +97,7 @@ fn assert_error(body: &Value, code: &str, field: Option<&str>) {
 
 #[tokio::test]
 async fn post_event_answers_202_with_the_kinesis_position() {
-    let f = fixture();
+    let f = fixture_api();
     let (status, body) = call(
         &f,
         Method::POST,
@@ -115,7 +119,7 @@ async fn post_event_answers_202_with_the_kinesis_position() {
 
 #[tokio::test]
 async fn bad_events_get_400_naming_field_and_rule() {
-    let f = fixture();
+    let f = fixture_api();
     let cases = [
         ("{", "malformed_json", None),
         ("", "malformed_json", None),
@@ -169,7 +173,7 @@ async fn bad_events_get_400_naming_field_and_rule() {
 
 #[tokio::test]
 async fn media_type_size_method_and_route_errors() {
-    let f = fixture();
+    let f = fixture_api();
     let form = ApiRequest {
         content_type: Some("application/x-www-form-urlencoded".into()),
         ..request(Method::POST, "/events", "{}")
@@ -215,7 +219,7 @@ async fn media_type_size_method_and_route_errors() {
 
 #[tokio::test]
 async fn batch_mixes_accepted_and_rejected_in_request_order() {
-    let f = fixture();
+    let f = fixture_api();
     let body = r#"{"events":[{"id":"a","status":"1"},{"id":"b"},{"id":"c","status":"3","timestamp":"x"},{"id":"d","status":"4"}]}"#;
     let (status, answer) = call(&f, Method::POST, "/events/batch", body).await;
     assert_eq!(status, StatusCode::MULTI_STATUS);
@@ -273,7 +277,7 @@ async fn batch_mixes_accepted_and_rejected_in_request_order() {
 
 #[tokio::test]
 async fn throttling_gives_503_with_retry_after_and_partial_207() {
-    let f = fixture();
+    let f = fixture_api();
     f.faults.set_down(true);
     let response = f
         .api
@@ -346,7 +350,7 @@ async fn throttling_gives_503_with_retry_after_and_partial_207() {
 
 #[tokio::test]
 async fn get_message_and_shards() {
-    let f = fixture();
+    let f = fixture_api();
     let (status, body) = call(&f, Method::GET, "/messages/unknown", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found", Some("id"));
@@ -394,7 +398,7 @@ async fn get_message_and_shards() {
 
 #[tokio::test]
 async fn each_lambda_serves_only_its_routes() {
-    let f = fixture();
+    let f = fixture_api();
     let ingest_only = Api {
         ingest: f.api.ingest,
         query: None,
@@ -433,7 +437,7 @@ mod fuzz {
             r#"\{"events":\[(\{"id":"[a-c]{0,2}","status":"[a-z]{0,2}"\},?){0,5}\]\}"#,
         ], batch in any::<bool>(), path in prop_oneof![Just("/events".to_owned()), "/messages/.{0,20}", ".{0,20}"]) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let f = fixture();
+            let f = fixture_api();
             let route = if batch { "/events/batch".to_owned() } else { path };
             for method in [Method::POST, Method::GET] {
                 let response = runtime.block_on(f.api.handle(request(method, &route, &body)));
@@ -443,77 +447,29 @@ mod fuzz {
     }
 }
 
-/// The payload shapes of every HTTP integration, as the functions receive them.
+/// The payload shapes of every HTTP integration, as the functions receive them: the `events/`
+/// fixtures that `cargo lambda invoke` sends (scripts/invoke-check), a few of them moved under a
+/// named stage or to another method.
 #[cfg(feature = "lambda-http")]
 mod lambda_payloads {
     use super::*;
     use tidemark::adapters::lambda_http::{to_api_request, to_lambda_response};
 
-    const BODY: &str = r#"{"id":"order-7","status":"shipped"}"#;
-
-    fn apigw_v1(path: &str, method: &str, stage: &str) -> Value {
-        json!({
-            "resource": "/{proxy+}", "path": path, "httpMethod": method,
-            "headers": {"Content-Type": "application/json", "Host": "abc.execute-api.eu-west-1.amazonaws.com"},
-            "multiValueHeaders": {"Content-Type": ["application/json"], "Host": ["abc.execute-api.eu-west-1.amazonaws.com"]},
-            "queryStringParameters": null, "multiValueQueryStringParameters": null,
-            "pathParameters": {"proxy": path.trim_start_matches('/')}, "stageVariables": null,
-            "requestContext": {"accountId": "123456789012", "resourceId": "r", "stage": stage, "requestId": "id",
-                "identity": {"sourceIp": "127.0.0.1"}, "resourcePath": "/{proxy+}", "httpMethod": method,
-                "apiId": "abc", "path": format!("/{stage}{path}")},
-            "body": if method == "POST" { Value::from(BODY) } else { Value::Null }, "isBase64Encoded": false
-        })
+    fn fixture(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
     }
 
-    fn apigw_v2(path: &str, method: &str, stage: &str, base64: bool) -> Value {
-        use base64_body::encode;
-        let raw_path = if stage == "$default" {
-            path.to_owned()
-        } else {
-            format!("/{stage}{path}")
-        };
-        json!({
-            "version": "2.0", "routeKey": format!("{method} {path}"), "rawPath": raw_path, "rawQueryString": "",
-            "headers": {"content-type": "application/json", "host": "abc.lambda-url.eu-west-1.on.aws"},
-            "requestContext": {"accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.eu-west-1.on.aws",
-                "domainPrefix": "abc", "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1", "userAgent": "curl"}, "requestId": "id", "routeKey": format!("{method} {path}"),
-                "stage": stage, "time": "01/May/2024:12:00:00 +0000", "timeEpoch": 1714564800000u64},
-            "body": if method == "POST" { Value::from(if base64 { encode(BODY) } else { BODY.to_owned() }) } else { Value::Null },
-            "isBase64Encoded": base64
-        })
+    fn v1_post() -> Value {
+        fixture(include_str!("../../events/ingest/apigw-v1-post-event.json"))
     }
 
-    fn alb(path: &str, method: &str) -> Value {
-        json!({
-            "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/t/1"}},
-            "httpMethod": method, "path": path, "queryStringParameters": {},
-            "headers": {"content-type": "application/json", "host": "lb.example.com"},
-            "body": if method == "POST" { BODY } else { "" }, "isBase64Encoded": false
-        })
-    }
-
-    /// A tiny base64 encoder, so the test does not need another dependency.
-    mod base64_body {
-        pub fn encode(text: &str) -> String {
-            const ALPHABET: &[u8] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let bytes = text.as_bytes();
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = (u32::from(chunk[0]) << 16)
-                    | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-                    | u32::from(*chunk.get(2).unwrap_or(&0));
-                for i in 0..4 {
-                    if i <= chunk.len() {
-                        out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                    } else {
-                        out.push('=');
-                    }
-                }
-            }
-            out
-        }
+    /// An HTTP API (v2) event under a named stage: API Gateway keeps the stage in `rawPath`.
+    fn in_named_stage(mut event: Value, stage: &str) -> Value {
+        let path = event["rawPath"].as_str().unwrap().to_owned();
+        event["rawPath"] = json!(format!("/{stage}{path}"));
+        event["requestContext"]["http"]["path"] = event["rawPath"].clone();
+        event["requestContext"]["stage"] = json!(stage);
+        event
     }
 
     async fn through_lambda(f: &Fixture, event: Value) -> ApiResponse {
@@ -528,25 +484,33 @@ mod lambda_payloads {
 
     #[tokio::test]
     async fn every_integration_routes_post_and_get() {
-        let f = fixture();
+        // The day the fixtures' events carry timestamps of, so none is in the future.
+        let f = fixture_api_at(EventTime::parse_rfc3339("2026-11-22T10:10:00Z").unwrap());
         let posts = [
-            (
-                "REST API v1 with a stage",
-                apigw_v1("/events", "POST", "prod"),
-            ),
+            ("REST API v1 with a stage", v1_post()),
             (
                 "HTTP API v2 with a named stage",
-                apigw_v2("/events", "POST", "live", false),
+                in_named_stage(
+                    fixture(include_str!("../../events/ingest/apigw-v2-post-batch.json")),
+                    "live",
+                ),
             ),
             (
                 "HTTP API v2 default stage, base64 body",
-                apigw_v2("/events", "POST", "$default", true),
+                fixture(include_str!(
+                    "../../events/ingest/apigw-v2-base64-post-event.json"
+                )),
             ),
             (
                 "Function URL",
-                apigw_v2("/events", "POST", "$default", false),
+                fixture(include_str!(
+                    "../../events/ingest/function-url-post-event.json"
+                )),
             ),
-            ("ALB", alb("/events", "POST")),
+            (
+                "ALB",
+                fixture(include_str!("../../events/ingest/alb-post-event.json")),
+            ),
         ];
         for (name, event) in posts {
             let response = through_lambda(&f, event).await;
@@ -557,33 +521,56 @@ mod lambda_payloads {
                 String::from_utf8_lossy(&response.body)
             );
         }
-        // The stream now has order-7; put it in STATUS through the real processor to read it back.
-        let row = StatusRow {
-            id: "order-7".into(),
-            status: "shipped".into(),
-            timestamp: "t".into(),
-            data: None,
-            received_at: "r".into(),
-            shard_id: "s".into(),
-            sequence_number: SequenceNumber::parse("1").unwrap(),
-            version: tidemark::domain::VersionKey("1".into()),
-            updated_at: "u".into(),
-        };
-        f.memory.status.apply(row.clone()).await.unwrap();
+        // Rows for the ids the query fixtures read, written straight to STATUS.
+        for id in ["order-1", "order-2", "order-3"] {
+            let row = StatusRow {
+                id: id.into(),
+                status: "shipped".into(),
+                timestamp: "t".into(),
+                data: None,
+                received_at: "r".into(),
+                shard_id: "s".into(),
+                sequence_number: SequenceNumber::parse("1").unwrap(),
+                version: tidemark::domain::VersionKey("1".into()),
+                updated_at: "u".into(),
+            };
+            f.memory.status.apply(row).await.unwrap();
+        }
+        let v2_get = fixture(include_str!("../../events/query/apigw-v2-get-message.json"));
         let gets = [
-            ("REST API v1", apigw_v1("/messages/order-7", "GET", "prod")),
             (
-                "HTTP API v2",
-                apigw_v2("/messages/order-7", "GET", "live", false),
+                "REST API v1",
+                fixture(include_str!("../../events/query/apigw-v1-get-message.json")),
             ),
-            ("ALB", alb("/messages/order-7", "GET")),
+            ("HTTP API v2", v2_get.clone()),
+            (
+                "HTTP API v2 with a named stage",
+                in_named_stage(v2_get, "live"),
+            ),
+            (
+                "Function URL",
+                fixture(include_str!(
+                    "../../events/query/function-url-get-message.json"
+                )),
+            ),
         ];
         for (name, event) in gets {
             let response = through_lambda(&f, event).await;
             assert_eq!(response.status, StatusCode::OK, "{name}");
             assert_eq!(json_of(&response)["status"], "shipped", "{name}");
         }
-        let response = through_lambda(&f, apigw_v1("/events", "GET", "prod")).await;
+        let shards = fixture(include_str!("../../events/query/alb-get-shards.json"));
+        let response = through_lambda(&f, shards).await;
+        assert_eq!(response.status, StatusCode::OK, "ALB GET /shards");
+        assert!(json_of(&response)["shards"].is_array());
+        let unknown = fixture(include_str!("../../events/query/apigw-v2-get-unknown.json"));
+        let response = through_lambda(&f, unknown).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+
+        let mut wrong_method = v1_post();
+        wrong_method["httpMethod"] = json!("GET");
+        wrong_method["requestContext"]["httpMethod"] = json!("GET");
+        let response = through_lambda(&f, wrong_method).await;
         assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 }

@@ -156,7 +156,7 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
                     let ack = stream
                         .put(&OutgoingRecord {
                             partition_key: event.id.clone(),
-                            data: Bytes::from(event.encode()),
+                            data: Bytes::from(event.encode().unwrap()),
                         })
                         .await
                         .unwrap();

@@ -44,7 +44,8 @@ fn event_bytes(id: &str, status: &str, timestamp: &str) -> Bytes {
     Bytes::from(
         parse_event(raw, None, SystemClock.now(), &Limits::default())
             .unwrap()
-            .encode(),
+            .encode()
+            .unwrap(),
     )
 }
 

@@ -8,42 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::encodings::SecondTimestamp;
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
-use chrono::{TimeZone, Utc};
+use aws_lambda_events::event::kinesis::KinesisEvent;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, FixedClock};
 use tidemark::processor::ProcessorSettings;
-use tidemark_processor::Handler;
+use tidemark_processor::{synthetic, Handler};
 
-/// A Lambda Kinesis event of `records` records, `per_id` records per id, as Lambda sends it.
+/// The batch as JSON, the way Lambda hands it over (the benchmark times parsing it too).
 fn lambda_event_json(records: usize, per_id: usize) -> Vec<u8> {
-    let ids = (records / per_id).max(1);
-    let arrival = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 1).unwrap();
-    let mut event = KinesisEvent::default();
-    for i in 0..records {
-        let id = format!("order-{:07}", i % ids);
-        let sequence = format!("4959{:052}", i + 1);
-        let body = format!(
-            r#"{{"id":"{id}","status":"status-{i}","timestamp":"2024-05-01T12:00:00.{:09}Z","received_at":"2024-05-01T12:00:01Z","data":{{"carrier":"ups","weight_kg":1.5,"hub":"FRA"}}}}"#,
-            i % 1_000_000_000
-        );
-        let mut record = KinesisEventRecord::default();
-        record.event_id = Some(format!("shardId-000000000000:{sequence}"));
-        record.event_name = Some("aws:kinesis:record".into());
-        record.event_source = Some("aws:kinesis".into());
-        record.event_source_arn =
-            Some("arn:aws:kinesis:eu-west-1:123456789012:stream/tidemark-events".into());
-        record.aws_region = Some("eu-west-1".into());
-        record.kinesis.sequence_number = sequence;
-        record.kinesis.partition_key = id;
-        *record.kinesis.data = body.into_bytes();
-        record.kinesis.approximate_arrival_timestamp = SecondTimestamp(arrival);
-        event.records.push(record);
-    }
-    serde_json::to_vec(&event).unwrap()
+    serde_json::to_vec(&synthetic::kinesis_event(records, per_id)).unwrap()
 }
 
 struct Stores {

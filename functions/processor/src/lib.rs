@@ -3,6 +3,8 @@
 //! `batchItemFailures` (the mapping needs `ReportBatchItemFailures`). A library so the tests and
 //! benchmarks run exactly what the Lambda runs.
 
+pub mod synthetic;
+
 use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};

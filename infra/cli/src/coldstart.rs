@@ -254,87 +254,19 @@ impl ColdStart {
     }
 }
 
-/// The invocation each function gets: an HTTP API (v2) request for ingest and query, and a
-/// Kinesis batch of `records` records for the processor.
-pub fn event_for(binary: &std::path::Path, records: usize) -> Vec<u8> {
+/// The invocation each function gets: the `events/` fixtures `cargo lambda invoke` sends (an HTTP
+/// API v2 request for ingest and query), and for the processor a synthetic Kinesis batch of
+/// `records` records with distinct ids.
+pub fn event_for(binary: &std::path::Path, records: usize) -> Result<Vec<u8>, serde_json::Error> {
     let name = binary
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let http = |method: &str, path: &str, body: Option<&str>| {
-        json!({
-            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-            "headers": {"content-type": "application/json", "host": "localhost"},
-            "requestContext": {"accountId": "123456789012", "apiId": "local", "domainName": "localhost",
-                "domainPrefix": "local", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1", "userAgent": "tidemark"}, "requestId": "r", "routeKey": "$default",
-                "stage": "$default", "time": "01/May/2024:12:00:00 +0000", "timeEpoch": 1714564800000u64},
-            "body": body, "isBase64Encoded": false
-        })
-        .to_string()
-        .into_bytes()
-    };
-    match name {
-        "processor" => kinesis_event(records),
-        "query" => http("GET", "/messages/order-1", None),
-        _ => http(
-            "POST",
-            "/events",
-            Some(r#"{"id":"order-1","status":"shipped"}"#),
-        ),
-    }
-}
-
-/// A Lambda Kinesis event of `records` distinct-id records, as Lambda sends it.
-pub fn kinesis_event(records: usize) -> Vec<u8> {
-    let records: Vec<_> = (0..records)
-        .map(|i| {
-            let sequence = format!("4959{:052}", i + 1);
-            let body = format!(
-                r#"{{"id":"order-{i}","status":"shipped","timestamp":"2024-05-01T12:00:00Z","received_at":"2024-05-01T12:00:00Z","data":{{"carrier":"ups"}}}}"#
-            );
-            json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": format!("order-{i}"), "sequenceNumber": sequence,
-                    "data": base64(body.as_bytes()), "approximateArrivalTimestamp": 1714564800.5},
-                "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": format!("shardId-000000000000:{sequence}"),
-                "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::123456789012:role/tidemark",
-                "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
-            })
-        })
-        .collect();
-    json!({"Records": records}).to_string().into_bytes()
-}
-
-/// Standard base64 with padding.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
+    Ok(match name {
+        "processor" => {
+            serde_json::to_vec(&tidemark_processor::synthetic::kinesis_event(records, 1))?
         }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
+        "query" => include_bytes!("../../../events/query/apigw-v2-get-message.json").to_vec(),
+        _ => include_bytes!("../../../events/ingest/function-url-post-event.json").to_vec(),
+    })
 }

@@ -32,11 +32,19 @@ impl From<PublishError> for ApiError {
     }
 }
 
-fn outgoing(event: &Event) -> OutgoingRecord {
-    OutgoingRecord {
+fn outgoing(event: &Event) -> Result<OutgoingRecord, ApiError> {
+    let data = event.encode().map_err(|e| {
+        // Strings and already-valid JSON always serialise; if that ever breaks, say so loudly.
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the event could not be encoded for the stream: {e}"),
+        )
+    })?;
+    Ok(OutgoingRecord {
         partition_key: event.id.clone(),
-        data: Bytes::from(event.encode()),
-    }
+        data: Bytes::from(data),
+    })
 }
 
 fn accepted(id: &str, ack: &PutAck) -> serde_json::Value {
@@ -62,7 +70,7 @@ impl IngestApi {
             )
         })?;
         let event = parse_event(raw, None, received_at, &self.limits)?;
-        let ack = self.publisher.publish(&outgoing(&event)).await?;
+        let ack = self.publisher.publish(&outgoing(&event)?).await?;
         let mut body = accepted(&event.id, &ack);
         body["received_at"] = json!(received_at.to_rfc3339());
         Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
@@ -78,8 +86,8 @@ impl IngestApi {
         let valid: Vec<(usize, OutgoingRecord)> = parsed
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.as_ref().ok().map(|event| (i, outgoing(event))))
-            .collect();
+            .filter_map(|(i, p)| p.as_ref().ok().map(|event| Ok((i, outgoing(event)?))))
+            .collect::<Result<_, ApiError>>()?;
         let records: Vec<OutgoingRecord> = valid.iter().map(|(_, r)| r.clone()).collect();
         let mut put_results = self.publisher.publish_all(&records).await.into_iter();
         let mut put_for: Vec<Option<Result<PutAck, PublishError>>> = vec![None; parsed.len()];

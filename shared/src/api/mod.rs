@@ -40,7 +40,8 @@ impl ApiResponse {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            body: serde_json::to_vec(body).unwrap_or_default(),
+            // A `Value` always serialises (its map keys are strings): no fallible path here.
+            body: body.to_string().into_bytes(),
         }
     }
 

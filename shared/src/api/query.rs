@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::{json, value::RawValue};
 
 use super::{ApiError, ApiResponse};
-use crate::domain::event::validate_id;
+use crate::domain::rules::validate_id;
 use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
 
 pub struct QueryApi {

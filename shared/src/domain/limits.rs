@@ -56,3 +56,19 @@ pub const DEFAULT_WRITE_CONCURRENCY: usize = 32;
 
 /// Upper bound for the write concurrency: beyond this, a single Lambda mostly queues sockets.
 pub const MAX_WRITE_CONCURRENCY: usize = 512;
+
+/// The configurable limits applied to every event, at ingest and again in the processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_data_bytes: usize,
+    pub max_future_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
+        }
+    }
+}

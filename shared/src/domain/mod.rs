@@ -1,17 +1,26 @@
 //! The domain: events, versions, validation and per-batch decisions. No AWS types here, so all
 //! of it is unit- and property-tested without any server.
+//!
+//! - [`event`]: the model; [`rules`]: the rules each field obeys; [`limits`]: every bound, named.
+//! - [`input`]: reading events from API input; [`record`]: their bytes on the stream.
+//! - [`version`], [`sequence`], [`time`]: what "newest" means; [`batch`]: coalescing and settling.
 
 pub mod batch;
 pub mod event;
+pub mod input;
 pub mod limits;
+pub mod record;
+pub mod rules;
 pub mod sequence;
 pub mod time;
 pub mod version;
 
 pub use batch::{coalesce, settle, Coalesced, Settlement, VersionedEvent};
-pub use event::{
-    decode_record, parse_batch, parse_event, Event, FieldError, Limits, PoisonReason, Rule,
-};
+pub use event::Event;
+pub use input::{parse_batch, parse_event};
+pub use limits::Limits;
+pub use record::{decode_record, PoisonReason};
+pub use rules::{FieldError, Rule};
 pub use sequence::SequenceNumber;
 pub use time::{Clock, EventTime, FixedClock, SystemClock};
 pub use version::{Version, VersionKey};

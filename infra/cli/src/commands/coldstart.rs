@@ -34,7 +34,10 @@ pub async fn run(args: ColdstartArgs) -> ExitCode {
             Ok(metadata) => metadata.len(),
             Err(e) => return fail(&format!("{}: {e}", binary.display())),
         };
-        let event = coldstart::event_for(binary, args.batch_records);
+        let event = match coldstart::event_for(binary, args.batch_records) {
+            Ok(event) => event,
+            Err(e) => return fail(&format!("building the invocation: {e}")),
+        };
         let mut measured = Vec::new();
         for _ in 0..args.runs {
             match server.measure(binary, &event).await {

@@ -1,0 +1,176 @@
+//! Reading events from API input: one event (`POST /events`) or a batch envelope
+//! (`POST /events/batch`), with errors that name the JSON path of the offending field.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::event::Event;
+use super::limits::{Limits, MAX_BATCH_EVENTS};
+use super::rules::{
+    is_null, parse_timestamp, validate_data, validate_id, validate_status, FieldError, Rule,
+};
+use super::time::EventTime;
+
+/// Builds field paths under an optional prefix (`events[3]`), without allocating when there is none.
+#[derive(Clone, Copy)]
+struct FieldPath<'a>(Option<&'a str>);
+
+impl FieldPath<'_> {
+    fn of(self, name: &str) -> String {
+        match self.0 {
+            Some(prefix) => format!("{prefix}.{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    fn whole(self) -> Option<String> {
+        self.0.map(str::to_owned)
+    }
+}
+
+fn json_error(e: &serde_json::Error, at: FieldPath<'_>, expected: &str) -> FieldError {
+    match e.classify() {
+        serde_json::error::Category::Data => FieldError {
+            field: at.whole(),
+            rule: Rule::InvalidType,
+            message: format!("{} must be {expected}", at.0.unwrap_or("the request body")),
+        },
+        _ => FieldError {
+            field: at.whole(),
+            rule: Rule::MalformedJson,
+            message: format!("the request body is not valid JSON: {e}"),
+        },
+    }
+}
+
+fn string_field(raw: &RawValue, field: &str) -> Result<String, FieldError> {
+    serde_json::from_str::<String>(raw.get()).map_err(|_| {
+        FieldError::new(
+            field,
+            Rule::InvalidType,
+            format!("{field} must be a string"),
+        )
+    })
+}
+
+/// Parses and validates one event from API input. `received_at` is the API's receive time: the
+/// default timestamp and the reference for the future-skew rule. `prefix` names the event inside
+/// a batch (`events[3]`) so errors point at the right field.
+pub fn parse_event(
+    raw: &RawValue,
+    prefix: Option<&str>,
+    received_at: EventTime,
+    limits: &Limits,
+) -> Result<Event, FieldError> {
+    let at = FieldPath(prefix);
+    let fields: BTreeMap<Cow<'_, str>, &RawValue> =
+        serde_json::from_str(raw.get()).map_err(|e| json_error(&e, at, "a JSON object"))?;
+
+    let mut id = None;
+    let mut status = None;
+    let mut timestamp = None;
+    let mut data = None;
+    for (name, value) in &fields {
+        match name.as_ref() {
+            "id" => id = Some(*value),
+            "status" => status = Some(*value),
+            "timestamp" if !is_null(value) => timestamp = Some(*value),
+            "data" if !is_null(value) => data = Some(*value),
+            "timestamp" | "data" => {}
+            other => {
+                return Err(FieldError::new(
+                    at.of(other),
+                    Rule::UnknownField,
+                    format!(
+                        "{} is not a field of an event (id, status, timestamp, data)",
+                        at.of(other)
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn required<'v>(value: Option<&'v RawValue>, field: &str) -> Result<&'v RawValue, FieldError> {
+        value.ok_or_else(|| FieldError::new(field, Rule::Required, format!("{field} is required")))
+    }
+    let id_field = at.of("id");
+    let id = string_field(required(id, &id_field)?, &id_field)?;
+    validate_id(&id, &id_field)?;
+    let status_field = at.of("status");
+    let status = string_field(required(status, &status_field)?, &status_field)?;
+    validate_status(&status, &status_field)?;
+
+    let (timestamp, event_time) = match timestamp {
+        Some(raw) => {
+            let field = at.of("timestamp");
+            let text = string_field(raw, &field)?;
+            let event_time = parse_timestamp(&text, &field, received_at, limits)?;
+            (text, event_time)
+        }
+        None => (received_at.to_rfc3339(), received_at),
+    };
+    let data = data
+        .map(|raw| validate_data(raw, &at.of("data"), limits))
+        .transpose()?;
+
+    Ok(Event {
+        id,
+        status,
+        timestamp,
+        event_time,
+        data,
+        received_at,
+    })
+}
+
+/// Parses `{"events":[…]}`: the envelope must be valid, with 1–500 events; each event is then
+/// validated on its own so one bad event does not reject the others.
+pub fn parse_batch(
+    body: &str,
+    received_at: EventTime,
+    limits: &Limits,
+) -> Result<Vec<Result<Event, FieldError>>, FieldError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BatchBody<'a> {
+        #[serde(borrow)]
+        events: Option<&'a RawValue>,
+    }
+    let batch: BatchBody<'_> = serde_json::from_str(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
+            FieldError::whole_body(
+                Rule::UnknownField,
+                format!("the batch body has only one field, events: {e}"),
+            )
+        }
+        _ => json_error(&e, FieldPath(None), "a JSON object with an events array"),
+    })?;
+    let events = batch
+        .events
+        .ok_or_else(|| FieldError::new("events", Rule::Required, "events is required"))?;
+    let events: Vec<&RawValue> = serde_json::from_str(events.get()).map_err(|_| {
+        FieldError::new(
+            "events",
+            Rule::InvalidType,
+            "events must be an array of events",
+        )
+    })?;
+    if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+        return Err(FieldError::new(
+            "events",
+            Rule::BatchSize,
+            format!(
+                "events must hold 1 to {MAX_BATCH_EVENTS} events, got {}",
+                events.len()
+            ),
+        ));
+    }
+    Ok(events
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| parse_event(raw, Some(&format!("events[{i}]")), received_at, limits))
+        .collect())
+}
