@@ -121,6 +121,25 @@ mod tests {
         mapping: CheckpointedConsumer,
     }
 
+    impl Setup {
+        async fn replay(
+            &self,
+            shard: &str,
+            from: &PutAck,
+            to: &PutAck,
+        ) -> Result<ReplayReport, ReplayError> {
+            let (from, to) = (&from.sequence_number, &to.sequence_number);
+            replay_range(
+                self.memory.stream.as_ref(),
+                self.processor.as_ref(),
+                shard,
+                from,
+                to,
+            )
+            .await
+        }
+    }
+
     fn setup() -> Setup {
         let adapters = Adapters::memory(1);
         let processor =
@@ -159,10 +178,6 @@ mod tests {
             .records
     }
 
-    fn seq(ack: &PutAck) -> SequenceNumber {
-        ack.sequence_number.clone()
-    }
-
     /// The mapping gave up on the middle of a shard and the next batch moved OPLOG past it;
     /// replaying the range from the on-failure message applies exactly what was missing,
     /// leaves newer rows and OPLOG alone, and dead-letters the poison in it.
@@ -192,15 +207,7 @@ mod tests {
             "only a is applied so far"
         );
 
-        let report = replay_range(
-            s.memory.stream.as_ref(),
-            s.processor.as_ref(),
-            &shard,
-            &seq(&first),
-            &seq(&last),
-        )
-        .await
-        .expect("replay");
+        let report = s.replay(&shard, &first, &last).await.expect("replay");
         assert_eq!(report.records, 4, "exactly the range, both ends included");
         assert_eq!(report.dead_lettered, 1);
         let rows = s.memory.status.snapshot();
@@ -219,15 +226,7 @@ mod tests {
 
         // Replaying again changes nothing.
         let before = s.memory.status.snapshot();
-        let again = replay_range(
-            s.memory.stream.as_ref(),
-            s.processor.as_ref(),
-            &shard,
-            &seq(&first),
-            &seq(&last),
-        )
-        .await
-        .expect("replay");
+        let again = s.replay(&shard, &first, &last).await.expect("replay");
         assert_eq!(again.applied, 0);
         assert_eq!(s.memory.status.snapshot(), before);
     }
@@ -244,15 +243,7 @@ mod tests {
         s.mapping.run_batch(&shard, &records[..1]).await;
         let oplog_before = s.memory.checkpoints.get(&shard).await.expect("get");
 
-        replay_range(
-            s.memory.stream.as_ref(),
-            s.processor.as_ref(),
-            &shard,
-            &seq(&ahead),
-            &seq(&ahead),
-        )
-        .await
-        .expect("replay");
+        s.replay(&shard, &ahead, &ahead).await.expect("replay");
         assert_eq!(s.memory.status.snapshot()["c"].status, "created");
         assert!(!s.memory.status.snapshot().contains_key("b"));
         assert_eq!(
@@ -266,15 +257,10 @@ mod tests {
         let s = setup();
         let first = put(&s.memory.stream, "a", "created", 0);
         let second = put(&s.memory.stream, "a", "shipped", 1);
-        let err = replay_range(
-            s.memory.stream.as_ref(),
-            s.processor.as_ref(),
-            &first.shard_id,
-            &seq(&second),
-            &seq(&first),
-        )
-        .await
-        .expect_err("refused");
+        let err = s
+            .replay(&first.shard_id, &second, &first)
+            .await
+            .expect_err("refused");
         assert!(matches!(err, ReplayError::EmptyRange { .. }), "{err}");
     }
 }
