@@ -159,9 +159,7 @@ impl Processor {
         }
 
         // 4. Settle: report the lowest failed record; checkpoint only what is fully applied.
-        let sequences: Vec<SequenceNumber> =
-            records.iter().map(|r| r.sequence_number.clone()).collect();
-        let settlement = settle(&sequences, &failed);
+        let settlement = settle(records.iter().map(|r| &r.sequence_number), &failed);
         let checkpoint = settlement.checkpoint.map(|sequence_number| {
             let arrival = records
                 .iter()

@@ -71,17 +71,26 @@ pub struct Settlement {
 /// With failures, Lambda resumes at the lowest failed record and the checkpoint stops just
 /// below it; re-applying the records after it is a no-op because writes are idempotent.
 pub fn settle<'a>(
-    batch: &'a [SequenceNumber],
+    batch: impl IntoIterator<Item = &'a SequenceNumber>,
     failed: impl IntoIterator<Item = &'a SequenceNumber>,
 ) -> Settlement {
     let lowest_failed = failed.into_iter().min().cloned();
-    let covered: Vec<&SequenceNumber> = match &lowest_failed {
-        Some(lowest) => batch.iter().filter(|s| *s < lowest).collect(),
-        None => batch.iter().collect(),
-    };
+    let mut checkpoint: Option<&SequenceNumber> = None;
+    let mut records_covered = 0;
+    for sequence in batch {
+        if lowest_failed
+            .as_ref()
+            .is_none_or(|lowest| sequence < lowest)
+        {
+            records_covered += 1;
+            if checkpoint.is_none_or(|highest| sequence > highest) {
+                checkpoint = Some(sequence);
+            }
+        }
+    }
     Settlement {
-        checkpoint: covered.iter().max().map(|s| (*s).clone()),
-        records_covered: covered.len(),
+        checkpoint: checkpoint.cloned(),
+        records_covered,
         report_failure: lowest_failed,
     }
 }
