@@ -1,10 +1,10 @@
-//! Drives a consumer (the processor) the way Lambda's Kinesis event source mapping does, for `tidemark serve`
-//! and for tests: one poller per shard, one batch at a time per shard; a batch is handed over
-//! when it reaches the batch size, when the batching window since its first record has passed,
-//! or at the end of a closed shard. On a batch item failure the poller re-reads from the
-//! reported record after a backoff, as Lambda does (here without a retry limit: nothing is
-//! dropped). A child shard starts only once its parents are finished. Each shard starts after
-//! its OPLOG checkpoint, or at the trim horizon when it has none.
+//! Drives a consumer (the processor) the way Lambda's Kinesis event source mapping does, for
+//! `tidemark serve` and for tests: one poller per shard, one batch at a time per shard; a batch
+//! is handed over when it reaches the batch size, when the batching window since its first
+//! record has passed, or at the end of a closed shard. On a batch item failure the poller
+//! re-reads from the reported record after a backoff, as Lambda does (here without a retry
+//! limit: nothing is dropped). A child shard starts only once its parents are finished. Each
+//! shard starts after its OPLOG checkpoint, or at the trim horizon when it has none.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
