@@ -10,13 +10,15 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::Method;
 use tidemark::adapters::memory::MemoryStream;
+use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, IngestApi};
 use tidemark::domain::{Limits, SystemClock};
 use tidemark::publish::{Publisher, RetryPolicy};
 
 fn api() -> (Api, Arc<MemoryStream>) {
-    let stream = Arc::new(MemoryStream::new(4));
-    let publisher = Publisher::new(stream.clone(), RetryPolicy::default());
+    let adapters = Adapters::memory(4);
+    let stream = adapters.memory_backend().unwrap().stream.clone();
+    let publisher = Publisher::new(adapters.stream_writer(), RetryPolicy::default());
     let ingest = IngestApi::new(publisher, Limits::default(), Arc::new(SystemClock));
     (
         Api {

@@ -4,9 +4,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
+use aws_sdk_kinesis::operation::create_stream::CreateStreamError;
+use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
 use aws_sdk_kinesis::types::StreamStatus;
 
 use super::sdk::{classify, Failure};
@@ -36,10 +40,6 @@ fn aws_error(resource: &str, failure: Failure) -> BootstrapError {
     }
 }
 
-fn is_code(failure: &Failure, wanted: &str) -> bool {
-    matches!(failure, Failure::Service { code, .. } if code == wanted)
-}
-
 /// What a describe call found.
 enum Found {
     Active,
@@ -47,9 +47,10 @@ enum Found {
     Missing,
 }
 
-/// Describes `resource` until it is ACTIVE, creating it once when it is missing. Creation by
-/// someone else in the meantime (`ResourceInUseException`) is waited for like our own.
-/// Returns whether this call created it.
+/// Describes `resource` until it is ACTIVE, creating it once when it is missing. `create`
+/// answers whether it created it: `false` when someone else got there first
+/// (`ResourceInUseException`), which is waited for like our own. Returns whether this call
+/// created it.
 async fn ensure_active<D, DF, C, CF>(
     resource: &str,
     mut describe: D,
@@ -59,7 +60,7 @@ where
     D: FnMut() -> DF,
     DF: Future<Output = Result<Found, Failure>>,
     C: FnMut() -> CF,
-    CF: Future<Output = Result<(), Failure>>,
+    CF: Future<Output = Result<bool, Failure>>,
 {
     let mut created = false;
     let started = tokio::time::Instant::now();
@@ -67,11 +68,7 @@ where
         match describe().await.map_err(|f| aws_error(resource, f))? {
             Found::Active => return Ok(created),
             Found::NotYetActive => {}
-            Found::Missing => match create().await {
-                Ok(()) => created = true,
-                Err(f) if is_code(&f, "ResourceInUseException") => {}
-                Err(f) => return Err(aws_error(resource, f)),
-            },
+            Found::Missing => created |= create().await.map_err(|f| aws_error(resource, f))?,
         }
         if started.elapsed() > ACTIVE_TIMEOUT {
             return Err(BootstrapError::Timeout {
@@ -80,14 +77,6 @@ where
             });
         }
         tokio::time::sleep(ACTIVE_POLL).await;
-    }
-}
-
-fn missing_or(failure: Failure) -> Result<Found, Failure> {
-    if is_code(&failure, "ResourceNotFoundException") {
-        Ok(Found::Missing)
-    } else {
-        Err(failure)
     }
 }
 
@@ -117,18 +106,33 @@ pub async fn ensure_stream(
                         Found::NotYetActive
                     },
                 ),
-                Err(e) => missing_or(classify(&e)),
+                Err(e)
+                    if e.as_service_error().is_some_and(
+                        DescribeStreamSummaryError::is_resource_not_found_exception,
+                    ) =>
+                {
+                    Ok(Found::Missing)
+                }
+                Err(e) => Err(classify(&e)),
             }
         },
         || async {
-            client
+            let created = client
                 .create_stream()
                 .stream_name(name)
                 .shard_count(i32::try_from(shard_count).unwrap_or(i32::MAX))
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(&e))
+                .await;
+            match created {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(CreateStreamError::is_resource_in_use_exception) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(classify(&e)),
+            }
         },
     )
     .await
@@ -177,20 +181,34 @@ pub async fn ensure_table(
                         Found::NotYetActive
                     },
                 ),
-                Err(e) => missing_or(classify(&e)),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(DescribeTableError::is_resource_not_found_exception) =>
+                {
+                    Ok(Found::Missing)
+                }
+                Err(e) => Err(classify(&e)),
             }
         },
         || async {
-            client
+            let created = client
                 .create_table()
                 .table_name(name)
                 .billing_mode(BillingMode::PayPerRequest)
                 .set_attribute_definitions(Some(attributes.clone()))
                 .set_key_schema(Some(key_schema.clone()))
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify(&e))
+                .await;
+            match created {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(CreateTableError::is_resource_in_use_exception) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(classify(&e)),
+            }
         },
     )
     .await

@@ -18,6 +18,10 @@ use crate::ports::*;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The broad mapping every operation shares, by error code: `ValidationException` has no typed
+/// variant in the SDK (it is not in the service model), and the others mean the same whichever
+/// operation raised them. Outcomes that decide behaviour (a failed condition) are checked with
+/// the SDK's typed checks instead, per operation.
 fn store_error(failure: Failure) -> StoreError {
     match failure {
         Failure::Throttled(m) => StoreError::Throttled(m),

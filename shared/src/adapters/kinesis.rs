@@ -27,6 +27,8 @@ impl KinesisStream {
     }
 }
 
+/// The broad mapping every operation shares, by error code (as in the DynamoDB adapter); the
+/// expired iterator, which decides what the reader does next, is checked with the typed check.
 fn stream_error(failure: Failure) -> StreamError {
     match failure {
         Failure::Throttled(m) => StreamError::Throttled(m),
