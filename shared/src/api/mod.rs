@@ -34,14 +34,19 @@ pub struct ApiResponse {
 
 impl ApiResponse {
     pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        // A `Value` always serialises (its map keys are strings): no fallible path here.
+        Self::json_bytes(status, body.to_string().into_bytes())
+    }
+
+    /// A body that is already JSON text (a STATUS row with its `data` spliced in verbatim).
+    pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Self {
         Self {
             status,
             headers: vec![(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )],
-            // A `Value` always serialises (its map keys are strings): no fallible path here.
-            body: body.to_string().into_bytes(),
+            body,
         }
     }
 

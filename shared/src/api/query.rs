@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use serde_json::{json, value::RawValue};
+use serde_json::json;
 
 use super::{ApiError, ApiResponse};
 use crate::domain::rules::validate_id;
@@ -29,22 +29,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The JSON of a STATUS row; `data` is embedded as the object it is.
-pub fn status_row_json(row: &StatusRow) -> serde_json::Value {
-    let data = row
-        .data
-        .as_deref()
-        .and_then(|d| serde_json::from_str::<&RawValue>(d).ok());
-    json!({
+/// The JSON of a STATUS row. `data` is spliced in as the exact compact text that was accepted
+/// and stored, never parsed into a `Value` on the way out: a `Value` would round
+/// 12345678901234567890123, rewrite 1.10 as 1.1, re-sort keys, and fail outright on a number
+/// past f64's range (1e400) or nesting past serde_json's recursion limit. The processor only
+/// stores `data` that ingest validated as JSON, so the splice is always valid JSON.
+pub fn status_row_body(row: &StatusRow) -> Vec<u8> {
+    // Strings only: serialising this `Value` cannot fail.
+    let fields = json!({
         "id": row.id,
         "status": row.status,
         "timestamp": row.timestamp,
-        "data": data,
         "received_at": row.received_at,
         "shard_id": row.shard_id,
         "sequence_number": row.sequence_number,
         "updated_at": row.updated_at,
-    })
+    });
+    let mut body = fields.to_string().into_bytes();
+    body.pop(); // the closing brace, reopened for `data`
+    body.extend_from_slice(br#","data":"#);
+    body.extend_from_slice(row.data.as_deref().unwrap_or("null").as_bytes());
+    body.push(b'}');
+    body
 }
 
 impl QueryApi {
@@ -58,7 +64,10 @@ impl QueryApi {
     pub(crate) async fn get_message(&self, id: &str) -> Result<ApiResponse, ApiError> {
         validate_id(id, "id")?;
         match self.status.get(id).await? {
-            Some(row) => Ok(ApiResponse::json(StatusCode::OK, &status_row_json(&row))),
+            Some(row) => Ok(ApiResponse::json_bytes(
+                StatusCode::OK,
+                status_row_body(&row),
+            )),
             None => Err(ApiError {
                 field: Some("id".into()),
                 ..ApiError::new(
