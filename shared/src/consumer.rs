@@ -35,9 +35,10 @@ pub trait Consumer: Send + Sync {
     async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome;
 }
 
-/// Writes the checkpoint a batch earned, and records in the report what was written. A failed
-/// write does not fail the batch: its effects are already in place, so the checkpoint only stays
-/// behind (never ahead) until the shard's next batch moves it.
+/// Writes the checkpoint a batch earned and puts it in the report (also when OPLOG was already
+/// past it, as the report always has), or the error. A failed write does not fail the batch: its
+/// effects are already in place, so the checkpoint only stays behind (never ahead) until the
+/// shard's next batch moves it.
 pub async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut BatchOutcome) {
     let Some(checkpoint) = &outcome.checkpoint else {
         return;
