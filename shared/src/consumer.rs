@@ -39,7 +39,7 @@ pub trait Consumer: Send + Sync {
 /// past it, as the report always has), or the error. A failed write does not fail the batch: its
 /// effects are already in place, so the checkpoint only stays behind (never ahead) until the
 /// shard's next batch moves it.
-pub async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut BatchOutcome) {
+async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut BatchOutcome) {
     let Some(checkpoint) = &outcome.checkpoint else {
         return;
     };

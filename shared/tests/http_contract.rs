@@ -16,7 +16,7 @@ use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, ApiResponse, IngestApi, QueryApi};
 use tidemark::domain::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 use tidemark::domain::{EventTime, FixedClock, Limits, SequenceNumber};
-use tidemark::ports::{StatusRow, StatusWriter};
+use tidemark::ports::{ShardReader, StartPosition, StatusRow, StatusWriter, StreamRecord};
 use tidemark::publish::{Publisher, RetryPolicy};
 
 struct Fixture {
@@ -82,6 +82,16 @@ fn json_of(response: &ApiResponse) -> Value {
 async fn call(f: &Fixture, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
     let response = f.api.handle(request(method, path, body)).await;
     (response.status, json_of(&response))
+}
+
+/// Every record on one shard of the fixture's in-memory stream.
+async fn records_on(f: &Fixture, shard: &str) -> Vec<StreamRecord> {
+    let stream = &f.memory.stream;
+    let it = stream
+        .shard_iterator(shard, &StartPosition::TrimHorizon)
+        .await
+        .unwrap();
+    stream.get_records(&it, 10_000).await.unwrap().records
 }
 
 fn assert_error(body: &Value, code: &str, field: Option<&str>) {
@@ -329,21 +339,7 @@ async fn throttling_gives_503_with_retry_after_and_partial_207() {
     // Exactly the accepted events are on the stream: a 202 entry is never a lie.
     let mut on_stream = 0;
     for shard in ["shardId-000000000000", "shardId-000000000001"] {
-        use tidemark::ports::{ShardReader, StartPosition};
-        let it = f
-            .memory
-            .stream
-            .shard_iterator(shard, &StartPosition::TrimHorizon)
-            .await
-            .unwrap();
-        on_stream += f
-            .memory
-            .stream
-            .get_records(&it, 10_000)
-            .await
-            .unwrap()
-            .records
-            .len();
+        on_stream += records_on(&f, shard).await.len();
     }
     assert_eq!(on_stream, accepted.len());
 }
@@ -428,7 +424,6 @@ async fn each_lambda_serves_only_its_routes() {
 /// path: POST, the stream, the processor, STATUS, GET. (Reading such data back used to panic.)
 #[tokio::test]
 async fn data_is_read_back_byte_for_byte() {
-    use tidemark::ports::{ShardReader, StartPosition};
     let f = fixture_api();
     let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
     let data = format!(
@@ -441,13 +436,7 @@ async fn data_is_read_back_byte_for_byte() {
     let processor = Adapters::in_memory(f.memory.clone())
         .processor(Default::default(), Arc::new(FixedClock(now())));
     for shard in f.memory.stream.list_shards().await.unwrap() {
-        let it = f
-            .memory
-            .stream
-            .shard_iterator(&shard.shard_id, &StartPosition::TrimHorizon)
-            .await
-            .unwrap();
-        let records = f.memory.stream.get_records(&it, 100).await.unwrap().records;
+        let records = records_on(&f, &shard.shard_id).await;
         let outcome = processor.process_batch(&shard.shard_id, &records).await;
         assert_eq!(outcome.failure, None);
     }
