@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde_json::{json, value::RawValue};
 
 use super::{json_body, ApiError, ApiRequest, ApiResponse};
+use crate::domain::limits::MAX_RECORD_BYTES;
 use crate::domain::{parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule};
 use crate::ports::{OutgoingRecord, PutAck};
 use crate::publish::{PublishError, Publisher};
@@ -32,7 +33,8 @@ impl From<PublishError> for ApiError {
     }
 }
 
-fn outgoing(event: &Event) -> Result<OutgoingRecord, ApiError> {
+/// The stream record for an event. `field` names the event in errors (`events[3]` in a batch).
+fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
     let data = event.encode().map_err(|e| {
         // Strings and already-valid JSON always serialise; if that ever breaks, say so loudly.
         ApiError::new(
@@ -41,10 +43,24 @@ fn outgoing(event: &Event) -> Result<OutgoingRecord, ApiError> {
             format!("the event could not be encoded for the stream: {e}"),
         )
     })?;
-    Ok(OutgoingRecord {
+    let record = OutgoingRecord {
         partition_key: event.id.clone(),
         data: Bytes::from(data),
-    })
+    };
+    // The field bounds keep every valid event far below this; the check makes sure a record
+    // Kinesis would refuse is a 400 for this event, never a failed call for its neighbours.
+    if record.size() > MAX_RECORD_BYTES {
+        return Err(FieldError::new(
+            field,
+            Rule::TooLarge,
+            format!(
+                "{field} is {} bytes as a stream record, more than the {MAX_RECORD_BYTES} Kinesis accepts",
+                record.size()
+            ),
+        )
+        .into());
+    }
+    Ok(record)
 }
 
 fn accepted(id: &str, ack: &PutAck) -> serde_json::Value {
@@ -70,7 +86,10 @@ impl IngestApi {
             )
         })?;
         let event = parse_event(raw, None, received_at, &self.limits)?;
-        let ack = self.publisher.publish(&outgoing(&event)?).await?;
+        let ack = self
+            .publisher
+            .publish(&outgoing(&event, "the event")?)
+            .await?;
         let mut body = accepted(&event.id, &ack);
         body["received_at"] = json!(received_at.to_rfc3339());
         Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
@@ -83,44 +102,47 @@ impl IngestApi {
         let received_at = self.clock.now();
         let parsed = parse_batch(body, received_at, &self.limits)?;
 
-        let valid: Vec<(usize, OutgoingRecord)> = parsed
-            .iter()
+        let prepared: Vec<Result<(Event, OutgoingRecord), ApiError>> = parsed
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, p)| p.as_ref().ok().map(|event| Ok((i, outgoing(event)?))))
-            .collect::<Result<_, ApiError>>()?;
-        let records: Vec<OutgoingRecord> = valid.iter().map(|(_, r)| r.clone()).collect();
+            .map(|(i, parsed)| {
+                let event = parsed?;
+                let record = outgoing(&event, &format!("events[{i}]"))?;
+                Ok((event, record))
+            })
+            .collect();
+        let records: Vec<OutgoingRecord> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(_, record)| record.clone()))
+            .collect();
         let mut put_results = self.publisher.publish_all(&records).await.into_iter();
-        let mut put_for: Vec<Option<Result<PutAck, PublishError>>> = vec![None; parsed.len()];
-        for (index, _) in &valid {
-            put_for[*index] = put_results.next();
-        }
 
         let mut accepted_count = 0;
         let mut first_invalid = None;
         let mut first_stream_error = None;
-        let results: Vec<serde_json::Value> = parsed
+        let results: Vec<serde_json::Value> = prepared
             .into_iter()
-            .zip(put_for)
             .enumerate()
-            .map(|(i, (parsed, put))| match (parsed, put) {
-                (Ok(event), Some(Ok(ack))) => {
-                    accepted_count += 1;
-                    accepted(&event.id, &ack)
-                }
-                (Ok(_), put) => {
-                    let error = put
-                        .and_then(Result::err)
-                        .unwrap_or_else(|| PublishError::Unavailable("not sent".into()));
-                    let mut error = ApiError::from(error);
-                    error.field = Some(format!("events[{i}]"));
-                    let body = json!({"error": error.body()});
-                    first_stream_error.get_or_insert(error);
-                    body
-                }
-                (Err(invalid), _) => {
-                    let error = ApiError::from(invalid);
-                    let body = json!({"error": error.body()});
-                    first_invalid.get_or_insert(error);
+            .map(|(i, prepared)| match prepared {
+                Ok((event, _)) => match put_results.next() {
+                    Some(Ok(ack)) => {
+                        accepted_count += 1;
+                        accepted(&event.id, &ack)
+                    }
+                    put => {
+                        let error = put
+                            .and_then(Result::err)
+                            .unwrap_or_else(|| PublishError::Unavailable("not sent".into()));
+                        let mut error = ApiError::from(error);
+                        error.field = Some(format!("events[{i}]"));
+                        let body = json!({"error": error.body()});
+                        first_stream_error.get_or_insert(error);
+                        body
+                    }
+                },
+                Err(invalid) => {
+                    let body = json!({"error": invalid.body()});
+                    first_invalid.get_or_insert(invalid);
                     body
                 }
             })

@@ -32,8 +32,9 @@ impl From<StoreError> for ApiError {
 /// The JSON of a STATUS row. `data` is spliced in as the exact compact text that was accepted
 /// and stored, never parsed into a `Value` on the way out: a `Value` would round
 /// 12345678901234567890123, rewrite 1.10 as 1.1, re-sort keys, and fail outright on a number
-/// past f64's range (1e400) or nesting past serde_json's recursion limit. The processor only
-/// stores `data` that ingest validated as JSON, so the splice is always valid JSON.
+/// past f64's range or nesting past serde_json's recursion limit (ingest now refuses both, but
+/// rows written before that may hold them). The processor only stores `data` that passed the
+/// same rules as ingest, so the splice is always valid JSON.
 pub fn status_row_body(row: &StatusRow) -> Vec<u8> {
     // Strings only: serialising this `Value` cannot fail.
     let fields = json!({

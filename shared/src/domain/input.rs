@@ -2,9 +2,10 @@
 //! (`POST /events/batch`), with errors that name the JSON path of the offending field.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::event::Event;
@@ -46,13 +47,64 @@ fn json_error(e: &serde_json::Error, at: FieldPath<'_>, expected: &str) -> Field
     }
 }
 
+/// An object's members in the order sent, duplicates kept so they can be refused by name (a
+/// map would silently keep the last one).
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+fn set_once<'v>(
+    slot: &mut Option<&'v RawValue>,
+    value: &'v RawValue,
+    field: impl FnOnce() -> String,
+) -> Result<(), FieldError> {
+    if slot.replace(value).is_some() {
+        let field = field();
+        return Err(FieldError::new(
+            &field,
+            Rule::DuplicateKey,
+            format!("{field} appears twice; send each field once"),
+        ));
+    }
+    Ok(())
+}
+
 fn string_field(raw: &RawValue, field: &str) -> Result<String, FieldError> {
     serde_json::from_str::<String>(raw.get()).map_err(|_| {
-        FieldError::new(
-            field,
-            Rule::InvalidType,
-            format!("{field} must be a string"),
-        )
+        // Valid JSON that is a string yet not a Rust string can only hold a lone surrogate.
+        if raw.get().starts_with('"') {
+            FieldError::new(
+                field,
+                Rule::InvalidString,
+                format!(
+                    "{field} holds a \\u escape that is not a Unicode character (a lone surrogate)"
+                ),
+            )
+        } else {
+            FieldError::new(
+                field,
+                Rule::InvalidType,
+                format!("{field} must be a string"),
+            )
+        }
     })
 }
 
@@ -66,20 +118,19 @@ pub fn parse_event(
     limits: &Limits,
 ) -> Result<Event, FieldError> {
     let at = FieldPath(prefix);
-    let fields: BTreeMap<Cow<'_, str>, &RawValue> =
+    let Members(members) =
         serde_json::from_str(raw.get()).map_err(|e| json_error(&e, at, "a JSON object"))?;
 
     let mut id = None;
     let mut status = None;
     let mut timestamp = None;
     let mut data = None;
-    for (name, value) in &fields {
-        match name.as_ref() {
-            "id" => id = Some(*value),
-            "status" => status = Some(*value),
-            "timestamp" if !is_null(value) => timestamp = Some(*value),
-            "data" if !is_null(value) => data = Some(*value),
-            "timestamp" | "data" => {}
+    for (name, value) in members {
+        let slot = match name.as_ref() {
+            "id" => &mut id,
+            "status" => &mut status,
+            "timestamp" => &mut timestamp,
+            "data" => &mut data,
             other => {
                 return Err(FieldError::new(
                     at.of(other),
@@ -90,8 +141,12 @@ pub fn parse_event(
                     ),
                 ))
             }
-        }
+        };
+        set_once(slot, value, || at.of(&name))?;
     }
+    // An explicit null is the same as leaving an optional field out.
+    let timestamp = timestamp.filter(|raw| !is_null(raw));
+    let data = data.filter(|raw| !is_null(raw));
 
     fn required<'v>(value: Option<&'v RawValue>, field: &str) -> Result<&'v RawValue, FieldError> {
         value.ok_or_else(|| FieldError::new(field, Rule::Required, format!("{field} is required")))
@@ -133,24 +188,21 @@ pub fn parse_batch(
     received_at: EventTime,
     limits: &Limits,
 ) -> Result<Vec<Result<Event, FieldError>>, FieldError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct BatchBody<'a> {
-        #[serde(borrow)]
-        events: Option<&'a RawValue>,
-    }
-    let batch: BatchBody<'_> = serde_json::from_str(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data if e.to_string().starts_with("unknown field") => {
-            FieldError::whole_body(
+    let Members(members) = serde_json::from_str(body)
+        .map_err(|e| json_error(&e, FieldPath(None), "a JSON object with an events array"))?;
+    let mut events = None;
+    for (name, value) in members {
+        if name != "events" {
+            return Err(FieldError::new(
+                name.as_ref(),
                 Rule::UnknownField,
-                format!("the batch body has only one field, events: {e}"),
-            )
+                format!("{name} is not a field of a batch: its only field is events"),
+            ));
         }
-        _ => json_error(&e, FieldPath(None), "a JSON object with an events array"),
-    })?;
-    let events = batch
-        .events
-        .ok_or_else(|| FieldError::new("events", Rule::Required, "events is required"))?;
+        set_once(&mut events, value, || "events".to_owned())?;
+    }
+    let events =
+        events.ok_or_else(|| FieldError::new("events", Rule::Required, "events is required"))?;
     let events: Vec<&RawValue> = serde_json::from_str(events.get()).map_err(|_| {
         FieldError::new(
             "events",

@@ -13,6 +13,20 @@ pub const MAX_STATUS_CHARS: usize = 256;
 /// keeping a 500-event batch request near Lambda's payload limit.
 pub const DEFAULT_MAX_DATA_BYTES: usize = 64 * 1024;
 
+/// Nesting of `data` (the object itself is level 1). DynamoDB documents nest at most 32 levels,
+/// so a projection that stores `data` as a DynamoDB map can hold whatever Tidemark accepted; it
+/// is also far below the 128 levels where serde_json (and so the read path) stops parsing.
+pub const MAX_DATA_DEPTH: usize = 32;
+
+/// Longest accepted `timestamp`: `2024-05-01T12:00:00.123456789+02:00` is 35 characters, the
+/// longest an RFC 3339 date-time with nanoseconds can be. Without a bound a timestamp could
+/// carry megabytes of fraction digits into the stream record and the STATUS row.
+pub const MAX_TIMESTAMP_CHARS: usize = 35;
+
+/// Fraction digits of a `timestamp`: event times are kept in nanoseconds, so a tenth digit
+/// could never decide an order.
+pub const MAX_TIMESTAMP_FRACTION_DIGITS: usize = 9;
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).

@@ -1,11 +1,13 @@
 //! The domain: events, versions, validation and per-batch decisions. No AWS types here, so all
 //! of it is unit- and property-tested without any server.
 //!
-//! - [`event`]: the model; [`rules`]: the rules each field obeys; [`limits`]: every bound, named.
+//! - [`event`]: the model; [`rules`]: the rules each field obeys (`data` also obeys those in
+//!   `data.rs`: readable back as sent); [`limits`]: every bound, named.
 //! - [`input`]: reading events from API input; [`record`]: their bytes on the stream.
 //! - [`version`], [`sequence`], [`time`]: what "newest" means; [`batch`]: coalescing and settling.
 
 pub mod batch;
+mod data;
 pub mod event;
 pub mod input;
 pub mod limits;

@@ -123,6 +123,15 @@ mod tests {
         // The skew rule is judged against the record's own received_at, not the processor's clock.
         let late = br#"{"id":"a","status":"s","timestamp":"2024-05-01T11:04:00Z","received_at":"2024-05-01T11:00:00Z"}"#;
         assert!(decode_record(late, &Limits::default()).is_ok());
+        // A foreign record holds data the query route could not hand back as sent: poison.
+        let unreadable = br#"{"id":"a","status":"s","timestamp":"2024-05-01T11:00:00Z","received_at":"2024-05-01T11:00:00Z","data":{"n":1e400}}"#;
+        assert!(matches!(
+            decode_record(unreadable, &Limits::default()),
+            Err(PoisonReason::Invalid(FieldError {
+                rule: Rule::InvalidNumber,
+                ..
+            }))
+        ));
         let future = br#"{"id":"a","status":"s","timestamp":"2024-05-01T11:06:00Z","received_at":"2024-05-01T11:00:00Z"}"#;
         assert!(matches!(
             decode_record(future, &Limits::default()),

@@ -6,7 +6,10 @@ use std::fmt;
 
 use serde_json::value::RawValue;
 
-use super::limits::{Limits, MAX_ID_CHARS, MAX_STATUS_CHARS};
+use super::data::check_data_readable;
+use super::limits::{
+    Limits, MAX_ID_CHARS, MAX_STATUS_CHARS, MAX_TIMESTAMP_CHARS, MAX_TIMESTAMP_FRACTION_DIGITS,
+};
 use super::time::EventTime;
 
 /// Which rule a rejected field broke. The `code` is what clients see in the error body.
@@ -23,6 +26,10 @@ pub enum Rule {
     FutureTimestamp,
     TooLarge,
     BatchSize,
+    DuplicateKey,
+    TooDeep,
+    InvalidNumber,
+    InvalidString,
 }
 
 impl Rule {
@@ -39,6 +46,10 @@ impl Rule {
             Rule::FutureTimestamp => "future_timestamp",
             Rule::TooLarge => "too_large",
             Rule::BatchSize => "batch_size",
+            Rule::DuplicateKey => "duplicate_key",
+            Rule::TooDeep => "too_deep",
+            Rule::InvalidNumber => "invalid_number",
+            Rule::InvalidString => "invalid_string",
         }
     }
 }
@@ -119,15 +130,37 @@ pub(crate) fn parse_timestamp(
     reference: EventTime,
     limits: &Limits,
 ) -> Result<EventTime, FieldError> {
-    let event_time = EventTime::parse_rfc3339(text).ok_or_else(|| {
+    if text.len() > MAX_TIMESTAMP_CHARS {
+        return Err(FieldError::new(
+            field,
+            Rule::TooLong,
+            format!("{field} must be at most {MAX_TIMESTAMP_CHARS} characters (RFC 3339 with at most nanoseconds)"),
+        ));
+    }
+    let invalid = || {
         FieldError::new(
             field,
             Rule::InvalidTimestamp,
             format!(
-                "{field} must be an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00.5+02:00"
+                "{field} must be an RFC 3339 date-time with an offset, e.g. 2024-05-01T12:00:00.5+02:00 \
+                 (date and time separated by T, at most {MAX_TIMESTAMP_FRACTION_DIGITS} fraction digits)"
             ),
         )
-    })?;
+    };
+    // The parser accepts any byte between date and time; RFC 3339 allows only T (or t).
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(invalid());
+    }
+    let fraction_digits = text
+        .get(19..)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .map_or(0, |rest| {
+            rest.bytes().take_while(u8::is_ascii_digit).count()
+        });
+    if fraction_digits > MAX_TIMESTAMP_FRACTION_DIGITS {
+        return Err(invalid());
+    }
+    let event_time = EventTime::parse_rfc3339(text).ok_or_else(invalid)?;
     if event_time > reference.saturating_add(limits.max_future_skew) {
         return Err(FieldError::new(
             field,
@@ -141,7 +174,8 @@ pub(crate) fn parse_timestamp(
     Ok(event_time)
 }
 
-/// Checks `data` is a JSON object within the size bound and returns it compacted.
+/// Checks `data` is a JSON object within the size bound that can be read back as sent (see
+/// `data.rs`), and returns it compacted.
 pub(crate) fn validate_data(
     raw: &RawValue,
     field: &str,
@@ -154,23 +188,31 @@ pub(crate) fn validate_data(
             format!("{field} must be a JSON object"),
         ));
     }
-    // Already compact (always so for records Tidemark wrote): keep it without re-parsing.
-    if !raw
+    // Already compact (always so for records Tidemark wrote): keep it without copying.
+    let compact = if raw
         .get()
         .bytes()
         .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
-        return check_data_size(raw.get().len(), field, limits).map(|()| raw.to_owned());
+        let compact = compact_json(raw.get());
+        check_data_size(compact.len(), field, limits)?;
+        Some(compact)
+    } else {
+        check_data_size(raw.get().len(), field, limits)?;
+        None
+    };
+    // After the size check, so the walk is bounded by the size limit.
+    check_data_readable(compact.as_deref().unwrap_or(raw.get()), field)?;
+    match compact {
+        None => Ok(raw.to_owned()),
+        Some(compact) => RawValue::from_string(compact).map_err(|e| {
+            FieldError::new(
+                field,
+                Rule::MalformedJson,
+                format!("{field} is not valid JSON: {e}"),
+            )
+        }),
     }
-    let compact = compact_json(raw.get());
-    check_data_size(compact.len(), field, limits)?;
-    RawValue::from_string(compact).map_err(|e| {
-        FieldError::new(
-            field,
-            Rule::MalformedJson,
-            format!("{field} is not valid JSON: {e}"),
-        )
-    })
 }
 
 fn check_data_size(bytes: usize, field: &str, limits: &Limits) -> Result<(), FieldError> {

@@ -212,6 +212,8 @@ impl StreamWriter for MemoryStream {
                 "PutRecords request is {total} bytes, more than {MAX_PUT_RECORDS_BYTES}"
             )));
         }
+        // Like Kinesis, a request with an invalid entry is refused whole: nothing is appended.
+        records.iter().try_for_each(validate_record)?;
         records
             .iter()
             .try_fold(Vec::with_capacity(records.len()), |mut results, r| {
