@@ -13,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::domain::SequenceNumber;
-use crate::ports::{Checkpoint, CheckpointWriter, StreamRecord};
+use crate::ports::{AdvanceOutcome, Checkpoint, CheckpointWriter, StreamRecord};
 use crate::telemetry::BatchReport;
 
 /// What the mapping is told, what may be checkpointed, and what was done.
@@ -35,8 +35,9 @@ pub trait Consumer: Send + Sync {
     async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome;
 }
 
-/// Writes the checkpoint a batch earned and puts it in the report (also when OPLOG was already
-/// past it, as the report always has), or the error. A failed write does not fail the batch: its
+/// Writes the checkpoint a batch earned and reports what happened: the checkpoint when OPLOG
+/// moved to it, `checkpoint_already_past` when OPLOG was already there or further (a redelivered
+/// batch), or the error. The report never names a checkpoint that was not written. A failed write does not fail the batch: its
 /// effects are already in place, so the checkpoint only stays behind (never ahead) until the
 /// shard's next batch moves it.
 async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut BatchOutcome) {
@@ -45,7 +46,10 @@ async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut Bat
     };
     let started = Instant::now();
     match checkpoints.advance(checkpoint).await {
-        Ok(_) => outcome.report.checkpoint = Some(checkpoint.sequence_number.as_str().to_owned()),
+        Ok(AdvanceOutcome::Advanced) => {
+            outcome.report.checkpoint = Some(checkpoint.sequence_number.as_str().to_owned());
+        }
+        Ok(AdvanceOutcome::AlreadyPast) => outcome.report.checkpoint_already_past = true,
         Err(e) => outcome.report.checkpoint_error = Some(e.to_string()),
     }
     outcome.report.duration_ms += started.elapsed().as_secs_f64() * 1000.0;
@@ -71,5 +75,53 @@ impl CheckpointedConsumer {
         let mut outcome = self.consumer.consume(shard_id, records).await;
         commit_checkpoint(self.checkpoints.as_ref(), &mut outcome).await;
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::adapters::Adapters;
+    use crate::domain::{Event, EventTime, FixedClock};
+    use crate::ports::{OutgoingRecord, ShardReader, StartPosition, StreamWriter};
+
+    /// A redelivered batch earns a checkpoint OPLOG already holds: the report says nothing was
+    /// written instead of naming it as if it had been.
+    #[tokio::test]
+    async fn the_report_names_only_the_checkpoint_written() {
+        let adapters = Adapters::memory(1);
+        let now = EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
+        let event = Event {
+            id: "a".into(),
+            status: "s".into(),
+            timestamp: now.to_rfc3339(),
+            event_time: now,
+            data: None,
+            received_at: now,
+        };
+        let record = OutgoingRecord {
+            partition_key: "a".into(),
+            data: event.encode().unwrap().into(),
+        };
+        let ack = adapters.stream_writer().put(&record).await.unwrap();
+        let reader = adapters.shard_reader();
+        let iterator = reader
+            .shard_iterator(&ack.shard_id, &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        let records = reader.get_records(&iterator, 10).await.unwrap().records;
+        let processor = adapters.processor(Default::default(), Arc::new(FixedClock(now)));
+        let consumer = CheckpointedConsumer::new(Arc::new(processor), adapters.checkpoint_writer());
+
+        let first = consumer.run_batch(&ack.shard_id, &records).await.report;
+        assert_eq!(
+            first.checkpoint.as_deref(),
+            Some(ack.sequence_number.as_str())
+        );
+        assert!(!first.checkpoint_already_past);
+        let again = consumer.run_batch(&ack.shard_id, &records).await.report;
+        assert_eq!(again.checkpoint, None);
+        assert!(again.checkpoint_already_past);
     }
 }

@@ -14,7 +14,10 @@ pub struct BatchReport {
     pub dead_lettered: usize,
     pub failed: usize,
     pub reported_failure: Option<String>,
+    /// The checkpoint this batch wrote to OPLOG (None when it earned none, or see below).
     pub checkpoint: Option<String>,
+    /// OPLOG was already at or past the checkpoint this batch earned, so nothing was written.
+    pub checkpoint_already_past: bool,
     pub checkpoint_error: Option<String>,
     pub last_error: Option<String>,
     pub duration_ms: f64,
@@ -59,7 +62,8 @@ impl BatchReport {
                 shard_id = %self.shard_id, records = self.records, distinct_ids = self.distinct_ids,
                 applied = self.applied, stale = self.stale, dead_lettered = self.dead_lettered,
                 failed = self.failed, reported_failure = ?self.reported_failure,
-                checkpoint = ?self.checkpoint, checkpoint_error = ?self.checkpoint_error,
+                checkpoint = ?self.checkpoint, checkpoint_already_past = self.checkpoint_already_past,
+                checkpoint_error = ?self.checkpoint_error,
                 last_error = ?self.last_error, duration_ms = self.duration_ms,
                 oldest_record_age_ms = ?self.oldest_record_age_ms, "batch processed with failures"
             );
@@ -67,7 +71,8 @@ impl BatchReport {
             tracing::debug!(
                 shard_id = %self.shard_id, records = self.records, distinct_ids = self.distinct_ids,
                 applied = self.applied, stale = self.stale, dead_lettered = self.dead_lettered,
-                checkpoint = ?self.checkpoint, duration_ms = self.duration_ms,
+                checkpoint = ?self.checkpoint, checkpoint_already_past = self.checkpoint_already_past,
+                duration_ms = self.duration_ms,
                 oldest_record_age_ms = ?self.oldest_record_age_ms, "batch processed"
             );
         }

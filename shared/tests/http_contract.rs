@@ -201,6 +201,20 @@ async fn media_type_size_method_and_route_errors() {
         ..request(Method::POST, "/events", r#"{"id":"a","status":"s"}"#)
     };
     assert_eq!(f.api.handle(untyped).await.status, StatusCode::ACCEPTED);
+    // A Content-Type that is not ASCII is still a Content-Type: refused, not taken for absent.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_bytes("application/jsön".as_bytes()).unwrap(),
+    );
+    let non_ascii = ApiRequest {
+        content_type: tidemark::api::content_type(&headers),
+        ..request(Method::POST, "/events", r#"{"id":"a","status":"s"}"#)
+    };
+    assert_eq!(
+        f.api.handle(non_ascii).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
 
     let huge = request(
         Method::POST,
@@ -680,6 +694,13 @@ mod lambda_payloads {
         event
     }
 
+    /// The same under SAM CLI's shape (`sam local generate-event ... --stage NAME`): the stage
+    /// is named in the request context but `rawPath` does not carry it.
+    fn sam_stage(mut event: Value, stage: &str) -> Value {
+        event["requestContext"]["stage"] = json!(stage);
+        event
+    }
+
     async fn through_lambda(f: &Fixture, event: Value) -> ApiResponse {
         let request = lambda_http::request::from_str(&event.to_string())
             .expect("a payload lambda_http accepts");
@@ -720,6 +741,20 @@ mod lambda_payloads {
                 fixture(include_str!("../../events/ingest/alb-post-event.json")),
             ),
         ];
+        // Stage names that are also route segments, in both shapes.
+        let v2_batch = || fixture(include_str!("../../events/ingest/apigw-v2-post-batch.json"));
+        let posts = posts.into_iter().chain([
+            ("SAM shape, stage events", sam_stage(v2_batch(), "events")),
+            ("SAM shape, stage batch", sam_stage(v2_batch(), "batch")),
+            (
+                "API Gateway shape, stage events",
+                in_named_stage(v2_batch(), "events"),
+            ),
+            (
+                "API Gateway shape, stage messages",
+                in_named_stage(v2_batch(), "messages"),
+            ),
+        ]);
         for (name, event) in posts {
             let response = through_lambda(&f, event).await;
             assert_eq!(
@@ -753,7 +788,15 @@ mod lambda_payloads {
             ("HTTP API v2", v2_get.clone()),
             (
                 "HTTP API v2 with a named stage",
-                in_named_stage(v2_get, "live"),
+                in_named_stage(v2_get.clone(), "live"),
+            ),
+            (
+                "SAM shape, stage messages",
+                sam_stage(v2_get.clone(), "messages"),
+            ),
+            (
+                "API Gateway shape, stage shards",
+                in_named_stage(v2_get, "shards"),
             ),
             (
                 "Function URL",

@@ -10,7 +10,7 @@ use http::StatusCode;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
-use tidemark::api::{Api, ApiError, ApiRequest, ApiResponse, IngestApi, QueryApi};
+use tidemark::api::{content_type, Api, ApiError, ApiRequest, ApiResponse, IngestApi, QueryApi};
 use tidemark::config::ResourceNames;
 use tidemark::domain::limits::MAX_BODY_BYTES;
 use tidemark::domain::{Limits, SystemClock};
@@ -119,11 +119,7 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let request = ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_owned(),
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        content_type: content_type(&parts.headers),
         body,
     };
     to_response(api.handle(request).await)

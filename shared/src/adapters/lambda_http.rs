@@ -8,7 +8,7 @@ use bytes::Bytes;
 use lambda_http::request::RequestContext;
 use lambda_http::{service_fn, Body, Request, RequestExt, Response};
 
-use crate::api::{Api, ApiRequest, ApiResponse};
+use crate::api::{content_type, path_without_stage, Api, ApiRequest, ApiResponse};
 
 /// The request as the API sees it. Routing uses the raw path without the API Gateway stage, so
 /// the same function works under any stage name or custom-domain mapping.
@@ -17,25 +17,17 @@ pub fn to_api_request(request: Request) -> ApiRequest {
         "" => request.uri().path(),
         raw => raw,
     };
-    // REST APIs give the path without the stage; HTTP APIs put a named stage in `rawPath`.
+    // REST APIs give the path without the stage; HTTP APIs usually keep a named stage in it.
     let stage = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
         _ => None,
     };
     let path = match stage {
-        Some(stage) if stage != "$default" => raw
-            .strip_prefix('/')
-            .and_then(|p| p.strip_prefix(stage))
-            .filter(|rest| rest.starts_with('/'))
-            .unwrap_or(raw),
+        Some(stage) if stage != "$default" => path_without_stage(raw, stage, request.method()),
         _ => raw,
     }
     .to_owned();
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = content_type(request.headers());
     let method = request.method().clone();
     let body = match request.into_body() {
         Body::Empty => Bytes::new(),

@@ -166,6 +166,39 @@ impl Route {
     }
 }
 
+/// The path to route for an HTTP API (v2) request under a named stage. API Gateway keeps the
+/// stage in `rawPath` (`/live/events` under stage `live`); SAM CLI's local events do not
+/// (`/events/batch` under stage `events`). So the stage is stripped only when `raw` starts with
+/// it and the path without it is the one that routes this method: `raw` is kept whenever it
+/// already routes. What stays ambiguous: under a stage named `messages`, `GET
+/// /messages/messages/x` reads the id `messages/x`; a stage named after a route is best avoided.
+pub fn path_without_stage<'p>(raw: &'p str, stage: &str, method: &Method) -> &'p str {
+    let Some(stripped) = raw
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(stage))
+        .filter(|rest| rest.starts_with('/'))
+    else {
+        return raw;
+    };
+    let routes = |path: &str| Route::parse(path).allowed_method() == Some(method.as_str());
+    if routes(raw) {
+        raw
+    } else if routes(stripped) || Route::parse(raw) == Route::Unknown {
+        stripped
+    } else {
+        // Neither routes this method: answer for the path as sent (405 names its method).
+        raw
+    }
+}
+
+/// The Content-Type header as text. A value that is not visible ASCII is kept (lossily) so it is
+/// refused as an unsupported media type instead of being taken for an absent header.
+pub fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 /// Which parts of the API a deployment serves: the ingest Lambda, the query Lambda, or both
 /// (`tidemark serve`).
 pub struct Api {
