@@ -7,6 +7,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::StatusCode;
+use http_body_util::LengthLimitError;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
@@ -18,14 +23,12 @@ use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::processor::ProcessorSettings;
 use tidemark::publish::{Publisher, RetryPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
-    #[error("the HTTP server failed: {0}")]
-    Http(#[from] std::io::Error),
 }
 
 /// The real Kinesis and DynamoDB adapters against `endpoint_url` (or the standard AWS environment
@@ -43,6 +46,43 @@ pub async fn aws_adapters(
     Ok(Adapters::aws(&sdk, names))
 }
 
+/// How `serve` treats connections: it is a network service, so a slow or idle client must not
+/// hold a connection, a socket or shutdown forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Time a client has to send a request's headers. hyper starts this clock whenever it waits
+    /// for a request head, so it is also the idle timeout of a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body once its headers arrived: 5 MiB at a slow
+    /// 1 Mbit/s takes about 40 s.
+    pub body_read_timeout: Duration,
+    /// Connections served at once; past it, new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// After shutdown is asked for, time for requests in flight to finish before their
+    /// connections are dropped.
+    pub shutdown_grace: Duration,
+}
+
+/// 10 s for headers: a real client sends them in one packet.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`NetworkSettings::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Far above what the bench's concurrent clients open, far below the default 1,024 open files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Long enough for a batch request in flight; short enough for a container's stop timeout.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
 /// Everything `serve` can be tuned with besides the adapters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServeSettings {
@@ -50,10 +90,18 @@ pub struct ServeSettings {
     pub processor: ProcessorSettings,
     pub limits: Limits,
     pub retry: RetryPolicy,
+    pub network: NetworkSettings,
+}
+
+#[derive(Clone)]
+struct AppState {
+    api: Arc<Api>,
+    body_read_timeout: Duration,
 }
 
 /// Serves HTTP on `listener` and drives the processor until `shutdown` turns true; then stops
-/// accepting requests and lets each shard finish its current batch.
+/// accepting connections, lets requests in flight finish (for at most the shutdown grace), and
+/// lets each shard finish its current batch.
 pub async fn run(
     adapters: Adapters,
     listener: TcpListener,
@@ -78,19 +126,73 @@ pub async fn run(
     let app = Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::disable())
-        .with_state(api);
-    let mut stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
+        .with_state(AppState {
+            api,
+            body_read_timeout: settings.network.body_read_timeout,
+        });
+    accept_loop(listener, app, settings.network, shutdown).await;
     let _ = esm_task.await;
-    served.map_err(ServeError::Http)
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    network: NetworkSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(network.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(network.header_read_timeout);
+    let stopping = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::pin!(stopping);
+    loop {
+        let permit = tokio::select! {
+            () = &mut stopping => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or a reset before accept: wait and go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(network.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = network.shutdown_grace.as_millis() as u64,
+            "requests still in flight at the end of the shutdown grace were dropped"
+        );
+    }
 }
 
 fn to_response(response: ApiResponse) -> Response {
@@ -101,16 +203,25 @@ fn to_response(response: ApiResponse) -> Response {
     out
 }
 
-async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
+async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(body) => body,
+    let read = tokio::time::timeout(
+        state.body_read_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES + 1),
+    )
+    .await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return to_response(body_error(&e).into_response()),
         Err(_) => {
             return to_response(
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the request body is more than the {MAX_BODY_BYTES} bytes allowed"),
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        state.body_read_timeout.as_secs()
+                    ),
                 )
                 .into_response(),
             )
@@ -122,7 +233,27 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         content_type: content_type(&parts.headers),
         body,
     };
-    to_response(api.handle(request).await)
+    to_response(state.api.handle(request).await)
+}
+
+/// A body that could not be read: too long, or not valid HTTP framing (a malformed chunk).
+fn body_error(error: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is more than the {MAX_BODY_BYTES} bytes allowed"),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+        format!("the request body could not be read as HTTP/1.1: {error}"),
+    )
 }
 
 /// Poll interval suited to a backend: in memory, reads are free; real Kinesis allows five

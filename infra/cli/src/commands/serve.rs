@@ -8,7 +8,11 @@ use clap::{Args, ValueEnum};
 use tidemark::adapters::Adapters;
 use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
 use tidemark::esm::EsmSettings;
-use tidemark_cli::serve::{aws_adapters, default_poll_interval, run as serve, ServeSettings};
+use tidemark_cli::serve::{
+    aws_adapters, default_poll_interval, run as serve, NetworkSettings, ServeSettings,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 use tokio::sync::watch;
 
 use super::fail;
@@ -45,6 +49,18 @@ pub struct ServeArgs {
     /// Pause between reads of an idle shard (default: 20 in memory, 200 against an endpoint).
     #[arg(long)]
     poll_interval_ms: Option<u64>,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers (also the keep-alive idle timeout).
+    #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout_secs: u64,
+    /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace_secs: u64,
 }
 
 impl ServeArgs {
@@ -98,6 +114,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         processor,
         limits,
+        network: NetworkSettings {
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            body_read_timeout: Duration::from_secs(args.body_timeout_secs),
+            max_connections: args.max_connections as usize,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        },
         ..ServeSettings::default()
     };
     let (adapters, description) = match args.adapters().await {
@@ -113,6 +135,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         "tidemark listening on http://{address} ({description}; batch size {}, window {} ms)",
         args.batch_size, args.batch_window_ms
     );
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {address}, beyond this machine. serve has no authentication \
+             and no TLS: anyone who can reach the port can post and read events."
+        );
+    }
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
