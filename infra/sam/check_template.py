@@ -4,11 +4,14 @@
 2. Every function gets every TIDEMARK_* name the Lambdas require (shared/src/config.rs); a
    missing one would only show up as a function that refuses to start after deploy.
 3. The event source mapping keeps the settings the processor's guarantees depend on.
+4. The API has exactly the routes of shared/openapi.json, each authorised, with the write or
+   read scopes in JWT mode, and the stage is throttled.
 
 Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
     .tools/aws-sam-cli/bin/python infra/sam/check_template.py
 """
 
+import json
 import re
 import sys
 
@@ -16,6 +19,7 @@ from cfnlint.decode import cfn_yaml
 
 TEMPLATE = "template.yaml"
 CONFIG = "shared/src/config.rs"
+OPENAPI = "shared/openapi.json"
 REQUIRED_NAMES = ["STREAM_NAME_VAR", "STATUS_TABLE_VAR", "OPLOG_TABLE_VAR", "DEADLETTER_TABLE_VAR"]
 
 problems = []
@@ -83,11 +87,32 @@ def main():
         if "OnFailure" not in props.get("DestinationConfig", {}):
             problems.append("event source mapping: no on-failure destination")
 
+    # The API: every route authorised the same way, with the write or read scopes in JWT mode,
+    # and every route in shared/openapi.json present; the stage throttled.
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in resources.values()
+              if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    document = json.load(open(OPENAPI))
+    documented = {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item}
+    if set(routes) != documented:
+        problems.append(f"API routes {sorted(routes)} differ from {OPENAPI}'s operations {sorted(documented)}")
+    for key, props in routes.items():
+        scopes = "JwtWriteScopes" if key.startswith("POST ") else "JwtReadScopes"
+        expected = {"Fn::If": ["UseJwtAuth", {"Ref": scopes}, {"Ref": "AWS::NoValue"}]}
+        if props.get("AuthorizationScopes") != expected:
+            problems.append(f"route {key}: AuthorizationScopes should be {scopes} in JWT mode")
+        if "AuthorizationType" not in props:
+            problems.append(f"route {key}: no AuthorizationType")
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::ApiGatewayV2::Stage":
+            settings = resource["Properties"].get("DefaultRouteSettings", {})
+            if not {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(settings):
+                problems.append(f"{name}: DefaultRouteSettings should set throttling rate and burst")
+
     if problems:
         for problem in problems:
             print(f"template check: {problem}", file=sys.stderr)
         sys.exit(1)
-    print(f"{TEMPLATE}: least privilege, function environment and mapping settings hold")
+    print(f"{TEMPLATE}: least privilege, function environment, mapping settings and API routes hold")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ use hyper_util::service::TowerToHyperService;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
-use tidemark::api::{content_type, Api, ApiError, ApiRequest, ApiResponse, IngestApi, QueryApi};
+use tidemark::api::{
+    content_type, Api, ApiError, ApiRequest, ApiResponse, ErrorCode, IngestApi, QueryApi,
+};
 use tidemark::config::ResourceNames;
 use tidemark::domain::limits::MAX_BODY_BYTES;
 use tidemark::domain::{Limits, SystemClock};
@@ -217,7 +219,7 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
             return to_response(
                 ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
+                    ErrorCode::RequestTimeout,
                     format!(
                         "the request body did not arrive within {} s",
                         state.body_read_timeout.as_secs()
@@ -243,7 +245,7 @@ fn body_error(error: &axum::Error) -> ApiError {
         if e.is::<LengthLimitError>() {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("the request body is more than the {MAX_BODY_BYTES} bytes allowed"),
             );
         }
@@ -251,7 +253,7 @@ fn body_error(error: &axum::Error) -> ApiError {
     }
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "malformed_body",
+        ErrorCode::MalformedBody,
         format!("the request body could not be read as HTTP/1.1: {error}"),
     )
 }

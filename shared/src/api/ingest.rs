@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, value::RawValue};
 
-use super::{json_body, ApiError, ApiRequest, ApiResponse};
+use super::{json_body, ApiError, ApiRequest, ApiResponse, ErrorCode};
 use crate::domain::limits::MAX_RECORD_BYTES;
 use crate::domain::{parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule};
 use crate::ports::{OutgoingRecord, PutAck};
@@ -22,11 +22,11 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {
             PublishError::Throttled(m) => ApiError::unavailable(
-                "throttled",
+                ErrorCode::Throttled,
                 format!("the stream is throttling, retry later: {m}"),
             ),
             PublishError::Unavailable(m) => ApiError::unavailable(
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("the stream is unavailable, retry later: {m}"),
             ),
         }
@@ -39,7 +39,7 @@ fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
         // Strings and already-valid JSON always serialise; if that ever breaks, say so loudly.
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("the event could not be encoded for the stream: {e}"),
         )
     })?;

@@ -11,7 +11,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use crate::domain::limits::MAX_BODY_BYTES;
-use crate::domain::FieldError;
+use crate::domain::{FieldError, Rule};
 pub use ingest::IngestApi;
 pub use query::QueryApi;
 
@@ -63,20 +63,57 @@ impl ApiResponse {
 /// Seconds a client should wait before retrying when a downstream service throttles or fails.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
+/// The error codes the API answers besides the field rules ([`crate::domain::Rule`]): the two
+/// lists together are every `error.code` a client can see, and the OpenAPI document's
+/// `ErrorCode` enum (checked by a test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray)]
+pub enum ErrorCode {
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    /// The body could not be read as HTTP (`serve`: a malformed chunk).
+    MalformedBody,
+    /// The body did not arrive in time (`serve`).
+    RequestTimeout,
+    InvalidEncoding,
+    Throttled,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::InvalidEncoding => "invalid_encoding",
+            ErrorCode::Throttled => "throttled",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 /// An error response: `{"error":{"code","message","field"?}}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// An [`ErrorCode`] or a [`crate::domain::Rule`] code.
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: code.code(),
             message: message.into(),
             field: None,
         }
@@ -101,7 +138,7 @@ impl ApiError {
         }
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 }
@@ -117,15 +154,34 @@ impl From<FieldError> for ApiError {
     }
 }
 
+/// The OpenAPI 3.1 document of this contract, served at `GET /openapi.json`.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../openapi.json");
+
 /// The routes of the contract.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(name(RouteKind), derive(strum::VariantArray))]
 pub enum Route {
     Events,
     EventsBatch,
     /// `/messages/{id}` with the id percent-decoded.
     Message(Result<String, ApiError>),
     Shards,
+    OpenApi,
     Unknown,
+}
+
+impl RouteKind {
+    /// The method and the path template of the route, as the OpenAPI document names them.
+    pub fn operation(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            RouteKind::Events => Some(("post", "/events")),
+            RouteKind::EventsBatch => Some(("post", "/events/batch")),
+            RouteKind::Message => Some(("get", "/messages/{id}")),
+            RouteKind::Shards => Some(("get", "/shards")),
+            RouteKind::OpenApi => Some(("get", "/openapi.json")),
+            RouteKind::Unknown => None,
+        }
+    }
 }
 
 impl Route {
@@ -138,6 +194,7 @@ impl Route {
             "/events" => Route::Events,
             "/events/batch" => Route::EventsBatch,
             "/shards" => Route::Shards,
+            "/openapi.json" => Route::OpenApi,
             _ => match path.strip_prefix("/messages/") {
                 Some(encoded) if !encoded.is_empty() => Route::Message(
                     percent_decode_str(encoded)
@@ -147,7 +204,7 @@ impl Route {
                             field: Some("id".into()),
                             ..ApiError::new(
                                 StatusCode::BAD_REQUEST,
-                                "invalid_encoding",
+                                ErrorCode::InvalidEncoding,
                                 "the id in the path must be percent-encoded UTF-8",
                             )
                         }),
@@ -160,7 +217,7 @@ impl Route {
     fn allowed_method(&self) -> Option<&'static str> {
         match self {
             Route::Events | Route::EventsBatch => Some("POST"),
-            Route::Message(_) | Route::Shards => Some("GET"),
+            Route::Message(_) | Route::Shards | Route::OpenApi => Some("GET"),
             Route::Unknown => None,
         }
     }
@@ -219,7 +276,7 @@ impl Api {
         let not_found = || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("no route {} {}", request.method, request.path),
             )
         };
@@ -234,7 +291,7 @@ impl Api {
         if request.method.as_str() != allowed {
             return Ok(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 format!("{} accepts only {allowed}", request.path),
             )
             .into_response()
@@ -245,6 +302,10 @@ impl Api {
             (Route::EventsBatch, Some(ingest), _) => ingest.post_batch(&request).await,
             (Route::Message(id), _, Some(query)) => query.get_message(&id?).await,
             (Route::Shards, _, Some(query)) => query.get_shards().await,
+            (Route::OpenApi, _, Some(_)) => Ok(ApiResponse::json_bytes(
+                StatusCode::OK,
+                OPENAPI_DOCUMENT.as_bytes().to_vec(),
+            )),
             _ => Err(not_found()),
         }
     }
@@ -262,7 +323,7 @@ pub(crate) fn json_body(request: &ApiRequest) -> Result<&str, ApiError> {
         if media_type != "application/json" && !media_type.ends_with("+json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!("Content-Type must be application/json, got {content_type}"),
             ));
         }
@@ -270,7 +331,7 @@ pub(crate) fn json_body(request: &ApiRequest) -> Result<&str, ApiError> {
     if request.body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!(
                 "the request body is {} bytes, more than the {MAX_BODY_BYTES} allowed",
                 request.body.len()
@@ -278,10 +339,6 @@ pub(crate) fn json_body(request: &ApiRequest) -> Result<&str, ApiError> {
         ));
     }
     std::str::from_utf8(&request.body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "the request body is not UTF-8 text",
-        )
+        FieldError::whole_body(Rule::MalformedJson, "the request body is not UTF-8 text").into()
     })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{ApiError, ApiResponse};
+use super::{ApiError, ApiResponse, ErrorCode};
 use crate::domain::rules::validate_id;
 use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
 
@@ -18,11 +18,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Throttled(m) => ApiError::unavailable(
-                "throttled",
+                ErrorCode::Throttled,
                 format!("the table is throttling, retry later: {m}"),
             ),
             other => ApiError::unavailable(
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("the table is unavailable, retry later: {other}"),
             ),
         }
@@ -73,7 +73,7 @@ impl QueryApi {
                 field: Some("id".into()),
                 ..ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("no status for id {id:?}"),
                 )
             }),

@@ -13,7 +13,7 @@ use super::limits::{
 use super::time::EventTime;
 
 /// Which rule a rejected field broke. The `code` is what clients see in the error body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray)]
 pub enum Rule {
     MalformedJson,
     InvalidType,
