@@ -39,6 +39,7 @@ fn request(path: &str, body: &str) -> ApiRequest {
     ApiRequest {
         method: Method::POST,
         path: path.into(),
+        query: None,
         content_type: Some("application/json".into()),
         body: Bytes::from(body.to_owned()),
     }

@@ -99,6 +99,7 @@ async fn the_query_side_serves_the_document() {
         .handle(ApiRequest {
             method: Method::GET,
             path: "/openapi.json".into(),
+            query: None,
             content_type: None,
             body: Bytes::new(),
         })

@@ -232,6 +232,7 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let request = ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
         content_type: content_type(&parts.headers),
         body,
     };

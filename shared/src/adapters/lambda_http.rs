@@ -28,6 +28,8 @@ pub fn to_api_request(request: Request) -> ApiRequest {
     }
     .to_owned();
     let content_type = content_type(request.headers());
+    // lambda_http puts each integration's query string (raw or re-encoded) into the URI.
+    let query = request.uri().query().map(str::to_owned);
     let method = request.method().clone();
     let body = match request.into_body() {
         Body::Empty => Bytes::new(),
@@ -38,6 +40,7 @@ pub fn to_api_request(request: Request) -> ApiRequest {
     ApiRequest {
         method,
         path,
+        query,
         content_type,
         body,
     }

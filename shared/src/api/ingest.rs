@@ -7,7 +7,8 @@ use http::StatusCode;
 use serde_json::{json, value::RawValue};
 
 use super::{json_body, ApiError, ApiRequest, ApiResponse, ErrorCode};
-use crate::domain::limits::MAX_RECORD_BYTES;
+use crate::domain::consistency::ConsistencyToken;
+use crate::domain::limits::{MAX_RECORD_BYTES, MAX_TOKEN_CHARS};
 use crate::domain::{parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule};
 use crate::ports::{OutgoingRecord, PutAck};
 use crate::publish::{PublishError, Publisher};
@@ -63,8 +64,16 @@ fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
     Ok(record)
 }
 
-fn accepted(id: &str, ack: &PutAck) -> serde_json::Value {
-    json!({"id": id, "shard_id": ack.shard_id, "sequence_number": ack.sequence_number})
+/// An accepted event's answer: where it sits on the stream, and the token that reads it back.
+fn accepted(event: &Event, ack: &PutAck) -> serde_json::Value {
+    let token =
+        ConsistencyToken::event(&ack.shard_id, event.event_time, ack.sequence_number.clone());
+    json!({
+        "id": event.id,
+        "shard_id": ack.shard_id,
+        "sequence_number": ack.sequence_number,
+        "token": token.encode(),
+    })
 }
 
 impl IngestApi {
@@ -90,13 +99,14 @@ impl IngestApi {
             .publisher
             .publish(&outgoing(&event, "the event")?)
             .await?;
-        let mut body = accepted(&event.id, &ack);
+        let mut body = accepted(&event, &ack);
         body["received_at"] = json!(received_at.to_rfc3339());
         Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
     }
 
     /// 202 when every event was accepted; 207 when some were rejected (each result says which
     /// and why); 400 when none was valid; 503 when none could be put because the stream failed.
+    /// Each accepted item carries its own token, and the answer one covering them all.
     pub(crate) async fn post_batch(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = json_body(request)?;
         let received_at = self.clock.now();
@@ -118,6 +128,7 @@ impl IngestApi {
         let mut put_results = self.publisher.publish_all(&records).await.into_iter();
 
         let mut accepted_count = 0;
+        let mut acks = Vec::new();
         let mut first_invalid = None;
         let mut first_stream_error = None;
         let results: Vec<serde_json::Value> = prepared
@@ -127,7 +138,9 @@ impl IngestApi {
                 Ok((event, _)) => match put_results.next() {
                     Some(Ok(ack)) => {
                         accepted_count += 1;
-                        accepted(&event.id, &ack)
+                        let body = accepted(&event, &ack);
+                        acks.push(ack);
+                        body
                     }
                     put => {
                         let error = put
@@ -161,14 +174,22 @@ impl IngestApi {
             }
             _ => StatusCode::MULTI_STATUS,
         };
-        Ok(ApiResponse::json(
-            status,
-            &json!({
-                "accepted": accepted_count,
-                "rejected": results.len() - accepted_count,
-                "received_at": received_at.to_rfc3339(),
-                "results": results,
-            }),
-        ))
+        let mut body = json!({
+            "accepted": accepted_count,
+            "rejected": results.len() - accepted_count,
+            "received_at": received_at.to_rfc3339(),
+            "results": results,
+        });
+        // Covers every accepted item; left out only when too long for a URL (see the limit).
+        let token = ConsistencyToken::batch(
+            acks.iter()
+                .map(|ack| (ack.shard_id.as_str(), &ack.sequence_number)),
+        )
+        .map(|token| token.encode())
+        .filter(|token| token.len() <= MAX_TOKEN_CHARS);
+        if let Some(token) = token {
+            body["token"] = json!(token);
+        }
+        Ok(ApiResponse::json(status, &body))
     }
 }

@@ -21,6 +21,8 @@ pub use query::QueryApi;
 pub struct ApiRequest {
     pub method: Method,
     pub path: String,
+    /// The raw query string (without `?`), still percent-encoded.
+    pub query: Option<String>,
     pub content_type: Option<String>,
     pub body: Bytes,
 }
@@ -50,7 +52,7 @@ impl ApiResponse {
         }
     }
 
-    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -80,6 +82,8 @@ pub enum ErrorCode {
     Throttled,
     Unavailable,
     Internal,
+    /// A read with `after` whose write STATUS does not reflect yet.
+    NotYetVisible,
 }
 
 impl ErrorCode {
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::Throttled => "throttled",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotYetVisible => "not_yet_visible",
         }
     }
 }
@@ -300,7 +305,9 @@ impl Api {
         match (route, &self.ingest, &self.query) {
             (Route::Events, Some(ingest), _) => ingest.post_event(&request).await,
             (Route::EventsBatch, Some(ingest), _) => ingest.post_batch(&request).await,
-            (Route::Message(id), _, Some(query)) => query.get_message(&id?).await,
+            (Route::Message(id), _, Some(query)) => {
+                query.get_message(&id?, request.query.as_deref()).await
+            }
             (Route::Shards, _, Some(query)) => query.get_shards().await,
             (Route::OpenApi, _, Some(_)) => Ok(ApiResponse::json_bytes(
                 StatusCode::OK,

@@ -2,11 +2,17 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use http::StatusCode;
 use serde_json::json;
+use tokio::time::Instant;
 
-use super::{ApiError, ApiResponse, ErrorCode};
+use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
+use crate::domain::consistency::ConsistencyToken;
+use crate::domain::limits::MAX_CONSISTENCY_WAIT;
 use crate::domain::rules::validate_id;
+use crate::domain::{FieldError, Rule};
 use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
 
 pub struct QueryApi {
@@ -54,6 +60,125 @@ pub fn status_row_body(row: &StatusRow) -> Vec<u8> {
     body
 }
 
+/// First pause between reads while waiting for a token: about one in-memory or DynamoDB round
+/// trip, so a write that is nearly applied is seen almost at once.
+const FIRST_POLL_PAUSE: Duration = Duration::from_millis(10);
+/// Longest pause between reads: a wait of seconds costs at most a few reads per second.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
+
+/// The query parameters of `GET /messages/{id}`.
+struct ReadOptions {
+    after: Option<ConsistencyToken>,
+    wait: Duration,
+}
+
+impl ReadOptions {
+    fn parse(query: Option<&str>) -> Result<Self, FieldError> {
+        let mut after = None;
+        let mut wait_ms = None;
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match name.as_ref() {
+                "after" => &mut after,
+                "wait_ms" => &mut wait_ms,
+                other => {
+                    return Err(FieldError::new(
+                        other,
+                        Rule::UnknownField,
+                        format!("{other} is not a parameter of this route (after, wait_ms)"),
+                    ))
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(FieldError::new(
+                    name.as_ref(),
+                    Rule::DuplicateKey,
+                    format!("{name} appears twice; send it once"),
+                ));
+            }
+        }
+        let max_ms = MAX_CONSISTENCY_WAIT.as_millis();
+        let wait = match wait_ms {
+            None => Duration::ZERO,
+            Some(text) => {
+                let ms: u64 = text.parse().map_err(|_| {
+                    FieldError::new(
+                        "wait_ms",
+                        Rule::InvalidType,
+                        format!("wait_ms must be a whole number of milliseconds, 0 to {max_ms}"),
+                    )
+                })?;
+                if u128::from(ms) > max_ms {
+                    return Err(FieldError::new(
+                        "wait_ms",
+                        Rule::OutOfRange,
+                        format!("wait_ms must be 0 to {max_ms}"),
+                    ));
+                }
+                if after.is_none() {
+                    return Err(FieldError::new(
+                        "wait_ms",
+                        Rule::Required,
+                        "wait_ms waits for the write named by after: give after too",
+                    ));
+                }
+                Duration::from_millis(ms)
+            }
+        };
+        let after = after
+            .map(|text| {
+                ConsistencyToken::decode(&text)
+                    .map_err(|e| FieldError::new("after", Rule::InvalidToken, e.to_string()))
+            })
+            .transpose()?;
+        Ok(Self { after, wait })
+    }
+}
+
+fn row_response(id: &str, row: Option<StatusRow>) -> Result<ApiResponse, ApiError> {
+    match row {
+        Some(row) => Ok(ApiResponse::json_bytes(
+            StatusCode::OK,
+            status_row_body(&row),
+        )),
+        None => Err(ApiError {
+            field: Some("id".into()),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no status for id {id:?}"),
+            )
+        }),
+    }
+}
+
+/// 409 with the current row (or null): the client chooses between waiting longer and showing it.
+fn not_yet_visible(row: Option<&StatusRow>, waited: Duration) -> ApiResponse {
+    let error = ApiError {
+        field: Some("after".into()),
+        ..ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NotYetVisible,
+            format!(
+                "STATUS does not reflect the write named by after yet (waited {} ms); retry, \
+                 or pass a larger wait_ms",
+                waited.as_millis()
+            ),
+        )
+    };
+    let mut body = br#"{"error":"#.to_vec();
+    body.extend_from_slice(error.body().to_string().as_bytes());
+    body.extend_from_slice(br#","current":"#);
+    match row {
+        Some(row) => body.extend_from_slice(&status_row_body(row)),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    ApiResponse::json_bytes(StatusCode::CONFLICT, body).with_header(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(RETRY_AFTER_SECONDS),
+    )
+}
+
 impl QueryApi {
     pub fn new(status: Arc<dyn StatusReader>, checkpoints: Arc<dyn CheckpointReader>) -> Self {
         Self {
@@ -62,22 +187,49 @@ impl QueryApi {
         }
     }
 
-    pub(crate) async fn get_message(&self, id: &str) -> Result<ApiResponse, ApiError> {
+    /// `GET /messages/{id}`, with `?after=TOKEN&wait_ms=N` for reading one's own write (the rule
+    /// and why the reads happen in this order: `domain/consistency.rs`).
+    pub(crate) async fn get_message(
+        &self,
+        id: &str,
+        query: Option<&str>,
+    ) -> Result<ApiResponse, ApiError> {
         validate_id(id, "id")?;
-        match self.status.get(id).await? {
-            Some(row) => Ok(ApiResponse::json_bytes(
-                StatusCode::OK,
-                status_row_body(&row),
-            )),
-            None => Err(ApiError {
-                field: Some("id".into()),
-                ..ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::NotFound,
-                    format!("no status for id {id:?}"),
-                )
-            }),
+        let ReadOptions { after, wait } = ReadOptions::parse(query)?;
+        let Some(token) = after else {
+            return row_response(id, self.status.get(id).await?);
+        };
+        let deadline = Instant::now() + wait;
+        let mut pause = FIRST_POLL_PAUSE;
+        loop {
+            let row = self.status.get(id).await?;
+            if token.reflected_by_row(row.as_ref().map(|r| &r.version)) {
+                return row_response(id, row);
+            }
+            if self.checkpoints_reached(&token).await? {
+                // Read again: only a row read after the checkpoint surely reflects the write.
+                return row_response(id, self.status.get(id).await?);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(not_yet_visible(row.as_ref(), wait));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL_PAUSE);
         }
+    }
+
+    async fn checkpoints_reached(&self, token: &ConsistencyToken) -> Result<bool, ApiError> {
+        let mut checkpoints = Vec::new();
+        for (shard, _) in token.positions() {
+            checkpoints.push((shard.to_owned(), self.checkpoints.get(shard).await?));
+        }
+        Ok(token.reflected_by_checkpoints(|shard| {
+            checkpoints
+                .iter()
+                .find(|(s, _)| s == shard)
+                .and_then(|(_, c)| c.as_ref().map(|c| &c.sequence_number))
+        }))
     }
 
     pub(crate) async fn get_shards(&self) -> Result<ApiResponse, ApiError> {

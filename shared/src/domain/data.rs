@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -20,11 +20,7 @@ use super::rules::{FieldError, Rule};
 
 /// Checks `text` (valid JSON) against the readability rules; `field` names it in errors.
 pub(crate) fn check_data_readable(text: &str, field: &str) -> Result<(), FieldError> {
-    let state = RefCell::new(Walk {
-        path: field.to_owned(),
-        failure: None,
-        error_path: None,
-    });
+    let state = RefCell::new(Walk::default());
     let mut parser = serde_json::Deserializer::from_str(text);
     let walked = Node {
         state: &state,
@@ -36,58 +32,63 @@ pub(crate) fn check_data_readable(text: &str, field: &str) -> Result<(), FieldEr
         return Ok(());
     };
     let walk = state.into_inner();
-    if let Some(failure) = walk.failure {
-        return Err(failure);
-    }
-    Err(native_failure(
-        &error,
-        walk.error_path.unwrap_or_else(|| field.to_owned()),
-    ))
+    // Segments were collected innermost first, while the error unwound.
+    let path: String = std::iter::once(field.to_owned())
+        .chain(walk.unwound.into_iter().rev())
+        .collect();
+    Err(match walk.broken {
+        Some(rule) => failure(rule, path),
+        None => native_failure(&error, path),
+    })
 }
 
-/// A failure serde_json found itself: name the rule from its error category and message. The
-/// messages matched here are serde_json's `ErrorCode` texts, stable across its 1.x releases; an
-/// unrecognised one falls back to `malformed_json`, never to acceptance.
+/// The error for a rule this walk found broken at `path`.
+fn failure(rule: Rule, path: String) -> FieldError {
+    let message = match rule {
+        Rule::InvalidString => {
+            format!("{path} holds a \\u escape that is not a Unicode character (a lone surrogate)")
+        }
+        Rule::InvalidNumber => {
+            format!("{path} is a number outside the range of a 64-bit float (about ±1.8e308)")
+        }
+        Rule::TooDeep => {
+            format!("{path} nests objects and arrays more than {MAX_DATA_DEPTH} levels deep")
+        }
+        Rule::DuplicateKey => format!("{path} appears twice in the same object"),
+        _ => format!("{path} is not valid JSON"),
+    };
+    FieldError::new(&path, rule, message)
+}
+
+/// A failure serde_json found itself: name the rule from its message. The texts matched are
+/// serde_json's `ErrorCode` messages, stable across its 1.x releases; an unrecognised one falls
+/// back to `malformed_json`, never to acceptance.
 fn native_failure(error: &serde_json::Error, path: String) -> FieldError {
     let text = error.to_string();
-    if text.contains("surrogate") || text.contains("hex escape") {
-        FieldError::new(
-            &path,
-            Rule::InvalidString,
-            format!("{path} holds a \\u escape that is not a Unicode character (a lone surrogate)"),
-        )
+    let rule = if text.contains("surrogate") || text.contains("hex escape") {
+        Rule::InvalidString
     } else if text.contains("number out of range") {
-        FieldError::new(
-            &path,
-            Rule::InvalidNumber,
-            format!("{path} is a number outside the range of a 64-bit float (about ±1.8e308)"),
-        )
+        Rule::InvalidNumber
     } else if text.contains("recursion limit") {
-        too_deep(&path)
+        Rule::TooDeep
     } else {
-        FieldError::new(
+        return FieldError::new(
             &path,
             Rule::MalformedJson,
             format!("{path} is not valid JSON: {error}"),
-        )
-    }
+        );
+    };
+    failure(rule, path)
 }
 
-fn too_deep(path: &str) -> FieldError {
-    FieldError::new(
-        path,
-        Rule::TooDeep,
-        format!("{path} nests objects and arrays more than {MAX_DATA_DEPTH} levels deep"),
-    )
-}
-
+/// What the walk learnt on its way out of a failure. Nothing is recorded while all is well:
+/// the path is built only when there is an error to name.
+#[derive(Default)]
 struct Walk {
-    /// The JSON path of the value being read, e.g. `data.items[3].name`.
-    path: String,
-    /// A rule this walk found broken, with its path.
-    failure: Option<FieldError>,
-    /// The innermost path at which serde_json itself failed.
-    error_path: Option<String>,
+    /// A rule the walk itself found broken (depth, duplicate key, a non-finite number).
+    broken: Option<Rule>,
+    /// Path segments of the failing value, innermost first, pushed as the error unwound.
+    unwound: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -96,17 +97,16 @@ struct Node<'s> {
     depth: usize,
 }
 
-/// A marker error: the real one is in [`Walk::failure`].
-fn fail<E: de::Error>(state: &RefCell<Walk>, failure: FieldError) -> E {
-    state.borrow_mut().failure = Some(failure);
-    E::custom("rule broken")
-}
+impl<'s> Node<'s> {
+    /// Records a broken rule; the returned error only carries it out of serde.
+    fn fail<E: de::Error>(self, rule: Rule) -> E {
+        self.state.borrow_mut().broken = Some(rule);
+        E::custom(rule.code())
+    }
 
-impl Node<'_> {
     fn enter<E: de::Error>(self) -> Result<Self, E> {
         if self.depth > MAX_DATA_DEPTH {
-            let path = self.state.borrow().path.clone();
-            return Err(fail(self.state, too_deep(&path)));
+            return Err(self.fail(Rule::TooDeep));
         }
         Ok(Node {
             state: self.state,
@@ -114,24 +114,16 @@ impl Node<'_> {
         })
     }
 
-    /// Reads one child under `segment` of the path, remembering where serde_json failed.
+    /// Reads one child; if it fails, adds the child's segment to the path on the way out.
     fn child<T, E>(
         self,
-        segment: fmt::Arguments<'_>,
+        segment: impl FnOnce() -> String,
         read: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        let mark = {
-            let mut walk = self.state.borrow_mut();
-            let mark = walk.path.len();
-            let _ = walk.path.write_fmt(segment);
-            mark
-        };
         let result = read();
-        let mut walk = self.state.borrow_mut();
-        if result.is_err() && walk.error_path.is_none() {
-            walk.error_path = Some(walk.path.clone());
+        if result.is_err() {
+            self.state.borrow_mut().unwound.push(segment());
         }
-        walk.path.truncate(mark);
         result
     }
 }
@@ -143,6 +135,9 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
         deserializer.deserialize_any(self)
     }
 }
+
+/// Objects with at most this many keys are checked for duplicates by scanning, without hashing.
+const SCANNED_KEYS: usize = 16;
 
 impl<'de> Visitor<'de> for Node<'_> {
     type Value = ();
@@ -166,17 +161,10 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
         // serde_json refuses overflow itself; this keeps the rule true if that ever changes.
         if value.is_finite() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.fail(Rule::InvalidNumber))
         }
-        let path = self.state.borrow().path.clone();
-        Err(fail(
-            self.state,
-            FieldError::new(
-                &path,
-                Rule::InvalidNumber,
-                format!("{path} is a number outside the range of a 64-bit float"),
-            ),
-        ))
     }
 
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
@@ -191,7 +179,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         let inner = self.enter()?;
         let mut index = 0usize;
         while inner
-            .child(format_args!("[{index}]"), || items.next_element_seed(inner))?
+            .child(|| format!("[{index}]"), || items.next_element_seed(inner))?
             .is_some()
         {
             index += 1;
@@ -201,27 +189,65 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
         let inner = self.enter()?;
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        loop {
-            let key = inner.child(format_args!(""), || entries.next_key::<Cow<'de, str>>())?;
-            let Some(key) = key else {
-                return Ok(());
+        let mut scanned: Vec<Key<'de>> = Vec::new();
+        let mut hashed: HashSet<Key<'de>> = HashSet::new();
+        while let Some(key) = entries.next_key_seed(KeySeed)? {
+            let repeated = if scanned.len() < SCANNED_KEYS {
+                scanned.contains(&key)
+            } else {
+                if hashed.is_empty() {
+                    hashed.extend(scanned.iter().cloned());
+                }
+                hashed.contains(&key)
             };
-            let segment = PathKey(&key);
-            if seen.contains(&key) {
-                let path = format!("{}{segment}", self.state.borrow().path);
-                return Err(fail(
-                    self.state,
-                    FieldError::new(
-                        &path,
-                        Rule::DuplicateKey,
-                        format!("{path} appears twice in the same object"),
-                    ),
-                ));
+            if repeated {
+                self.state
+                    .borrow_mut()
+                    .unwound
+                    .push(PathKey(&key.0).to_string());
+                return Err(self.fail(Rule::DuplicateKey));
             }
-            inner.child(format_args!("{segment}"), || entries.next_value_seed(inner))?;
-            seen.insert(key);
+            inner.child(
+                || PathKey(&key.0).to_string(),
+                || entries.next_value_seed(inner),
+            )?;
+            if scanned.len() < SCANNED_KEYS {
+                scanned.push(key);
+            } else {
+                hashed.insert(key);
+            }
         }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the text unless it had escapes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(Cow<'de, str>);
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(key)))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(key.to_owned())))
     }
 }
 

@@ -27,6 +27,16 @@ pub const MAX_TIMESTAMP_CHARS: usize = 35;
 /// could never decide an order.
 pub const MAX_TIMESTAMP_FRACTION_DIGITS: usize = 9;
 
+/// Longest consistency token accepted in `?after=`: API Gateway and common proxies take request
+/// lines of 8 KiB, and the token must leave room for the rest of the URL. A batch answer whose
+/// token would be longer (a request spread over dozens of shards) leaves the top-level token
+/// out; each item's own token is always short.
+pub const MAX_TOKEN_CHARS: usize = 4096;
+
+/// Longest `wait_ms` a read may ask for: the query function's default timeout is 10 s
+/// (`HttpTimeoutSeconds`), and half of it leaves room for the reads themselves and a cold start.
+pub const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).

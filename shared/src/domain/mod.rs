@@ -7,6 +7,7 @@
 //! - [`version`], [`sequence`], [`time`]: what "newest" means; [`batch`]: coalescing and settling.
 
 pub mod batch;
+pub mod consistency;
 mod data;
 pub mod event;
 pub mod input;

@@ -30,6 +30,8 @@ pub enum Rule {
     TooDeep,
     InvalidNumber,
     InvalidString,
+    OutOfRange,
+    InvalidToken,
 }
 
 impl Rule {
@@ -50,6 +52,8 @@ impl Rule {
             Rule::TooDeep => "too_deep",
             Rule::InvalidNumber => "invalid_number",
             Rule::InvalidString => "invalid_string",
+            Rule::OutOfRange => "out_of_range",
+            Rule::InvalidToken => "invalid_token",
         }
     }
 }

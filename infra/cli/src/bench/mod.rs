@@ -63,6 +63,9 @@ struct Load {
     newest: Mutex<HashMap<usize, Version>>,
     latency: Mutex<Histogram<u64>>,
     freshness: Mutex<Histogram<u64>>,
+    read_your_writes: Mutex<Histogram<u64>>,
+    /// Reads with a token that answered a state older than the reader's own write.
+    older_than_own_write: AtomicU64,
     running: AtomicBool,
 }
 
@@ -89,6 +92,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         newest: Mutex::default(),
         latency: Mutex::new(histogram()),
         freshness: Mutex::new(histogram()),
+        read_your_writes: Mutex::new(histogram()),
+        older_than_own_write: AtomicU64::new(0),
         running: AtomicBool::new(true),
     });
 
@@ -97,6 +102,9 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         .map(|client| tokio::spawn(client_loop(load.clone(), client as u64)))
         .collect();
     let prober = tokio::spawn(probe_loop(load.clone()));
+    let own_readers: Vec<_> = (0..OWN_WRITE_READERS)
+        .map(|slot| tokio::spawn(read_own_writes(load.clone(), slot)))
+        .collect();
     wait_for_the_end(&load, started).await;
     load.running.store(false, Ordering::Relaxed);
     for client in clients {
@@ -104,11 +112,15 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     }
     let elapsed = started.elapsed();
     let _ = prober.await;
+    for reader in own_readers {
+        let _ = reader.await;
+    }
 
     let settle_started = Instant::now();
     let (ids_checked, ids_correct) = check_newest(&load).await;
     let latency_us = std::mem::replace(&mut *lock(&load.latency), histogram());
     let freshness_us = std::mem::replace(&mut *lock(&load.freshness), histogram());
+    let read_your_writes_us = std::mem::replace(&mut *lock(&load.read_your_writes), histogram());
     let totals = &load.totals;
     Ok(BenchReport {
         elapsed,
@@ -118,6 +130,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         failed_requests: totals.failed_requests.load(Ordering::Relaxed),
         latency_us,
         freshness_us,
+        read_your_writes_us,
+        older_than_own_write: load.older_than_own_write.load(Ordering::Relaxed),
         ids_correct,
         ids_checked,
         settle: settle_started.elapsed(),
@@ -255,6 +269,64 @@ async fn probe_once(load: &Load, probe: u64) -> Option<Duration> {
         pause = (pause * 2).min(Duration::from_millis(25));
     }
     None
+}
+
+/// Clients that read their own writes back with the 202's token, each over one id of its own.
+const OWN_WRITE_READERS: usize = 4;
+
+/// Longest wait a read asks the server for (the API's maximum).
+const OWN_WRITE_WAIT_MS: u64 = 5_000;
+
+/// One read-your-writes client: writes its id (timestamped now, so each write is newer than the
+/// last), then reads it with `?after=TOKEN&wait_ms=…` straight away, retrying on 409. Records
+/// the time from the 202 to the 200, and counts any answer older than the write just made.
+async fn read_own_writes(load: Arc<Load>, slot: usize) {
+    let target = load.options.target.clone();
+    let id = format!("own-{}-{slot}", std::process::id());
+    let mut serial = 0u64;
+    while load.running.load(Ordering::Relaxed) {
+        serial += 1;
+        let status = format!("w{serial}");
+        let event =
+            json!({"id": id, "status": status, "timestamp": SystemClock.now().to_rfc3339()});
+        let accepted = load
+            .http
+            .post(format!("{target}/events"))
+            .json(&event)
+            .send()
+            .await;
+        let token = match accepted {
+            Ok(r) if r.status().as_u16() == 202 => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|a| a["token"].as_str().map(str::to_owned)),
+            _ => None,
+        };
+        if let Some(token) = token {
+            let accepted_at = Instant::now();
+            let url = format!("{target}/messages/{id}?after={token}&wait_ms={OWN_WRITE_WAIT_MS}");
+            while accepted_at.elapsed() < Duration::from_secs(60) {
+                let Ok(read) = load.http.get(&url).send().await else {
+                    break;
+                };
+                match read.status().as_u16() {
+                    409 => continue,
+                    code => {
+                        let row: Value = read.json().await.unwrap_or_default();
+                        if code != 200 || row["status"] != status.as_str() {
+                            load.older_than_own_write.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let _ =
+                                lock(&load.read_your_writes).record(micros(accepted_at.elapsed()));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(load.options.probe_interval).await;
+    }
 }
 
 /// Shows progress until the event count or the duration is reached.

@@ -14,6 +14,9 @@ pub struct BenchReport {
     pub failed_requests: u64,
     pub latency_us: Histogram<u64>,
     pub freshness_us: Histogram<u64>,
+    /// From a 202 to the first read with its token that answered 200.
+    pub read_your_writes_us: Histogram<u64>,
+    pub older_than_own_write: u64,
     pub ids_checked: usize,
     pub ids_correct: usize,
     pub settle: Duration,
@@ -83,6 +86,24 @@ impl std::fmt::Display for BenchReport {
                 fr.len()
             )?;
         }
+        let ryw = &self.read_your_writes_us;
+        if ryw.is_empty() {
+            writeln!(f, "read-your-writes    no read with a token answered 200")?;
+        } else {
+            writeln!(
+                f,
+                "read-your-writes    p50 {}  p99 {}  max {}  ({} reads)",
+                ms(ryw.value_at_quantile(0.5)),
+                ms(ryw.value_at_quantile(0.99)),
+                ms(ryw.max()),
+                ryw.len()
+            )?;
+        }
+        writeln!(
+            f,
+            "older than own write {} (reads with a token that answered an older state; must be 0)",
+            self.older_than_own_write
+        )?;
         writeln!(f, "STATUS correctness  {}/{} ids at their newest accepted version (checked within {:.1} s)", self.ids_correct, self.ids_checked, self.settle.as_secs_f64())?;
         match self.peak_memory_kib {
             Some(kib) => write!(
