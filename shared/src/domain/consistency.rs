@@ -21,6 +21,8 @@
 //! The token is opaque to clients: `t1.` and the URL-safe base64 (no padding) of a few text
 //! lines. Its version prefix lets the format change without misreading old tokens.
 
+use std::fmt::Write as _;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
@@ -76,31 +78,29 @@ impl ConsistencyToken {
         (!positions.is_empty()).then_some(ConsistencyToken::Batch { positions })
     }
 
+    /// On every 202, so written with two allocations: the text, then the token.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
+        let mut text = String::with_capacity(160);
         match self {
             ConsistencyToken::Event { shard_id, version } => {
-                text.push('e');
-                for field in [
-                    shard_id.as_str(),
+                let _ = write!(
+                    text,
+                    "e\n{shard_id}\n{}\n{}",
                     version.sequence.as_str(),
-                    &version.event_time.unix_nanos().to_string(),
-                ] {
-                    text.push('\n');
-                    text.push_str(field);
-                }
+                    version.event_time.unix_nanos()
+                );
             }
             ConsistencyToken::Batch { positions } => {
                 text.push('b');
                 for (shard, sequence) in positions {
-                    text.push('\n');
-                    text.push_str(shard);
-                    text.push('\n');
-                    text.push_str(sequence.as_str());
+                    let _ = write!(text, "\n{shard}\n{}", sequence.as_str());
                 }
             }
         }
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(text))
+        let mut token = String::with_capacity(PREFIX.len() + text.len().div_ceil(3) * 4);
+        token.push_str(PREFIX);
+        URL_SAFE_NO_PAD.encode_string(text, &mut token);
+        token
     }
 
     pub fn decode(token: &str) -> Result<Self, TokenError> {
