@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -117,6 +118,18 @@ pub fn parse_event(
     received_at: EventTime,
     limits: &Limits,
 ) -> Result<Event, FieldError> {
+    parse_event_at(raw, prefix, received_at, received_at, limits)
+}
+
+/// [`parse_event`] where an event without a timestamp gets `default_time` instead of the
+/// receive time (a batch item's position, see [`parse_batch`]).
+fn parse_event_at(
+    raw: &RawValue,
+    prefix: Option<&str>,
+    received_at: EventTime,
+    default_time: EventTime,
+    limits: &Limits,
+) -> Result<Event, FieldError> {
     let at = FieldPath(prefix);
     let Members(members) =
         serde_json::from_str(raw.get()).map_err(|e| json_error(&e, at, "a JSON object"))?;
@@ -165,7 +178,7 @@ pub fn parse_event(
             let event_time = parse_timestamp(&text, &field, received_at, limits)?;
             (text, event_time)
         }
-        None => (received_at.to_rfc3339(), received_at),
+        None => (default_time.to_rfc3339(), default_time),
     };
     let data = data
         .map(|raw| validate_data(raw, &at.of("data"), limits))
@@ -182,7 +195,10 @@ pub fn parse_event(
 }
 
 /// Parses `{"events":[…]}`: the envelope must be valid, with 1–500 events; each event is then
-/// validated on its own so one bad event does not reject the others.
+/// validated on its own so one bad event does not reject the others. Events without a timestamp
+/// keep their request order: the i-th gets the receive time plus i nanoseconds, so their versions
+/// differ by event time and the sequence numbers (which a retried PutRecords entry changes) never
+/// decide between them.
 pub fn parse_batch(
     body: &str,
     received_at: EventTime,
@@ -223,6 +239,17 @@ pub fn parse_batch(
     Ok(events
         .iter()
         .enumerate()
-        .map(|(i, raw)| parse_event(raw, Some(&format!("events[{i}]")), received_at, limits))
+        .map(|(i, raw)| {
+            // Request order, whatever PutRecords retries do to sequence numbers: the i-th event
+            // without a timestamp is i nanoseconds after the receive time.
+            let default_time = received_at.saturating_add(Duration::from_nanos(i as u64));
+            parse_event_at(
+                raw,
+                Some(&format!("events[{i}]")),
+                received_at,
+                default_time,
+                limits,
+            )
+        })
         .collect())
 }
