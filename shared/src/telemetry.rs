@@ -79,6 +79,28 @@ impl BatchReport {
     }
 }
 
+/// One EMF line from the ingest Lambda: events of one request accepted with a timestamp ahead of
+/// the receive time, and the largest lead. Printed only when there were some.
+pub fn clock_ahead_emf_line(events_ahead: u64, max_ahead_ms: u64, timestamp_ms: i64) -> String {
+    serde_json::json!({
+        "message": "events timestamped ahead of the receive time",
+        "events_ahead_of_receive_time": events_ahead,
+        "max_ahead_ms": max_ahead_ms,
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [[]],
+                "Metrics": [
+                    {"Name": "events_ahead_of_receive_time", "Unit": "Count"},
+                    {"Name": "max_ahead_ms", "Unit": "Milliseconds"},
+                ],
+            }],
+        },
+    })
+    .to_string()
+}
+
 /// Installs the tracing subscriber: JSON lines for Lambda (CloudWatch), text for a terminal.
 /// The level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing(json: bool) {

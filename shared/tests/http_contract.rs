@@ -897,6 +897,40 @@ mod request_order {
     }
 }
 
+/// An event timestamped ahead of the receive time is accepted (within the skew limit) and the
+/// answer says by how much; events on time carry no such field.
+#[tokio::test]
+async fn the_answer_says_how_far_a_timestamp_is_ahead() {
+    let f = fixture_api();
+    let (status, ahead) = call(
+        &f,
+        Method::POST,
+        "/events",
+        r#"{"id":"a","status":"s","timestamp":"2024-05-01T12:02:00.5Z"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(ahead["ahead_ms"], 120_500);
+    let (_, on_time) = call(&f, Method::POST, "/events", r#"{"id":"a","status":"s"}"#).await;
+    assert!(on_time.get("ahead_ms").is_none(), "{on_time}");
+    let (_, batch) = call(
+        &f,
+        Method::POST,
+        "/events/batch",
+        r#"{"events":[{"id":"a","status":"s","timestamp":"2024-05-01T12:00:01Z"},{"id":"b","status":"s"}]}"#,
+    )
+    .await;
+    assert_eq!(batch["results"][0]["ahead_ms"], 1_000);
+    assert!(batch["results"][1].get("ahead_ms").is_none(), "{batch}");
+    let line: Value =
+        serde_json::from_str(&tidemark::telemetry::clock_ahead_emf_line(2, 1_000, 0)).unwrap();
+    assert_eq!(line["events_ahead_of_receive_time"], 2);
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+        "events_ahead_of_receive_time"
+    );
+}
+
 /// Arbitrary bodies never make the API answer 5xx.
 mod fuzz {
     use super::*;

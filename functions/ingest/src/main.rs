@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stream = Adapters::aws(&sdk, &names).stream_writer();
     let publisher = Publisher::new(stream, RetryPolicy::default());
     let api = Api {
-        ingest: Some(IngestApi::new(publisher, limits, Arc::new(SystemClock))),
+        ingest: Some(IngestApi::new(publisher, limits, Arc::new(SystemClock)).with_metrics()),
         query: None,
     };
     tidemark::adapters::lambda_http::run(api).await

@@ -9,14 +9,18 @@ use serde_json::{json, value::RawValue};
 use super::{json_body, ApiError, ApiRequest, ApiResponse, ErrorCode};
 use crate::domain::consistency::ConsistencyToken;
 use crate::domain::limits::{MAX_RECORD_BYTES, MAX_TOKEN_CHARS};
-use crate::domain::{parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule};
+use crate::domain::{
+    parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule, SystemClock,
+};
 use crate::ports::{OutgoingRecord, PutAck};
 use crate::publish::{PublishError, Publisher};
+use crate::telemetry::clock_ahead_emf_line;
 
 pub struct IngestApi {
     publisher: Publisher,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    emit_metrics: bool,
 }
 
 impl From<PublishError> for ApiError {
@@ -68,12 +72,43 @@ fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
 fn accepted(event: &Event, ack: &PutAck) -> serde_json::Value {
     let token =
         ConsistencyToken::event(&ack.shard_id, event.event_time, ack.sequence_number.clone());
-    json!({
+    let mut body = json!({
         "id": event.id,
         "shard_id": ack.shard_id,
         "sequence_number": ack.sequence_number,
         "token": token.encode(),
-    })
+    });
+    let ahead_ms = event.event_time.millis_since(event.received_at);
+    if ahead_ms > 0 {
+        body["ahead_ms"] = json!(ahead_ms);
+    }
+    body
+}
+
+/// Accepted events timestamped ahead of the receive time: each one wins over every event for
+/// its id that carries the true time, until the true time catches up. The rule allows it (up to
+/// the skew limit), so it is not refused, but the client is told (`ahead_ms`) and the operator
+/// sees it (a log line and, in Lambda, a metric).
+fn report_ahead<'e>(events: impl IntoIterator<Item = &'e Event>, emit_metrics: bool) {
+    let (count, max_ms) = events
+        .into_iter()
+        .map(|e| e.event_time.millis_since(e.received_at))
+        .filter(|&ms| ms > 0)
+        .fold((0u64, 0u64), |(n, max), ms| (n + 1, max.max(ms)));
+    if count == 0 {
+        return;
+    }
+    tracing::info!(
+        events_ahead = count,
+        max_ahead_ms = max_ms,
+        "accepted events timestamped ahead of the receive time; until then they win over events carrying the true time"
+    );
+    if emit_metrics {
+        println!(
+            "{}",
+            clock_ahead_emf_line(count, max_ms, SystemClock.now().unix_millis())
+        );
+    }
 }
 
 impl IngestApi {
@@ -82,7 +117,14 @@ impl IngestApi {
             publisher,
             limits,
             clock,
+            emit_metrics: false,
         }
+    }
+
+    /// Also prints CloudWatch Embedded Metric Format lines (the ingest Lambda).
+    pub fn with_metrics(mut self) -> Self {
+        self.emit_metrics = true;
+        self
     }
 
     pub(crate) async fn post_event(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
@@ -99,6 +141,7 @@ impl IngestApi {
             .publisher
             .publish(&outgoing(&event, "the event")?)
             .await?;
+        report_ahead([&event], self.emit_metrics);
         let mut body = accepted(&event, &ack);
         body["received_at"] = json!(received_at.to_rfc3339());
         Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
@@ -129,6 +172,7 @@ impl IngestApi {
 
         let mut accepted_count = 0;
         let mut acks = Vec::new();
+        let mut accepted_events = Vec::new();
         let mut first_invalid = None;
         let mut first_stream_error = None;
         let results: Vec<serde_json::Value> = prepared
@@ -140,6 +184,7 @@ impl IngestApi {
                         accepted_count += 1;
                         let body = accepted(&event, &ack);
                         acks.push(ack);
+                        accepted_events.push(event);
                         body
                     }
                     put => {
@@ -161,6 +206,7 @@ impl IngestApi {
             })
             .collect();
 
+        report_ahead(&accepted_events, self.emit_metrics);
         let status = match (accepted_count, first_stream_error, first_invalid) {
             (n, _, _) if n == results.len() => StatusCode::ACCEPTED,
             (0, Some(stream_error), _) => return Err(stream_error),
