@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
+use tidemark::adapters::memory::MemoryStream;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::api::{
@@ -22,6 +23,7 @@ use tidemark::config::ResourceNames;
 use tidemark::domain::limits::MAX_BODY_BYTES;
 use tidemark::domain::{Limits, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
+use tidemark::ports::CheckpointReader;
 use tidemark::processor::ProcessorSettings;
 use tidemark::publish::{Publisher, RetryPolicy};
 use tokio::net::TcpListener;
@@ -113,6 +115,13 @@ pub async fn run(
     let processor = Arc::new(adapters.processor(settings.processor, Arc::new(SystemClock)));
     let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings.esm));
     let esm_task = tokio::spawn(esm.run(shutdown.clone()));
+    let trim_task = adapters.memory_backend().map(|memory| {
+        tokio::spawn(trim_consumed(
+            memory.stream.clone(),
+            adapters.checkpoint_reader(),
+            shutdown.clone(),
+        ))
+    });
 
     let api = Arc::new(Api {
         ingest: Some(IngestApi::new(
@@ -134,7 +143,40 @@ pub async fn run(
         });
     accept_loop(listener, app, settings.network, shutdown).await;
     let _ = esm_task.await;
+    if let Some(trim_task) = trim_task {
+        let _ = trim_task.await;
+    }
     Ok(())
+}
+
+/// How often `serve` in memory drops the records every consumer has checkpointed past.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the in-memory stream to what is not yet consumed, so memory stays flat under a steady
+/// load: every `TRIM_INTERVAL`, each shard's records up to its OPLOG checkpoint are dropped. The
+/// processor is the only consumer, so its checkpoint is the bound; a second consumer (an archiver)
+/// would make it the lowest of their checkpoints. Kinesis keeps records for its retention period
+/// instead; `serve` keeps nothing across a restart anyway (README).
+async fn trim_consumed(
+    stream: Arc<MemoryStream>,
+    checkpoints: Arc<dyn CheckpointReader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TRIM_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        // An in-memory read cannot fail; if it ever did, the next round tries again.
+        if let Ok(all) = checkpoints.list().await {
+            for checkpoint in all {
+                stream.trim_through(&checkpoint.shard_id, &checkpoint.sequence_number);
+            }
+        }
+    }
 }
 
 async fn accept_loop(

@@ -141,4 +141,57 @@ mod tests {
             "an open shard always has a next iterator"
         );
     }
+
+    /// Trimming drops what was consumed and keeps iterators handed out before it valid.
+    #[tokio::test]
+    async fn trimming_keeps_iterators_and_positions() {
+        let stream = MemoryStream::new(1);
+        let shard = "shardId-000000000000";
+        let mut acks = Vec::new();
+        for _ in 0..6 {
+            acks.push(stream.put(&record("k")).await.unwrap());
+        }
+        let seq = |i: usize| acks[i].sequence_number.clone();
+        let first = stream
+            .get_records(
+                &stream
+                    .shard_iterator(shard, &StartPosition::TrimHorizon)
+                    .await
+                    .unwrap(),
+                2,
+            )
+            .await
+            .unwrap();
+        let held = first.next_iterator.unwrap(); // at record 2
+        assert_eq!(stream.trim_through(shard, &seq(3)), 4);
+        assert_eq!(stream.retained_records(), 2);
+        // An iterator into trimmed records reads on from the oldest kept one.
+        let page = stream.get_records(&held, 10).await.unwrap();
+        assert_eq!(page.records[0].sequence_number, seq(4));
+        // Positions after the trim still count from the shard's start.
+        let after = stream
+            .shard_iterator(shard, &StartPosition::AfterSequence(seq(4)))
+            .await
+            .unwrap();
+        let page = stream.get_records(&after, 10).await.unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].sequence_number, seq(5));
+        let next = page.next_iterator.unwrap();
+        let newest = stream.put(&record("k")).await.unwrap();
+        let page = stream.get_records(&next, 10).await.unwrap();
+        assert_eq!(page.records[0].sequence_number, newest.sequence_number);
+        let horizon = stream
+            .shard_iterator(shard, &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.get_records(&horizon, 10).await.unwrap().records[0].sequence_number,
+            seq(4)
+        );
+        assert_eq!(
+            stream.trim_through(shard, &seq(1)),
+            0,
+            "trimming is idempotent"
+        );
+    }
 }

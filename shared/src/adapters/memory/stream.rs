@@ -25,7 +25,11 @@ pub(super) struct MemShard {
     pub(super) starting_hash_key: u128,
     pub(super) ending_hash_key: u128,
     open: bool,
+    /// The records kept, oldest first; positions in iterators count from the shard's first
+    /// record ever, so they stay valid when the oldest are trimmed.
     records: Vec<StreamRecord>,
+    /// How many records were trimmed from the front.
+    trimmed: usize,
 }
 
 pub(super) struct StreamState {
@@ -66,6 +70,7 @@ impl MemoryStream {
                 },
                 open: true,
                 records: Vec::new(),
+                trimmed: 0,
             })
             .collect();
         Self {
@@ -107,6 +112,7 @@ impl MemoryStream {
                 ending_hash_key: hi,
                 open: true,
                 records: Vec::new(),
+                trimmed: 0,
             });
             children.push(id);
         }
@@ -123,6 +129,35 @@ impl MemoryStream {
 
     pub fn get_records_calls(&self) -> u64 {
         self.get_records_calls.load(Ordering::Relaxed)
+    }
+
+    /// Drops the shard's records up to and including `through`, as Kinesis drops records past
+    /// their retention: `serve` calls it with the checkpoint every consumer has passed, so memory
+    /// holds only what is still to be consumed. Returns how many were dropped.
+    pub fn trim_through(&self, shard_id: &str, through: &SequenceNumber) -> usize {
+        let mut state = lock(&self.state);
+        let Some(shard) = state
+            .shards
+            .iter_mut()
+            .find(|s| s.info.shard_id == shard_id)
+        else {
+            return 0;
+        };
+        let drop = shard
+            .records
+            .partition_point(|r| r.sequence_number <= *through);
+        shard.records.drain(..drop);
+        shard.trimmed += drop;
+        drop
+    }
+
+    /// Records held across all shards (for tests and `serve`'s memory figures).
+    pub fn retained_records(&self) -> usize {
+        lock(&self.state)
+            .shards
+            .iter()
+            .map(|s| s.records.len())
+            .sum()
     }
 
     /// Appends a record without the ingest API, as a foreign producer would (used to put poison).
@@ -245,7 +280,7 @@ impl ShardReader for MemoryStream {
             .enumerate()
             .find(|(_, s)| s.info.shard_id == shard_id)
             .ok_or_else(|| StreamError::NotFound(format!("shard {shard_id}")))?;
-        let position = match start {
+        let kept = match start {
             StartPosition::TrimHorizon => 0,
             StartPosition::AtSequence(at) => {
                 shard.records.partition_point(|r| r.sequence_number < *at)
@@ -254,6 +289,7 @@ impl ShardReader for MemoryStream {
                 .records
                 .partition_point(|r| r.sequence_number <= *after),
         };
+        let position = shard.trimmed + kept;
         Ok(format!("{index}:{position}"))
     }
 
@@ -265,19 +301,18 @@ impl ShardReader for MemoryStream {
             .shards
             .get(index)
             .ok_or_else(|| StreamError::Invalid(format!("no shard behind iterator {iterator}")))?;
+        // An iterator into trimmed records reads on from the oldest kept one, as Kinesis does
+        // from its trim horizon.
+        let start = position.saturating_sub(shard.trimmed);
         let end = shard
             .records
             .len()
-            .min(position.saturating_add(limit.clamp(1, MAX_GET_RECORDS)));
-        let records = shard
-            .records
-            .get(position..end)
-            .unwrap_or_default()
-            .to_vec();
+            .min(start.saturating_add(limit.clamp(1, MAX_GET_RECORDS)));
+        let records = shard.records.get(start..end).unwrap_or_default().to_vec();
         let next_iterator = if !shard.open && end >= shard.records.len() {
             None
         } else {
-            Some(format!("{index}:{end}"))
+            Some(format!("{index}:{}", shard.trimmed + end))
         };
         Ok(RecordsPage {
             records,
