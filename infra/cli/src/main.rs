@@ -24,7 +24,7 @@ enum Command {
     /// Run the whole pipeline in one process: HTTP API, stream, processor, tables.
     Serve(serve::ServeArgs),
     /// Drive a running `tidemark serve` over HTTP and print throughput, latency, freshness,
-    /// correctness and (with --serve-pid) its peak memory.
+    /// read-your-writes latency, correctness and (with --serve-pid) its peak memory.
     Bench(bench::BenchArgs),
     /// Start each function binary against a minimal local Lambda Runtime API, many times, and
     /// print its size, the time from exec to its first `next` request, and its peak memory after
