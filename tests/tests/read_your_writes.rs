@@ -14,6 +14,18 @@ use tidemark::domain::{Clock, SystemClock};
 use tidemark_cli::serve::ServeSettings;
 use tidemark_tests::{env_usize, quick_settings, Resources, Running};
 
+/// Posts one event and returns the answer's body.
+async fn post_event(http: &reqwest::Client, base: &str, event: &Value) -> Value {
+    let response = http
+        .post(format!("{base}/events"))
+        .json(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    response.json().await.unwrap()
+}
+
 /// What the writers saw: reads that returned a state older than their own write (must be 0),
 /// and 409s that a client would retry (allowed; each is retried until the write shows).
 #[derive(Default, Debug)]
@@ -39,15 +51,7 @@ async fn writer(base: String, w: usize, writes: usize) -> Seen {
         } else {
             json!({"id": id, "status": status, "timestamp": SystemClock.now().to_rfc3339()})
         };
-        let accepted: Value = http
-            .post(format!("{base}/events"))
-            .json(&event)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let accepted = post_event(&http, &base, &event).await;
         let token = accepted["token"]
             .as_str()
             .expect("a 202 carries a token")
@@ -110,15 +114,12 @@ fn paused_processor() -> ServeSettings {
 async fn not_yet_visible_while_the_processor_is_paused(adapters: Adapters) {
     let running = Running::start(adapters, paused_processor()).await;
     let http = reqwest::Client::new();
-    let accepted: Value = http
-        .post(format!("{}/events", running.base))
-        .json(&json!({"id": "paused", "status": "s"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let accepted = post_event(
+        &http,
+        &running.base,
+        &json!({"id": "paused", "status": "s"}),
+    )
+    .await;
     let token = accepted["token"].as_str().unwrap();
     let response = http
         .get(format!(
