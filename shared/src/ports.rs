@@ -4,11 +4,14 @@
 //! never serves. Each has a real AWS adapter and an in-memory adapter with the same semantics;
 //! [`crate::adapters::Adapters`] builds them.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
+use crate::domain::limits::{MAX_DEAD_LETTER_RAW_BYTES, MAX_DEAD_LETTER_REASON_CHARS};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
 /// A record to put on the stream.
@@ -196,9 +199,54 @@ pub struct DeadLetter {
     pub shard_id: String,
     pub sequence_number: SequenceNumber,
     pub partition_key: String,
+    /// The record's bytes, or their first `MAX_DEAD_LETTER_RAW_BYTES` when longer.
     pub raw: Bytes,
+    /// The record's full size in bytes.
+    pub raw_size: usize,
+    /// Hex SHA-256 of the full bytes, when `raw` had to be cut.
+    pub raw_sha256: Option<String>,
     pub reason: String,
     pub dead_lettered_at: String,
+}
+
+impl DeadLetter {
+    /// A dead letter that always fits a DynamoDB item: raw bytes past
+    /// `MAX_DEAD_LETTER_RAW_BYTES` are cut (their size and SHA-256 kept), and the reason is cut
+    /// to `MAX_DEAD_LETTER_REASON_CHARS`.
+    pub fn new(
+        shard_id: &str,
+        record: &StreamRecord,
+        reason: &str,
+        dead_lettered_at: &str,
+    ) -> Self {
+        let data = &record.data;
+        let (raw, raw_sha256) = if data.len() > MAX_DEAD_LETTER_RAW_BYTES {
+            let digest = Sha256::digest(data);
+            let hex = digest
+                .iter()
+                .fold(String::with_capacity(64), |mut hex, byte| {
+                    let _ = write!(hex, "{byte:02x}");
+                    hex
+                });
+            (data.slice(..MAX_DEAD_LETTER_RAW_BYTES), Some(hex))
+        } else {
+            (data.clone(), None)
+        };
+        let reason = match reason.char_indices().nth(MAX_DEAD_LETTER_REASON_CHARS) {
+            Some((cut, _)) => format!("{}…", &reason[..cut]),
+            None => reason.to_owned(),
+        };
+        Self {
+            shard_id: shard_id.to_owned(),
+            sequence_number: record.sequence_number.clone(),
+            partition_key: record.partition_key.clone(),
+            raw,
+            raw_size: data.len(),
+            raw_sha256,
+            reason,
+            dead_lettered_at: dead_lettered_at.to_owned(),
+        }
+    }
 }
 
 /// Setting a record aside: what the processor needs.
@@ -242,3 +290,40 @@ forward_arc!(CheckpointReader {
 });
 forward_arc!(DeadLetterWriter { put(letter: &DeadLetter) -> Result<(), StoreError>; });
 forward_arc!(DeadLetterReader { list() -> Result<Vec<DeadLetter>, StoreError>; });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(data: Vec<u8>) -> StreamRecord {
+        StreamRecord {
+            sequence_number: SequenceNumber::parse("7").unwrap(),
+            partition_key: "k".into(),
+            data: Bytes::from(data),
+            approximate_arrival: None,
+        }
+    }
+
+    /// A dead letter always fits a DynamoDB item, and says what it cut.
+    #[test]
+    fn dead_letters_are_bounded() {
+        let small = DeadLetter::new("s", &record(b"garbage".to_vec()), "undecodable", "t");
+        assert_eq!((small.raw.as_ref(), small.raw_size), (&b"garbage"[..], 7));
+        assert_eq!(small.raw_sha256, None);
+
+        let huge = vec![b'x'; 1024 * 1024];
+        let letter = DeadLetter::new("s", &record(huge.clone()), &"é".repeat(10_000), "t");
+        assert_eq!(letter.raw.len(), MAX_DEAD_LETTER_RAW_BYTES);
+        assert_eq!(letter.raw_size, huge.len());
+        let expected: String = Sha256::digest(&huge)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(letter.raw_sha256, Some(expected));
+        assert_eq!(
+            letter.reason.chars().count(),
+            MAX_DEAD_LETTER_REASON_CHARS + 1
+        );
+        assert!(letter.reason.ends_with('…'));
+    }
+}

@@ -119,14 +119,12 @@ impl Processor {
                     version: Version::new(event.event_time, record.sequence_number.clone()),
                     event,
                 }),
-                Err(reason) => writes.push(Write::DeadLetter(DeadLetter {
-                    shard_id: shard_id.to_owned(),
-                    sequence_number: record.sequence_number.clone(),
-                    partition_key: record.partition_key.clone(),
-                    raw: record.data.clone(),
-                    reason: reason.to_string(),
-                    dead_lettered_at: now_text.clone(),
-                })),
+                Err(reason) => writes.push(Write::DeadLetter(DeadLetter::new(
+                    shard_id,
+                    record,
+                    &reason.to_string(),
+                    &now_text,
+                ))),
             }
         }
 

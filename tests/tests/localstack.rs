@@ -16,6 +16,7 @@ use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::consumer::CheckpointedConsumer;
+use tidemark::domain::limits::MAX_DEAD_LETTER_RAW_BYTES;
 use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
 use tidemark::ports::*;
 use tidemark::processor::ProcessorSettings;
@@ -491,6 +492,48 @@ async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
         "{}",
         letters[0].reason
     );
+    running.stop().await;
+}
+
+/// A foreign record of 1 MiB (the most Kinesis takes) is poison too big for a DynamoDB item
+/// (400 KB): it is set aside cut to fit, with its size and SHA-256, and the shard moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_poison_record_is_set_aside_cut_to_fit() {
+    let r = Resources::create("bigpoison", 1).await;
+    let aws = r.adapters();
+    let garbage = vec![b'#'; 1024 * 1024 - 8];
+    let put = r
+        .kinesis()
+        .put_record()
+        .stream_name(&r.names.stream)
+        .partition_key("whatever")
+        .data(aws_sdk_kinesis::primitives::Blob::new(garbage.clone()))
+        .send()
+        .await
+        .unwrap();
+    let running = Running::start(aws.clone(), quick_settings()).await;
+    let http = reqwest::Client::new();
+    post_accepted(
+        &http,
+        format!("{}/events", running.base),
+        json!({"id": "after-big", "status": "applied"}),
+    )
+    .await;
+    wait_for_statuses(
+        &http,
+        &running.base,
+        &[("after-big".into(), "applied".into())],
+        60,
+    )
+    .await;
+    let letters = aws.dead_letter_reader().list().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.sequence_number.as_str(), put.sequence_number());
+    assert_eq!(letter.raw_size, garbage.len());
+    assert_eq!(letter.raw.len(), MAX_DEAD_LETTER_RAW_BYTES);
+    assert_eq!(letter.raw.to_vec(), garbage[..MAX_DEAD_LETTER_RAW_BYTES]);
+    assert_eq!(letter.raw_sha256.as_ref().map(String::len), Some(64));
     running.stop().await;
 }
 

@@ -37,6 +37,16 @@ pub const MAX_TOKEN_CHARS: usize = 4096;
 /// (`HttpTimeoutSeconds`), and half of it leaves room for the reads themselves and a cold start.
 pub const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(5);
 
+/// Raw bytes a DEADLETTER item keeps. A DynamoDB item is at most 400 KB, and a record put straight
+/// on the stream can be 1 MiB: longer raw bytes are cut to this, with their full size and SHA-256
+/// kept, so setting a record aside can never fail for its size. 256 KiB leaves room for the
+/// reason and the keys.
+pub const MAX_DEAD_LETTER_RAW_BYTES: usize = 256 * 1024;
+
+/// Characters of a DEADLETTER reason: a reason can quote a JSON path, and paths are as long as
+/// the keys in them; the start says what went wrong.
+pub const MAX_DEAD_LETTER_REASON_CHARS: usize = 4096;
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).
