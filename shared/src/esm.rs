@@ -2,9 +2,13 @@
 //! `tidemark serve` and for tests: one poller per shard, one batch at a time per shard; a batch
 //! is handed over when it reaches the batch size, when the batching window since its first
 //! record has passed, or at the end of a closed shard. On a batch item failure the poller
-//! re-reads from the reported record after a backoff, as Lambda does (here without a retry
-//! limit: nothing is dropped). A child shard starts only once its parents are finished. Each
-//! shard starts after its OPLOG checkpoint, or at the trim horizon when it has none.
+//! re-reads from the reported record after a backoff, as Lambda does; after
+//! `max_retry_attempts` retries of the same records it gives up on them as Lambda does
+//! (`MaximumRetryAttempts`): it logs the shard and sequence range with the `tidemark replay`
+//! command that applies them, keeps the range in [`EventSourceMapping::given_up`], and moves on,
+//! so the next checkpoint of the shard passes over records that were not applied until they are
+//! replayed. A child shard starts only once its parents are finished. Each shard starts after its
+//! OPLOG checkpoint, or at the trim horizon when it has none.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,6 +21,7 @@ use tokio::time::Instant;
 use crate::adapters::Adapters;
 use crate::consumer::{CheckpointedConsumer, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
+use crate::domain::SequenceNumber;
 use crate::ports::{CheckpointReader, ShardReader, StartPosition, StreamError, StreamRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +39,9 @@ pub struct EsmSettings {
     /// First pause after a failed batch, doubled per consecutive failure up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// Retries of a failing batch before its failing records are given up on (`None`: retry
+    /// for ever). Lambda's `MaximumRetryAttempts`; the template's default is 10,000.
+    pub max_retry_attempts: Option<u32>,
 }
 
 impl Default for EsmSettings {
@@ -45,8 +53,22 @@ impl Default for EsmSettings {
             shard_refresh_interval: Duration::from_secs(5),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_retry_attempts: Some(DEFAULT_MAX_RETRY_ATTEMPTS),
         }
     }
+}
+
+/// The template's `MaximumRetryAttempts` default: with backoff capped at 5 s, about 14 hours of
+/// retrying, long enough to ride out an outage.
+pub const DEFAULT_MAX_RETRY_ATTEMPTS: u32 = 10_000;
+
+/// Records of a shard the mapping gave up on: not applied, to be replayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GivenUp {
+    pub shard_id: String,
+    pub from: SequenceNumber,
+    pub to: SequenceNumber,
+    pub attempts: u32,
 }
 
 impl EsmSettings {
@@ -87,6 +109,7 @@ pub struct EventSourceMapping {
     consumer: CheckpointedConsumer,
     checkpoint_reader: Arc<dyn CheckpointReader>,
     settings: EsmSettings,
+    given_up: Mutex<Vec<GivenUp>>,
 }
 
 /// Sleeps, unless shutdown comes first; true when shutting down.
@@ -113,7 +136,16 @@ impl EventSourceMapping {
             consumer: CheckpointedConsumer::new(consumer, adapters.checkpoint_writer()),
             checkpoint_reader: adapters.checkpoint_reader(),
             settings,
+            given_up: Mutex::default(),
         }
+    }
+
+    /// Every range given up on so far (the on-failure destination of `serve`).
+    pub fn given_up(&self) -> Vec<GivenUp> {
+        self.given_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs until `shutdown` turns true; each poller finishes the batch it is processing.
@@ -158,6 +190,24 @@ impl EventSourceMapping {
         while pollers.join_next().await.is_some() {}
     }
 
+    fn give_up(&self, shard_id: &str, from: SequenceNumber, to: SequenceNumber, attempts: u32) {
+        tracing::error!(
+            %shard_id, from = %from, to = %to, attempts,
+            "gave up on these records after every retry failed: they are NOT applied, and the \
+             shard's checkpoint will pass over them. Once the cause is fixed, apply them with: \
+             tidemark replay --shard {shard_id} --from {from} --to {to}"
+        );
+        self.given_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(GivenUp {
+                shard_id: shard_id.to_owned(),
+                from,
+                to,
+                attempts,
+            });
+    }
+
     async fn poll_shard(
         self: Arc<Self>,
         shard_id: String,
@@ -185,6 +235,7 @@ impl EventSourceMapping {
         let mut batch: Vec<StreamRecord> = Vec::new();
         let mut window_ends: Option<Instant> = None;
         failures = 0;
+        let mut batch_retries = 0u32;
 
         loop {
             if *shutdown.borrow() {
@@ -240,18 +291,32 @@ impl EventSourceMapping {
             if ready {
                 let outcome = self.consumer.run_batch(&shard_id, &batch).await;
                 outcome.report.log();
+                let last = batch.last().map(|r| r.sequence_number.clone());
                 batch.clear();
                 window_ends = None;
                 if let Some(failed) = outcome.failure {
+                    iterator = None;
+                    if settings
+                        .max_retry_attempts
+                        .is_some_and(|max| batch_retries >= max)
+                    {
+                        let to = last.unwrap_or_else(|| failed.clone());
+                        self.give_up(&shard_id, failed, to.clone(), batch_retries + 1);
+                        position = StartPosition::AfterSequence(to);
+                        batch_retries = 0;
+                        failures = 0;
+                        continue;
+                    }
+                    batch_retries += 1;
                     failures += 1;
                     position = StartPosition::AtSequence(failed);
-                    iterator = None;
                     if pause(&mut shutdown, settings.backoff(failures)).await {
                         return;
                     }
                     continue;
                 }
                 failures = 0;
+                batch_retries = 0;
             }
             if shard_ended && batch.is_empty() {
                 tracing::info!(%shard_id, "shard finished");

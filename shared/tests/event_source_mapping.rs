@@ -39,6 +39,19 @@ impl Harness {
 
     /// Starts the mapping; dropping or sending on the returned sender stops it.
     fn start(&self) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (stop, _, task) = self.start_with(None);
+        (stop, task)
+    }
+
+    /// Starts the mapping with a retry limit, and hands out the mapping to inspect.
+    fn start_with(
+        &self,
+        max_retry_attempts: Option<u32>,
+    ) -> (
+        watch::Sender<bool>,
+        Arc<EventSourceMapping>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let adapters = Adapters::in_memory(self.memory.clone())
             .with_status_writer(Arc::new(Faulty::new(self.status.clone(), &self.faults)));
         let processor =
@@ -50,10 +63,11 @@ impl Harness {
             shard_refresh_interval: Duration::from_millis(20),
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
+            max_retry_attempts,
         };
         let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings));
         let (stop, shutdown) = watch::channel(false);
-        (stop, tokio::spawn(esm.run(shutdown)))
+        (stop, esm.clone(), tokio::spawn(esm.run(shutdown)))
     }
 
     /// Puts an event with a fixed timestamp, so the sequence number alone decides: the last put wins.
@@ -137,6 +151,61 @@ async fn applies_everything_and_resumes_after_failures() {
     assert!(
         h.faults.injected() > 0,
         "failures were injected and retried"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+/// With STATUS down for good, the mapping gives up on the failing records after the retry
+/// limit, as Lambda does: it names the range, moves on (later records are applied once STATUS is
+/// back), and replaying the range applies what was given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_retry_limit_the_range_is_given_up_named_and_replayable() {
+    let h = Harness::new(1);
+    let (stop, esm, task) = h.start_with(Some(3));
+    h.faults.set_down(true);
+    let lost = h.put("a", "never-applied-in-time").await;
+    let given_up = {
+        let mut found = Vec::new();
+        for _ in 0..2_000 {
+            found = esm.given_up();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        found
+    };
+    assert_eq!(given_up.len(), 1, "the range is given up on once");
+    assert_eq!(given_up[0].shard_id, lost.shard_id);
+    assert_eq!(given_up[0].from, lost.sequence_number);
+    assert_eq!(given_up[0].to, lost.sequence_number);
+    assert_eq!(given_up[0].attempts, 4, "the first try and 3 retries");
+
+    h.faults.set_down(false);
+    let later = h.put("b", "applied").await;
+    h.wait_until_caught_up(std::slice::from_ref(&later)).await;
+    assert_eq!(h.status_of("b").await.as_deref(), Some("applied"));
+    assert_eq!(
+        h.status_of("a").await,
+        None,
+        "given up: not applied until replayed"
+    );
+
+    let adapters = Adapters::in_memory(h.memory.clone());
+    let processor = adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock));
+    tidemark::replay::replay_range(
+        h.memory.stream.as_ref(),
+        &processor,
+        &given_up[0].shard_id,
+        &given_up[0].from,
+        &given_up[0].to,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.status_of("a").await.as_deref(),
+        Some("never-applied-in-time")
     );
     stop.send(true).unwrap();
     task.await.unwrap();

@@ -242,6 +242,7 @@ pub fn quick_settings() -> tidemark_cli::serve::ServeSettings {
             shard_refresh_interval: Duration::from_millis(250),
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
+            max_retry_attempts: Some(tidemark::esm::DEFAULT_MAX_RETRY_ATTEMPTS),
         },
         ..Default::default()
     }

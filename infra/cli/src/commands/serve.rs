@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tidemark::adapters::Adapters;
 use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
-use tidemark::esm::EsmSettings;
+use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
     aws_adapters, default_poll_interval, run as serve, NetworkSettings, ServeSettings,
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Pause between reads of an idle shard (default: 20 in memory, 200 against an endpoint).
     #[arg(long)]
     poll_interval_ms: Option<u64>,
+    /// Retries of a failing batch before its failing records are given up on (logged with the
+    /// `tidemark replay` command that applies them), like Lambda's MaximumRetryAttempts.
+    #[arg(long, default_value_t = DEFAULT_MAX_RETRY_ATTEMPTS, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    max_retry_attempts: u32,
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_connections: u32,
@@ -110,6 +114,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
                 default_poll_interval(args.in_memory()),
                 Duration::from_millis,
             ),
+            max_retry_attempts: Some(args.max_retry_attempts),
             ..EsmSettings::default()
         },
         processor,
