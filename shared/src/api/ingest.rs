@@ -38,8 +38,9 @@ impl From<PublishError> for ApiError {
     }
 }
 
-/// The stream record for an event. `field` names the event in errors (`events[3]` in a batch).
-fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
+/// The stream record for an event. `field` names the event in errors (`events[3]` in a batch;
+/// `None` for the whole body).
+fn outgoing(event: &Event, field: Option<&str>) -> Result<OutgoingRecord, ApiError> {
     let data = event.encode().map_err(|e| {
         // Strings and already-valid JSON always serialise; if that ever breaks, say so loudly.
         ApiError::new(
@@ -55,14 +56,16 @@ fn outgoing(event: &Event, field: &str) -> Result<OutgoingRecord, ApiError> {
     // The field bounds keep every valid event far below this; the check makes sure a record
     // Kinesis would refuse is a 400 for this event, never a failed call for its neighbours.
     if record.size() > MAX_RECORD_BYTES {
-        return Err(FieldError::new(
-            field,
-            Rule::TooLarge,
-            format!(
-                "{field} is {} bytes as a stream record, more than the {MAX_RECORD_BYTES} Kinesis accepts",
-                record.size()
-            ),
-        )
+        let message = format!(
+            "{} is {} bytes as a stream record, more than the {MAX_RECORD_BYTES} Kinesis accepts",
+            field.unwrap_or("the event"),
+            record.size()
+        );
+        return Err(FieldError {
+            field: field.map(str::to_owned),
+            rule: Rule::TooLarge,
+            message,
+        }
         .into());
     }
     Ok(record)
@@ -137,10 +140,7 @@ impl IngestApi {
             )
         })?;
         let event = parse_event(raw, None, received_at, &self.limits)?;
-        let ack = self
-            .publisher
-            .publish(&outgoing(&event, "the event")?)
-            .await?;
+        let ack = self.publisher.publish(&outgoing(&event, None)?).await?;
         report_ahead([&event], self.emit_metrics);
         let mut body = accepted(&event, &ack);
         body["received_at"] = json!(received_at.to_rfc3339());
@@ -160,7 +160,7 @@ impl IngestApi {
             .enumerate()
             .map(|(i, parsed)| {
                 let event = parsed?;
-                let record = outgoing(&event, &format!("events[{i}]"))?;
+                let record = outgoing(&event, Some(&format!("events[{i}]")))?;
                 Ok((event, record))
             })
             .collect();

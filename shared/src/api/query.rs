@@ -1,7 +1,6 @@
 //! `GET /messages/{id}` and `GET /shards`.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use http::StatusCode;
