@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::domain::limits::{
     DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_WRITE_CONCURRENCY,
-    MAX_DATA_BYTES_CEILING, MAX_FUTURE_SKEW_CEILING, MAX_WRITE_CONCURRENCY,
+    MAX_DATA_BYTES_CEILING, MAX_DEAD_LETTER_TTL_DAYS, MAX_FUTURE_SKEW_CEILING,
+    MAX_WRITE_CONCURRENCY,
 };
 use crate::domain::Limits;
 use crate::processor::ProcessorSettings;
@@ -16,6 +17,8 @@ pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
 pub const MAX_DATA_BYTES_VAR: &str = "TIDEMARK_MAX_DATA_BYTES";
 pub const MAX_FUTURE_SKEW_VAR: &str = "TIDEMARK_MAX_FUTURE_SKEW_SECONDS";
 pub const WRITE_CONCURRENCY_VAR: &str = "TIDEMARK_WRITE_CONCURRENCY";
+/// Days a DEADLETTER item is kept before DynamoDB's TTL deletes it; 0 (the default) keeps it.
+pub const DEAD_LETTER_TTL_DAYS_VAR: &str = "TIDEMARK_DEADLETTER_TTL_DAYS";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -120,11 +123,17 @@ pub fn limits_from_env() -> Result<Limits, ConfigError> {
     limits_from_lookup(|var| std::env::var(var).ok())
 }
 
-/// Processor settings: the limits plus `TIDEMARK_WRITE_CONCURRENCY` (default 32, 1 to 512).
+/// Processor settings: the limits plus `TIDEMARK_WRITE_CONCURRENCY` (default 32, 1 to 512) and
+/// `TIDEMARK_DEADLETTER_TTL_DAYS` (default 0: dead letters are kept; at most 3650).
 pub fn processor_settings_from_env() -> Result<ProcessorSettings, ConfigError> {
-    let get = |var: &str| std::env::var(var).ok();
+    processor_settings_from_lookup(|var: &str| std::env::var(var).ok())
+}
+
+fn processor_settings_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<ProcessorSettings, ConfigError> {
     Ok(ProcessorSettings {
-        limits: limits_from_lookup(get)?,
+        limits: limits_from_lookup(&get)?,
         write_concurrency: parse_bounded(
             &get,
             WRITE_CONCURRENCY_VAR,
@@ -132,6 +141,16 @@ pub fn processor_settings_from_env() -> Result<ProcessorSettings, ConfigError> {
             1,
             MAX_WRITE_CONCURRENCY as u64,
         )? as usize,
+        dead_letter_ttl: match parse_bounded(
+            &get,
+            DEAD_LETTER_TTL_DAYS_VAR,
+            0,
+            0,
+            MAX_DEAD_LETTER_TTL_DAYS,
+        )? {
+            0 => None,
+            days => Some(Duration::from_secs(days * 24 * 60 * 60)),
+        },
     })
 }
 
@@ -169,5 +188,23 @@ mod tests {
         let err = limits_from_lookup(env(&[(MAX_DATA_BYTES_VAR, &too_big)])).unwrap_err();
         assert!(err.to_string().contains(MAX_DATA_BYTES_VAR), "{err}");
         assert!(limits_from_lookup(env(&[(MAX_FUTURE_SKEW_VAR, "soon")])).is_err());
+    }
+
+    #[test]
+    fn dead_letters_are_kept_unless_a_ttl_is_set() {
+        let ttl = |days: &str| {
+            processor_settings_from_lookup(env(&[(DEAD_LETTER_TTL_DAYS_VAR, days)]))
+                .map(|s| s.dead_letter_ttl)
+        };
+        assert_eq!(
+            processor_settings_from_lookup(env(&[]))
+                .unwrap()
+                .dead_letter_ttl,
+            None
+        );
+        assert_eq!(ttl("0"), Ok(None));
+        assert_eq!(ttl("14"), Ok(Some(Duration::from_secs(14 * 86_400))));
+        assert!(ttl("3651").is_err());
+        assert!(ttl("a week").is_err());
     }
 }

@@ -207,6 +207,8 @@ pub struct DeadLetter {
     pub raw_sha256: Option<String>,
     pub reason: String,
     pub dead_lettered_at: String,
+    /// Unix seconds after which DynamoDB's TTL may delete the item; `None` keeps it.
+    pub expires_at: Option<i64>,
 }
 
 impl DeadLetter {
@@ -245,6 +247,7 @@ impl DeadLetter {
             raw_sha256,
             reason,
             dead_lettered_at: dead_lettered_at.to_owned(),
+            expires_at: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct ProcessorSettings {
     pub limits: Limits,
     /// Conditional writes in flight at once.
     pub write_concurrency: usize,
+    /// How long DEADLETTER keeps an item (DynamoDB TTL); `None` keeps it.
+    pub dead_letter_ttl: Option<std::time::Duration>,
 }
 
 impl Default for ProcessorSettings {
@@ -28,6 +30,7 @@ impl Default for ProcessorSettings {
         Self {
             limits: Limits::default(),
             write_concurrency: crate::domain::limits::DEFAULT_WRITE_CONCURRENCY,
+            dead_letter_ttl: None,
         }
     }
 }
@@ -119,12 +122,15 @@ impl Processor {
                     version: Version::new(event.event_time, record.sequence_number.clone()),
                     event,
                 }),
-                Err(reason) => writes.push(Write::DeadLetter(DeadLetter::new(
-                    shard_id,
-                    record,
-                    &reason.to_string(),
-                    &now_text,
-                ))),
+                Err(reason) => {
+                    let mut letter =
+                        DeadLetter::new(shard_id, record, &reason.to_string(), &now_text);
+                    letter.expires_at = self
+                        .settings
+                        .dead_letter_ttl
+                        .map(|ttl| now.saturating_add(ttl).unix_millis() / 1000);
+                    writes.push(Write::DeadLetter(letter));
+                }
             }
         }
 
@@ -211,5 +217,46 @@ impl Processor {
 impl Consumer for Processor {
     async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
         self.process_batch(shard_id, records).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::adapters::Adapters;
+    use crate::domain::{EventTime, FixedClock, SequenceNumber};
+    use crate::ports::DeadLetterReader;
+
+    /// With a TTL configured, a dead letter carries when it may be deleted; without, none.
+    #[tokio::test]
+    async fn dead_letters_expire_only_when_a_ttl_is_set() {
+        let now = EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
+        let poison = StreamRecord {
+            sequence_number: SequenceNumber::parse("1").unwrap(),
+            partition_key: "k".into(),
+            data: bytes::Bytes::from_static(b"not an event"),
+            approximate_arrival: None,
+        };
+        for (ttl, expected) in [
+            (None, None),
+            (
+                Some(std::time::Duration::from_secs(86_400)),
+                Some(now.unix_millis() / 1000 + 86_400),
+            ),
+        ] {
+            let adapters = Adapters::memory(1);
+            let settings = ProcessorSettings {
+                dead_letter_ttl: ttl,
+                ..ProcessorSettings::default()
+            };
+            let processor = adapters.processor(settings, Arc::new(FixedClock(now)));
+            let outcome = processor
+                .process_batch("s", std::slice::from_ref(&poison))
+                .await;
+            assert_eq!(outcome.report.dead_lettered, 1);
+            let letters = adapters.dead_letter_reader().list().await.unwrap();
+            assert_eq!(letters[0].expires_at, expected);
+        }
     }
 }

@@ -324,6 +324,9 @@ impl DeadLetterWriter for DynamoDeadLetterStore {
         if let Some(sha256) = &letter.raw_sha256 {
             put = put.item("raw_sha256", s(sha256));
         }
+        if let Some(expires_at) = letter.expires_at {
+            put = put.item("expires_at", AttributeValue::N(expires_at.to_string()));
+        }
         put.send().await.map_err(|e| store_error(classify(&e)))?;
         Ok(())
     }
@@ -360,6 +363,13 @@ impl DeadLetterReader for DynamoDeadLetterStore {
                     },
                     reason: get_s(item, "reason", t)?,
                     dead_lettered_at: get_s(item, "dead_lettered_at", t)?,
+                    expires_at: match item.get("expires_at") {
+                        Some(AttributeValue::N(n)) => Some(
+                            n.parse()
+                                .map_err(|_| corrupt(t, format!("expires_at {n} is not a time")))?,
+                        ),
+                        _ => None,
+                    },
                 })
             })
             .collect()

@@ -47,6 +47,9 @@ pub const MAX_DEAD_LETTER_RAW_BYTES: usize = 256 * 1024;
 /// the keys in them; the start says what went wrong.
 pub const MAX_DEAD_LETTER_REASON_CHARS: usize = 4096;
 
+/// Longest DEADLETTER retention that can be configured: ten years is "keep", not a TTL.
+pub const MAX_DEAD_LETTER_TTL_DAYS: u64 = 3650;
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).
