@@ -454,17 +454,21 @@ async fn a_split_while_events_flow_keeps_per_id_order() {
     running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
-    let r = Resources::create("poison", 1).await;
+/// Puts `garbage` straight on a one-shard stream (as a foreign producer would), then runs
+/// `serve` until an event posted after it is applied: the shard moved on. Returns the garbage's
+/// sequence number and DEADLETTER's contents.
+async fn foreign_record_then_one_event(
+    test: &str,
+    garbage: &[u8],
+) -> (String, Vec<tidemark::ports::DeadLetter>) {
+    let r = Resources::create(test, 1).await;
     let aws = r.adapters();
-    let kinesis = r.kinesis();
-    let garbage = b"\x00\x01 not an event".to_vec();
-    let put = kinesis
+    let put = r
+        .kinesis()
         .put_record()
         .stream_name(&r.names.stream)
         .partition_key("whatever")
-        .data(aws_sdk_kinesis::primitives::Blob::new(garbage.clone()))
+        .data(aws_sdk_kinesis::primitives::Blob::new(garbage.to_vec()))
         .send()
         .await
         .unwrap();
@@ -480,61 +484,42 @@ async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
         &http,
         &running.base,
         &[("after".into(), "applied".into())],
-        30,
+        60,
     )
     .await;
     let letters = aws.dead_letter_reader().list().await.unwrap();
+    running.stop().await;
+    (put.sequence_number().to_owned(), letters)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_is_dead_lettered_and_the_shard_moves_on() {
+    let garbage = b"\x00\x01 not an event".to_vec();
+    let (sequence_number, letters) = foreign_record_then_one_event("poison", &garbage).await;
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].sequence_number.as_str(), put.sequence_number());
+    assert_eq!(letters[0].sequence_number.as_str(), sequence_number);
     assert_eq!(letters[0].raw.to_vec(), garbage);
+    assert_eq!(letters[0].raw_size, garbage.len());
     assert!(
         letters[0].reason.starts_with("undecodable"),
         "{}",
         letters[0].reason
     );
-    running.stop().await;
 }
 
 /// A foreign record of 1 MiB (the most Kinesis takes) is poison too big for a DynamoDB item
 /// (400 KB): it is set aside cut to fit, with its size and SHA-256, and the shard moves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_poison_record_is_set_aside_cut_to_fit() {
-    let r = Resources::create("bigpoison", 1).await;
-    let aws = r.adapters();
     let garbage = vec![b'#'; 1024 * 1024 - 8];
-    let put = r
-        .kinesis()
-        .put_record()
-        .stream_name(&r.names.stream)
-        .partition_key("whatever")
-        .data(aws_sdk_kinesis::primitives::Blob::new(garbage.clone()))
-        .send()
-        .await
-        .unwrap();
-    let running = Running::start(aws.clone(), quick_settings()).await;
-    let http = reqwest::Client::new();
-    post_accepted(
-        &http,
-        format!("{}/events", running.base),
-        json!({"id": "after-big", "status": "applied"}),
-    )
-    .await;
-    wait_for_statuses(
-        &http,
-        &running.base,
-        &[("after-big".into(), "applied".into())],
-        60,
-    )
-    .await;
-    let letters = aws.dead_letter_reader().list().await.unwrap();
+    let (sequence_number, letters) = foreign_record_then_one_event("bigpoison", &garbage).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    assert_eq!(letter.sequence_number.as_str(), put.sequence_number());
+    assert_eq!(letter.sequence_number.as_str(), sequence_number);
     assert_eq!(letter.raw_size, garbage.len());
     assert_eq!(letter.raw.len(), MAX_DEAD_LETTER_RAW_BYTES);
     assert_eq!(letter.raw.to_vec(), garbage[..MAX_DEAD_LETTER_RAW_BYTES]);
     assert_eq!(letter.raw_sha256.as_ref().map(String::len), Some(64));
-    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
