@@ -487,7 +487,16 @@ async fn foreign_record_then_one_event(
         60,
     )
     .await;
-    let letters = aws.dead_letter_reader().list().await.unwrap();
+    // The dead letter is written in the same batch as the event, concurrently: STATUS can show
+    // the event before a large DEADLETTER put has finished, so wait for it too.
+    let letters = wait_for("the dead letter", 60, || {
+        let reader = aws.dead_letter_reader();
+        async move {
+            let letters = reader.list().await.ok()?;
+            (!letters.is_empty()).then_some(letters)
+        }
+    })
+    .await;
     running.stop().await;
     (put.sequence_number().to_owned(), letters)
 }
