@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
 use crate::domain::limits::MAX_CONSISTENCY_WAIT;
-use crate::domain::rules::validate_id;
+use crate::domain::rules::{set_once, validate_id};
 use crate::domain::{FieldError, Rule};
 use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
 
@@ -87,13 +87,7 @@ impl ReadOptions {
                     ))
                 }
             };
-            if slot.replace(value).is_some() {
-                return Err(FieldError::new(
-                    name.as_ref(),
-                    Rule::DuplicateKey,
-                    format!("{name} appears twice; send it once"),
-                ));
-            }
+            set_once(slot, value, || name.to_string())?;
         }
         let max_ms = MAX_CONSISTENCY_WAIT.as_millis();
         let wait = match wait_ms {

@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 use super::event::Event;
 use super::limits::{Limits, MAX_BATCH_EVENTS};
 use super::rules::{
-    is_null, parse_timestamp, validate_data, validate_id, validate_status, FieldError, Rule,
+    is_null, parse_timestamp, set_once, validate_data, validate_id, validate_status, FieldError,
+    Rule,
 };
 use super::time::EventTime;
 
@@ -70,22 +71,6 @@ impl<'de> Deserialize<'de> for Members<'de> {
         }
         deserializer.deserialize_map(MembersVisitor)
     }
-}
-
-fn set_once<'v>(
-    slot: &mut Option<&'v RawValue>,
-    value: &'v RawValue,
-    field: impl FnOnce() -> String,
-) -> Result<(), FieldError> {
-    if slot.replace(value).is_some() {
-        let field = field();
-        return Err(FieldError::new(
-            &field,
-            Rule::DuplicateKey,
-            format!("{field} appears twice; send each field once"),
-        ));
-    }
-    Ok(())
 }
 
 fn string_field(raw: &RawValue, field: &str) -> Result<String, FieldError> {

@@ -92,6 +92,24 @@ impl fmt::Display for Rule {
     }
 }
 
+/// Fills `slot` with `value`, refusing a second value for the same field (`field` names it):
+/// JSON object keys and query parameters alike, where a repeat would otherwise silently win.
+pub(crate) fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    field: impl FnOnce() -> String,
+) -> Result<(), FieldError> {
+    if slot.replace(value).is_some() {
+        let field = field();
+        return Err(FieldError::new(
+            &field,
+            Rule::DuplicateKey,
+            format!("{field} appears twice; send it once"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an id: 1–256 characters (the partition-key limit), no control characters.
 pub fn validate_id(id: &str, field: &str) -> Result<(), FieldError> {
     validate_text(id, field, MAX_ID_CHARS)?;
