@@ -19,7 +19,12 @@ fn api() -> (Api, Arc<MemoryStream>) {
     let adapters = Adapters::memory(4);
     let stream = adapters.memory_backend().unwrap().stream.clone();
     let publisher = Publisher::new(adapters.stream_writer(), RetryPolicy::default());
-    let ingest = IngestApi::new(publisher, Limits::default(), Arc::new(SystemClock));
+    let ingest = IngestApi::new(
+        publisher,
+        adapters.idempotency_store(),
+        Limits::default(),
+        Arc::new(SystemClock),
+    );
     (
         Api {
             ingest: Some(ingest),
@@ -41,6 +46,7 @@ fn request(path: &str, body: &str) -> ApiRequest {
         path: path.into(),
         query: None,
         content_type: Some("application/json".into()),
+        idempotency_key: None,
         body: Bytes::from(body.to_owned()),
     }
 }

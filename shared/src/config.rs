@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use crate::domain::limits::{
-    DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_WRITE_CONCURRENCY,
-    MAX_DATA_BYTES_CEILING, MAX_DEAD_LETTER_TTL_DAYS, MAX_FUTURE_SKEW_CEILING,
-    MAX_WRITE_CONCURRENCY,
+    DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW,
+    DEFAULT_WRITE_CONCURRENCY, MAX_DATA_BYTES_CEILING, MAX_DEAD_LETTER_TTL_DAYS,
+    MAX_FUTURE_SKEW_CEILING, MAX_IDEMPOTENCY_TTL_HOURS, MAX_WRITE_CONCURRENCY,
 };
 use crate::domain::Limits;
 use crate::processor::ProcessorSettings;
@@ -14,6 +14,9 @@ pub const STREAM_NAME_VAR: &str = "TIDEMARK_STREAM_NAME";
 pub const STATUS_TABLE_VAR: &str = "TIDEMARK_STATUS_TABLE";
 pub const OPLOG_TABLE_VAR: &str = "TIDEMARK_OPLOG_TABLE";
 pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
+pub const IDEMPOTENCY_TABLE_VAR: &str = "TIDEMARK_IDEMPOTENCY_TABLE";
+/// Hours a completed idempotency key answers retries (default 24, at most 720).
+pub const IDEMPOTENCY_TTL_HOURS_VAR: &str = "TIDEMARK_IDEMPOTENCY_TTL_HOURS";
 pub const MAX_DATA_BYTES_VAR: &str = "TIDEMARK_MAX_DATA_BYTES";
 pub const MAX_FUTURE_SKEW_VAR: &str = "TIDEMARK_MAX_FUTURE_SKEW_SECONDS";
 pub const WRITE_CONCURRENCY_VAR: &str = "TIDEMARK_WRITE_CONCURRENCY";
@@ -39,6 +42,7 @@ pub struct ResourceNames {
     pub status_table: String,
     pub oplog_table: String,
     pub deadletter_table: String,
+    pub idempotency_table: String,
 }
 
 impl ResourceNames {
@@ -58,6 +62,7 @@ impl ResourceNames {
             status_table: required(STATUS_TABLE_VAR, "STATUS table")?,
             oplog_table: required(OPLOG_TABLE_VAR, "OPLOG table")?,
             deadletter_table: required(DEADLETTER_TABLE_VAR, "DEADLETTER table")?,
+            idempotency_table: required(IDEMPOTENCY_TABLE_VAR, "IDEMPOTENCY table")?,
         })
     }
 
@@ -74,6 +79,7 @@ impl ResourceNames {
             status_table: get(STATUS_TABLE_VAR, "tidemark-status"),
             oplog_table: get(OPLOG_TABLE_VAR, "tidemark-oplog"),
             deadletter_table: get(DEADLETTER_TABLE_VAR, "tidemark-deadletter"),
+            idempotency_table: get(IDEMPOTENCY_TABLE_VAR, "tidemark-idempotency"),
         }
     }
 }
@@ -121,6 +127,25 @@ pub fn limits_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Limits
 
 pub fn limits_from_env() -> Result<Limits, ConfigError> {
     limits_from_lookup(|var| std::env::var(var).ok())
+}
+
+/// How long a completed idempotency key answers retries: `TIDEMARK_IDEMPOTENCY_TTL_HOURS`
+/// (default 24, 1 to 720).
+pub fn idempotency_ttl_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Duration, ConfigError> {
+    let hours = parse_bounded(
+        &get,
+        IDEMPOTENCY_TTL_HOURS_VAR,
+        DEFAULT_IDEMPOTENCY_TTL.as_secs() / 3600,
+        1,
+        MAX_IDEMPOTENCY_TTL_HOURS,
+    )?;
+    Ok(Duration::from_secs(hours * 3600))
+}
+
+pub fn idempotency_ttl_from_env() -> Result<Duration, ConfigError> {
+    idempotency_ttl_from_lookup(|var| std::env::var(var).ok())
 }
 
 /// Processor settings: the limits plus `TIDEMARK_WRITE_CONCURRENCY` (default 32, 1 to 512) and
@@ -188,6 +213,22 @@ mod tests {
         let err = limits_from_lookup(env(&[(MAX_DATA_BYTES_VAR, &too_big)])).unwrap_err();
         assert!(err.to_string().contains(MAX_DATA_BYTES_VAR), "{err}");
         assert!(limits_from_lookup(env(&[(MAX_FUTURE_SKEW_VAR, "soon")])).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_live_a_day_unless_configured() {
+        let ttl =
+            |hours: &str| idempotency_ttl_from_lookup(env(&[(IDEMPOTENCY_TTL_HOURS_VAR, hours)]));
+        assert_eq!(
+            idempotency_ttl_from_lookup(env(&[])),
+            Ok(DEFAULT_IDEMPOTENCY_TTL)
+        );
+        assert_eq!(ttl("1"), Ok(Duration::from_secs(3600)));
+        assert!(ttl("0").is_err());
+        assert!(ttl("721")
+            .unwrap_err()
+            .to_string()
+            .contains(IDEMPOTENCY_TTL_HOURS_VAR));
     }
 
     #[test]

@@ -1,16 +1,16 @@
-//! Ports: what the pipeline needs from a stream and from its three tables, one trait per
+//! Ports: what the pipeline needs from a stream and from its tables, one trait per
 //! capability (writing the stream, reading a shard, reading or writing each table), so that what a
 //! function or a test double needs is visible in its types and nothing implements a method it
 //! never serves. Each has a real AWS adapter and an in-memory adapter with the same semantics;
 //! [`crate::adapters::Adapters`] builds them.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
+use crate::domain::digest::sha256_hex;
+use crate::domain::idempotency::IdempotencyRecord;
 use crate::domain::limits::{MAX_DEAD_LETTER_RAW_BYTES, MAX_DEAD_LETTER_REASON_CHARS};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
@@ -223,14 +223,10 @@ impl DeadLetter {
     ) -> Self {
         let data = &record.data;
         let (raw, raw_sha256) = if data.len() > MAX_DEAD_LETTER_RAW_BYTES {
-            let digest = Sha256::digest(data);
-            let hex = digest
-                .iter()
-                .fold(String::with_capacity(64), |mut hex, byte| {
-                    let _ = write!(hex, "{byte:02x}");
-                    hex
-                });
-            (data.slice(..MAX_DEAD_LETTER_RAW_BYTES), Some(hex))
+            (
+                data.slice(..MAX_DEAD_LETTER_RAW_BYTES),
+                Some(sha256_hex(data)),
+            )
         } else {
             (data.clone(), None)
         };
@@ -265,6 +261,32 @@ pub trait DeadLetterReader: Send + Sync {
     async fn list(&self) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
+/// Idempotency keys: what ingest needs to answer a retried request once (see
+/// [`crate::domain::idempotency`] for the life of a key). Every write is conditional, so two
+/// concurrent requests with one key can never both claim it.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Writes `record` (in progress) if its key is free: absent, or held by a record that expired
+    /// before `now`. Otherwise writes nothing and returns the record holding the key.
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: EventTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Moves an in-progress key's lease to `lease_until_ms`, only if its lease is still
+    /// `expected_lease_ms` (its holder's lease ran out and nobody else took it over).
+    async fn take_over(
+        &self,
+        key: &str,
+        expected_lease_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Stores the answer, only if the key is still in progress under `lease_ms` (ours).
+    async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError>;
+    /// Frees the key (its put failed), only if it is still in progress under `lease_ms`.
+    async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError>;
+}
+
 /// A shared adapter is an adapter too (`Arc<MemoryStatusStore>`, `Arc<dyn StatusWriter>`).
 macro_rules! forward_arc {
     ($trait:ident { $($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
@@ -293,6 +315,12 @@ forward_arc!(CheckpointReader {
 });
 forward_arc!(DeadLetterWriter { put(letter: &DeadLetter) -> Result<(), StoreError>; });
 forward_arc!(DeadLetterReader { list() -> Result<Vec<DeadLetter>, StoreError>; });
+forward_arc!(IdempotencyStore {
+    claim(record: &IdempotencyRecord, now: EventTime) -> Result<Option<IdempotencyRecord>, StoreError>;
+    take_over(key: &str, expected_lease_ms: i64, lease_until_ms: i64) -> Result<bool, StoreError>;
+    complete(key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError>;
+    release(key: &str, lease_ms: i64) -> Result<bool, StoreError>;
+});
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +346,7 @@ mod tests {
         let letter = DeadLetter::new("s", &record(huge.clone()), &"é".repeat(10_000), "t");
         assert_eq!(letter.raw.len(), MAX_DEAD_LETTER_RAW_BYTES);
         assert_eq!(letter.raw_size, huge.len());
+        use sha2::{Digest, Sha256};
         let expected: String = Sha256::digest(&huge)
             .iter()
             .map(|b| format!("{b:02x}"))

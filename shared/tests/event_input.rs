@@ -11,7 +11,7 @@ use tidemark::domain::limits::{
     MAX_STATUS_CHARS,
 };
 use tidemark::domain::rules::compact_json;
-use tidemark::domain::{parse_batch, parse_event, Event, EventTime, FieldError, Rule};
+use tidemark::domain::{parse_batch, parse_event, BatchItem, Event, EventTime, FieldError, Rule};
 
 fn now() -> EventTime {
     EventTime::parse_rfc3339("2024-05-01T12:00:00Z").unwrap()
@@ -207,7 +207,9 @@ fn unknown_fields_and_non_objects_are_named() {
 
 #[test]
 fn batch_envelope_and_per_event_fields() {
-    let batch = |json: &str| parse_batch(json, now(), &Limits::default());
+    fn batch(json: &str) -> Result<Vec<Result<BatchItem<'_>, FieldError>>, FieldError> {
+        parse_batch(json, now(), &Limits::default())
+    }
     let one = format!(r#"{{"events":[{}]}}"#, r#"{"id":"a","status":"s"}"#);
     assert_eq!(batch(&one).unwrap().len(), 1);
     let event = r#"{"id":"a","status":"s"}"#;
@@ -247,4 +249,51 @@ fn batch_envelope_and_per_event_fields() {
         (e.field.as_deref(), e.rule),
         (Some("events[2]"), Rule::InvalidType)
     );
+}
+
+/// A batch item may carry an idempotency key (bounded, visible ASCII, once per batch); a single
+/// event may not, since its key is the `Idempotency-Key` header.
+#[test]
+fn idempotency_keys_belong_to_batch_items() {
+    let parsed = parse_batch(
+        r#"{"events":[
+            {"id":"a","status":"s","idempotency_key":"k-1"},
+            {"id":"b","status":"s","idempotency_key":null},
+            {"id":"c","status":"s","idempotency_key":"k-1"},
+            {"id":"d","status":"s","idempotency_key":"has space"},
+            {"id":"e","status":"s","idempotency_key":7}
+        ]}"#,
+        now(),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        parsed[0].as_ref().unwrap().idempotency_key.as_deref(),
+        Some("k-1")
+    );
+    assert_eq!(parsed[1].as_ref().unwrap().idempotency_key, None);
+    let refused = |i: usize| {
+        let e = parsed[i].as_ref().unwrap_err();
+        (e.field.clone().unwrap(), e.rule)
+    };
+    assert_eq!(
+        refused(2),
+        ("events[2].idempotency_key".into(), Rule::DuplicateKey)
+    );
+    assert_eq!(
+        refused(3),
+        ("events[3].idempotency_key".into(), Rule::InvalidCharacter)
+    );
+    assert_eq!(
+        refused(4),
+        ("events[4].idempotency_key".into(), Rule::InvalidType)
+    );
+    let single: &RawValue =
+        serde_json::from_str(r#"{"id":"a","status":"s","idempotency_key":"k"}"#).unwrap();
+    let e = parse_event(single, None, now(), &Limits::default()).unwrap_err();
+    assert_eq!(
+        (e.field.as_deref(), e.rule),
+        (Some("idempotency_key"), Rule::UnknownField)
+    );
+    assert!(e.message.contains("Idempotency-Key"), "{}", e.message);
 }

@@ -48,6 +48,7 @@ fn fixture_api_at(now: EventTime) -> Fixture {
     let api = Api {
         ingest: Some(IngestApi::new(
             publisher,
+            adapters.idempotency_store(),
             Limits::default(),
             Arc::new(FixedClock(now)),
         )),
@@ -74,6 +75,7 @@ fn request(method: Method, target: &str, body: &str) -> ApiRequest {
         path: path.into(),
         query,
         content_type: Some("application/json".into()),
+        idempotency_key: None,
         body: Bytes::from(body.to_owned()),
     }
 }
@@ -205,6 +207,7 @@ async fn media_type_size_method_and_route_errors() {
     assert_eq!(f.api.handle(charset).await.status, StatusCode::ACCEPTED);
     let untyped = ApiRequest {
         content_type: None,
+        idempotency_key: None,
         ..request(Method::POST, "/events", r#"{"id":"a","status":"s"}"#)
     };
     assert_eq!(f.api.handle(untyped).await.status, StatusCode::ACCEPTED);

@@ -101,6 +101,7 @@ async fn the_query_side_serves_the_document() {
             path: "/openapi.json".into(),
             query: None,
             content_type: None,
+            idempotency_key: None,
             body: Bytes::new(),
         })
         .await;

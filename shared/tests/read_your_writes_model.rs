@@ -70,6 +70,7 @@ fn get(api: &Api, path: &str, query: String) -> (StatusCode, Value) {
         path: path.into(),
         query: Some(query),
         content_type: None,
+        idempotency_key: None,
         body: Bytes::new(),
     }));
     (
@@ -96,6 +97,7 @@ proptest! {
         let api = Api {
             ingest: Some(IngestApi::new(
                 Publisher::new(adapters.stream_writer(), RetryPolicy::default()),
+                adapters.idempotency_store(),
                 Limits::default(),
                 clock.clone(),
             )),
@@ -132,6 +134,7 @@ proptest! {
                             path: "/events".into(),
                             query: None,
                             content_type: None,
+                            idempotency_key: None,
                             body: Bytes::from(body),
                         }));
                         prop_assert_eq!(response.status, StatusCode::ACCEPTED);

@@ -67,7 +67,7 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Creates a stream of `shards` shards and the three tables under names unique to this run.
+    /// Creates a stream of `shards` shards and the tables under names unique to this run.
     pub async fn create(test: &str, shards: u32) -> Self {
         let endpoint = endpoint().await;
         let unique = format!(
@@ -81,6 +81,7 @@ impl Resources {
             status_table: format!("{unique}-status"),
             oplog_table: format!("{unique}-oplog"),
             deadletter_table: format!("{unique}-deadletter"),
+            idempotency_table: format!("{unique}-idempotency"),
         };
         let sdk = load_sdk_config(Some(&endpoint)).await;
         ensure_resources(&sdk, &names, shards)
@@ -128,6 +129,7 @@ impl Drop for Resources {
                     &names.status_table,
                     &names.oplog_table,
                     &names.deadletter_table,
+                    &names.idempotency_table,
                 ] {
                     let _ = dynamodb.delete_table().table_name(table).send().await;
                 }

@@ -213,6 +213,7 @@ impl ColdStart {
             .env("TIDEMARK_STATUS_TABLE", "status")
             .env("TIDEMARK_OPLOG_TABLE", "oplog")
             .env("TIDEMARK_DEADLETTER_TABLE", "deadletter")
+            .env("TIDEMARK_IDEMPOTENCY_TABLE", "idempotency")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

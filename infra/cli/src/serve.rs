@@ -17,7 +17,8 @@ use tidemark::adapters::memory::MemoryStream;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::api::{
-    content_type, Api, ApiError, ApiRequest, ApiResponse, ErrorCode, IngestApi, QueryApi,
+    content_type, idempotency_key, Api, ApiError, ApiRequest, ApiResponse, ErrorCode, IngestApi,
+    QueryApi,
 };
 use tidemark::config::ResourceNames;
 use tidemark::domain::limits::MAX_BODY_BYTES;
@@ -93,6 +94,8 @@ pub struct ServeSettings {
     pub esm: EsmSettings,
     pub processor: ProcessorSettings,
     pub limits: Limits,
+    /// How long a completed idempotency key answers retries; `None`: a day.
+    pub idempotency_ttl: Option<Duration>,
     pub retry: RetryPolicy,
     pub network: NetworkSettings,
 }
@@ -123,12 +126,17 @@ pub async fn run(
         ))
     });
 
+    let mut ingest = IngestApi::new(
+        Publisher::new(adapters.stream_writer(), settings.retry),
+        adapters.idempotency_store(),
+        settings.limits,
+        Arc::new(SystemClock),
+    );
+    if let Some(ttl) = settings.idempotency_ttl {
+        ingest = ingest.with_idempotency_ttl(ttl);
+    }
     let api = Arc::new(Api {
-        ingest: Some(IngestApi::new(
-            Publisher::new(adapters.stream_writer(), settings.retry),
-            settings.limits,
-            Arc::new(SystemClock),
-        )),
+        ingest: Some(ingest),
         query: Some(QueryApi::new(
             adapters.status_reader(),
             adapters.checkpoint_reader(),
@@ -276,6 +284,7 @@ async fn handle(State(state): State<AppState>, request: Request) -> Response {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         content_type: content_type(&parts.headers),
+        idempotency_key: idempotency_key(&parts.headers),
         body,
     };
     to_response(state.api.handle(request).await)

@@ -214,7 +214,7 @@ pub async fn ensure_table(
     .await
 }
 
-/// Ensures the stream and the three tables exist; returns the names it created.
+/// Ensures the stream and the tables exist; returns the names it created.
 pub async fn ensure_resources(
     sdk: &aws_config::SdkConfig,
     names: &ResourceNames,
@@ -230,6 +230,7 @@ pub async fn ensure_resources(
         (&names.status_table, "id", None),
         (&names.oplog_table, "shard_id", None),
         (&names.deadletter_table, "shard_id", Some("sequence_number")),
+        (&names.idempotency_table, "key", None),
     ] {
         if ensure_table(&dynamodb, table, hash, range).await? {
             created.push(table.clone());

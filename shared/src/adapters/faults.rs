@@ -143,3 +143,47 @@ macro_rules! faulty_store_write {
 faulty_store_write!(StatusWriter::apply(row: StatusRow) -> ApplyOutcome);
 faulty_store_write!(CheckpointWriter::advance(checkpoint: &Checkpoint) -> AdvanceOutcome);
 faulty_store_write!(DeadLetterWriter::put(letter: &DeadLetter) -> ());
+
+/// Every idempotency-key call can fail, so tests reach each crash point of a keyed request:
+/// before the claim, between the put and the answer being stored, and at release.
+#[async_trait]
+impl<S: IdempotencyStore> IdempotencyStore for Faulty<S> {
+    async fn claim(
+        &self,
+        record: &crate::domain::idempotency::IdempotencyRecord,
+        now: crate::domain::EventTime,
+    ) -> Result<Option<crate::domain::idempotency::IdempotencyRecord>, StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.claim(record, now).await
+    }
+
+    async fn take_over(
+        &self,
+        key: &str,
+        expected_lease_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner
+            .take_over(key, expected_lease_ms, lease_until_ms)
+            .await
+    }
+
+    async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.complete(key, lease_ms, answer).await
+    }
+
+    async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.release(key, lease_ms).await
+    }
+}

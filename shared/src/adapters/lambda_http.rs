@@ -8,7 +8,7 @@ use bytes::Bytes;
 use lambda_http::request::RequestContext;
 use lambda_http::{service_fn, Body, Request, RequestExt, Response};
 
-use crate::api::{content_type, path_without_stage, Api, ApiRequest, ApiResponse};
+use crate::api::{content_type, idempotency_key, path_without_stage, Api, ApiRequest, ApiResponse};
 
 /// The request as the API sees it. Routing uses the raw path without the API Gateway stage, so
 /// the same function works under any stage name or custom-domain mapping.
@@ -28,6 +28,7 @@ pub fn to_api_request(request: Request) -> ApiRequest {
     }
     .to_owned();
     let content_type = content_type(request.headers());
+    let idempotency_key = idempotency_key(request.headers());
     // lambda_http puts each integration's query string (raw or re-encoded) into the URI.
     let query = request.uri().query().map(str::to_owned);
     let method = request.method().clone();
@@ -42,6 +43,7 @@ pub fn to_api_request(request: Request) -> ApiRequest {
         path,
         query,
         content_type,
+        idempotency_key,
         body,
     }
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
 
-use super::dynamodb::{DynamoCheckpointStore, DynamoDeadLetterStore, DynamoStatusStore};
+use super::dynamodb::{
+    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoIdempotencyStore, DynamoStatusStore,
+};
 use super::kinesis::KinesisStream;
 use super::memory::MemoryBackend;
 use crate::config::ResourceNames;
@@ -18,7 +20,7 @@ use crate::domain::Clock;
 use crate::ports::*;
 use crate::processor::{Processor, ProcessorSettings};
 
-/// The stream and the three tables, as ports. Cloning is cheap and shares what is built.
+/// The stream and the tables, as ports. Cloning is cheap and shares what is built.
 #[derive(Clone)]
 pub struct Adapters {
     backend: Backend,
@@ -30,6 +32,7 @@ pub struct Adapters {
     checkpoint_reader: OnceLock<Arc<dyn CheckpointReader>>,
     dead_letter_writer: OnceLock<Arc<dyn DeadLetterWriter>>,
     dead_letter_reader: OnceLock<Arc<dyn DeadLetterReader>>,
+    idempotency_store: OnceLock<Arc<dyn IdempotencyStore>>,
 }
 
 #[derive(Clone)]
@@ -82,6 +85,13 @@ impl AwsBackend {
             &self.names.deadletter_table,
         ))
     }
+
+    fn idempotency(&self) -> Arc<DynamoIdempotencyStore> {
+        Arc::new(DynamoIdempotencyStore::new(
+            self.dynamodb(),
+            &self.names.idempotency_table,
+        ))
+    }
 }
 
 /// An accessor per capability, and a `with_…` that replaces it (a fault-injecting wrapper, a
@@ -114,6 +124,7 @@ impl Adapters {
             checkpoint_reader: OnceLock::new(),
             dead_letter_writer: OnceLock::new(),
             dead_letter_reader: OnceLock::new(),
+            idempotency_store: OnceLock::new(),
         }
     }
 
@@ -162,6 +173,8 @@ impl Adapters {
         aws: |a| a.dead_letters(), memory: |m| m.dead_letters.clone());
     capability!(dead_letter_reader, with_dead_letter_reader: DeadLetterReader,
         aws: |a| a.dead_letters(), memory: |m| m.dead_letters.clone());
+    capability!(idempotency_store, with_idempotency_store: IdempotencyStore,
+        aws: |a| a.idempotency(), memory: |m| m.idempotency.clone());
 
     /// The STATUS projection over this set's STATUS and DEADLETTER writers.
     pub fn processor(&self, settings: ProcessorSettings, clock: Arc<dyn Clock>) -> Processor {

@@ -6,18 +6,30 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, value::RawValue};
 
-use super::{json_body, ApiError, ApiRequest, ApiResponse, ErrorCode};
-use crate::domain::consistency::ConsistencyToken;
-use crate::domain::limits::{MAX_RECORD_BYTES, MAX_TOKEN_CHARS};
-use crate::domain::{
-    parse_batch, parse_event, Clock, Event, FieldError, Limits, Rule, SystemClock,
+use futures::stream::{self, StreamExt};
+use http::HeaderValue;
+
+use super::idempotent::{Admission, Claim, IdempotencyKeys};
+use super::{
+    json_body, ApiError, ApiRequest, ApiResponse, ErrorCode, IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENT_REPLAYED,
 };
-use crate::ports::{OutgoingRecord, PutAck};
+use crate::domain::consistency::ConsistencyToken;
+use crate::domain::digest::sha256_hex;
+use crate::domain::idempotency::{validate_idempotency_key, KeyScope};
+use crate::domain::input::{batch_default_time, parse_batch_item, IDEMPOTENCY_KEY_FIELD};
+use crate::domain::limits::{IDEMPOTENCY_CONCURRENCY, MAX_RECORD_BYTES, MAX_TOKEN_CHARS};
+use crate::domain::{
+    parse_batch, parse_event, BatchItem, Clock, Event, FieldError, Limits, Rule, SequenceNumber,
+    SystemClock,
+};
+use crate::ports::{IdempotencyStore, OutgoingRecord, PutAck};
 use crate::publish::{PublishError, Publisher};
 use crate::telemetry::clock_ahead_emf_line;
 
 pub struct IngestApi {
     publisher: Publisher,
+    keys: IdempotencyKeys,
     limits: Limits,
     clock: Arc<dyn Clock>,
     emit_metrics: bool,
@@ -114,14 +126,52 @@ fn report_ahead<'e>(events: impl IntoIterator<Item = &'e Event>, emit_metrics: b
     }
 }
 
+/// One batch item on its way to an answer.
+enum Item {
+    Invalid(ApiError),
+    /// A retried item whose key already holds its answer.
+    Replayed(serde_json::Value),
+    Send {
+        event: Event,
+        record: OutgoingRecord,
+        claim: Option<Claim>,
+    },
+}
+
+fn replayed_response(answer: String) -> ApiResponse {
+    ApiResponse::json_bytes(StatusCode::ACCEPTED, answer.into_bytes())
+        .with_header(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))
+}
+
+/// Where a replayed item's event sits, read back from its stored answer (for the batch token).
+fn replayed_ack(answer: &serde_json::Value) -> Option<PutAck> {
+    Some(PutAck {
+        shard_id: answer.get("shard_id")?.as_str()?.to_owned(),
+        sequence_number: SequenceNumber::parse(answer.get("sequence_number")?.as_str()?).ok()?,
+    })
+}
+
 impl IngestApi {
-    pub fn new(publisher: Publisher, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+    /// Idempotency keys live in `keys` for a day ([`Self::with_idempotency_ttl`] changes that).
+    pub fn new(
+        publisher: Publisher,
+        keys: Arc<dyn IdempotencyStore>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             publisher,
+            keys: IdempotencyKeys::new(keys),
             limits,
             clock,
             emit_metrics: false,
         }
+    }
+
+    /// How long a completed idempotency key answers retries.
+    pub fn with_idempotency_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.keys = self.keys.with_ttl(ttl);
+        self
     }
 
     /// Also prints CloudWatch Embedded Metric Format lines (the ingest Lambda).
@@ -130,43 +180,197 @@ impl IngestApi {
         self
     }
 
+    /// 202 with where the event sits; with an `Idempotency-Key`, a retry of the same body gets
+    /// the first answer again (and `Idempotent-Replayed: true`) without putting anything.
     pub(crate) async fn post_event(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = json_body(request)?;
         let received_at = self.clock.now();
+        let key = match request.idempotency_key.as_deref() {
+            Some(key) => {
+                validate_idempotency_key(key, IDEMPOTENCY_KEY_HEADER)?;
+                Some(key)
+            }
+            None => None,
+        };
         let raw: &RawValue = serde_json::from_str(body).map_err(|e| {
             FieldError::whole_body(
                 Rule::MalformedJson,
                 format!("the request body is not valid JSON: {e}"),
             )
         })?;
+        // Validated before the key is claimed: a refused request never holds a key.
         let event = parse_event(raw, None, received_at, &self.limits)?;
-        let ack = self.publisher.publish(&outgoing(&event, None)?).await?;
-        report_ahead([&event], self.emit_metrics);
-        let mut body = accepted(&event, &ack);
-        body["received_at"] = json!(received_at.to_rfc3339());
-        Ok(ApiResponse::json(StatusCode::ACCEPTED, &body))
+        let record = outgoing(&event, None)?;
+        let Some(key) = key else {
+            return Ok(self.put_event(&event, &record).await?.1);
+        };
+        let claim = match self
+            .keys
+            .admit(
+                KeyScope::Event,
+                key,
+                sha256_hex(body.as_bytes()),
+                received_at,
+                received_at,
+                IDEMPOTENCY_KEY_HEADER,
+            )
+            .await
+        {
+            Admission::Proceed(claim) => claim,
+            Admission::Replay(answer) => return Ok(replayed_response(answer)),
+            Admission::Refused(error) => return Err(error),
+        };
+        let restamped = if claim.received_at == received_at {
+            Ok((event, record))
+        } else {
+            parse_event(raw, None, claim.received_at, &self.limits)
+                .map_err(ApiError::from)
+                .and_then(|event| Ok((outgoing(&event, None)?, event)))
+                .map(|(record, event)| (event, record))
+        };
+        let put = match restamped {
+            Ok((event, record)) => self.put_event(&event, &record).await,
+            Err(e) => Err(e),
+        };
+        match put {
+            Ok((answer, response)) => {
+                self.keys.complete(&claim, &answer).await;
+                Ok(response)
+            }
+            Err(e) => {
+                self.keys.release(&claim).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts one event; the answer as JSON text (what an idempotency key stores) and as a response.
+    async fn put_event(
+        &self,
+        event: &Event,
+        record: &OutgoingRecord,
+    ) -> Result<(String, ApiResponse), ApiError> {
+        let ack = self.publisher.publish(record).await?;
+        report_ahead([event], self.emit_metrics);
+        let mut body = accepted(event, &ack);
+        body["received_at"] = json!(event.received_at.to_rfc3339());
+        let answer = body.to_string();
+        let response = ApiResponse::json_bytes(StatusCode::ACCEPTED, answer.clone().into_bytes());
+        Ok((answer, response))
+    }
+
+    /// An item of a batch, admitted: keyed items claim their key (or replay, or are refused).
+    async fn admit_item(
+        &self,
+        index: usize,
+        item: Result<BatchItem<'_>, FieldError>,
+        received_at: crate::domain::EventTime,
+    ) -> Item {
+        let field = format!("events[{index}]");
+        let prepare = |event: Event| match outgoing(&event, Some(&field)) {
+            Ok(record) => Ok((event, record)),
+            Err(e) => Err(e),
+        };
+        let item = match item {
+            Ok(item) => item,
+            Err(invalid) => return Item::Invalid(invalid.into()),
+        };
+        let (event, record) = match prepare(item.event) {
+            Ok(prepared) => prepared,
+            Err(invalid) => return Item::Invalid(invalid),
+        };
+        let Some(key) = item.idempotency_key else {
+            return Item::Send {
+                event,
+                record,
+                claim: None,
+            };
+        };
+        let key_field = format!("{field}.{IDEMPOTENCY_KEY_FIELD}");
+        let claim = match self
+            .keys
+            .admit(
+                KeyScope::BatchItem,
+                &key,
+                sha256_hex(item.raw.get().as_bytes()),
+                received_at,
+                batch_default_time(received_at, index),
+                &key_field,
+            )
+            .await
+        {
+            Admission::Proceed(claim) => claim,
+            Admission::Replay(answer) => {
+                return match serde_json::from_str::<serde_json::Value>(&answer) {
+                    Ok(mut answer) => {
+                        answer["replayed"] = json!(true);
+                        Item::Replayed(answer)
+                    }
+                    Err(e) => Item::Invalid(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        ErrorCode::Internal,
+                        format!("the stored answer of {key_field} is not JSON: {e}"),
+                    )),
+                }
+            }
+            Admission::Refused(error) => return Item::Invalid(error),
+        };
+        if claim.received_at == received_at {
+            return Item::Send {
+                event,
+                record,
+                claim: Some(claim),
+            };
+        }
+        let restamped = parse_batch_item(
+            item.raw,
+            index,
+            claim.received_at,
+            claim.default_time,
+            &self.limits,
+        )
+        .map_err(ApiError::from)
+        .and_then(|item| prepare(item.event));
+        match restamped {
+            Ok((event, record)) => Item::Send {
+                event,
+                record,
+                claim: Some(claim),
+            },
+            Err(invalid) => {
+                self.keys.release(&claim).await;
+                Item::Invalid(invalid)
+            }
+        }
     }
 
     /// 202 when every event was accepted; 207 when some were rejected (each result says which
-    /// and why); 400 when none was valid; 503 when none could be put because the stream failed.
-    /// Each accepted item carries its own token, and the answer one covering them all.
+    /// and why); when none was accepted, the first item's error status (400 for invalid input)
+    /// or 503 when the stream failed. Each accepted item carries its own token, and the answer
+    /// one covering them all. Items with an `idempotency_key` already answered are answered
+    /// again (`"replayed": true`) and not put.
     pub(crate) async fn post_batch(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let body = json_body(request)?;
         let received_at = self.clock.now();
         let parsed = parse_batch(body, received_at, &self.limits)?;
 
-        let prepared: Vec<Result<(Event, OutgoingRecord), ApiError>> = parsed
+        // The futures are built first: a stream mapping through a closure over the borrowed items
+        // would not be provably `Send` for the Lambda runtime.
+        let admissions: Vec<_> = parsed
             .into_iter()
             .enumerate()
-            .map(|(i, parsed)| {
-                let event = parsed?;
-                let record = outgoing(&event, Some(&format!("events[{i}]")))?;
-                Ok((event, record))
-            })
+            .map(|(i, item)| self.admit_item(i, item, received_at))
             .collect();
-        let records: Vec<OutgoingRecord> = prepared
+        let items: Vec<Item> = stream::iter(admissions)
+            .buffered(IDEMPOTENCY_CONCURRENCY)
+            .collect()
+            .await;
+        let records: Vec<OutgoingRecord> = items
             .iter()
-            .filter_map(|p| p.as_ref().ok().map(|(_, record)| record.clone()))
+            .filter_map(|item| match item {
+                Item::Send { record, .. } => Some(record.clone()),
+                _ => None,
+            })
             .collect();
         let mut put_results = self.publisher.publish_all(&records).await.into_iter();
 
@@ -174,49 +378,77 @@ impl IngestApi {
         let mut acks = Vec::new();
         let mut accepted_events = Vec::new();
         let mut first_invalid = None;
-        let mut first_stream_error = None;
-        let results: Vec<serde_json::Value> = prepared
-            .into_iter()
-            .enumerate()
-            .map(|(i, prepared)| match prepared {
-                Ok((event, _)) => match put_results.next() {
+        let mut first_unavailable = None;
+        // Each claimed key with the answer to store, or `None` to release it.
+        let mut claims: Vec<(Claim, Option<String>)> = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let error = match item {
+                Item::Send { event, claim, .. } => match put_results.next() {
                     Some(Ok(ack)) => {
                         accepted_count += 1;
                         let body = accepted(&event, &ack);
+                        if let Some(claim) = claim {
+                            claims.push((claim, Some(body.to_string())));
+                        }
                         acks.push(ack);
                         accepted_events.push(event);
-                        body
+                        results.push(body);
+                        continue;
                     }
                     put => {
+                        claims.extend(claim.map(|claim| (claim, None)));
                         let error = put
                             .and_then(Result::err)
                             .unwrap_or_else(|| PublishError::Unavailable("not sent".into()));
                         let mut error = ApiError::from(error);
                         error.field = Some(format!("events[{i}]"));
-                        let body = json!({"error": error.body()});
-                        first_stream_error.get_or_insert(error);
-                        body
+                        error
                     }
                 },
-                Err(invalid) => {
-                    let body = json!({"error": invalid.body()});
-                    first_invalid.get_or_insert(invalid);
-                    body
+                Item::Replayed(answer) => {
+                    accepted_count += 1;
+                    acks.extend(replayed_ack(&answer));
+                    results.push(answer);
+                    continue;
                 }
-            })
+                Item::Invalid(error) => error,
+            };
+            results.push(json!({"error": error.body()}));
+            if error.status == StatusCode::SERVICE_UNAVAILABLE {
+                first_unavailable.get_or_insert(error);
+            } else {
+                first_invalid.get_or_insert(error);
+            }
+        }
+        let settling: Vec<_> = claims
+            .iter()
+            .map(|(claim, answer)| self.keys.settle(claim, answer.as_deref()))
             .collect();
+        stream::iter(settling)
+            .buffer_unordered(IDEMPOTENCY_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
 
         report_ahead(&accepted_events, self.emit_metrics);
-        let status = match (accepted_count, first_stream_error, first_invalid) {
+        let status = match (accepted_count, first_unavailable, first_invalid) {
             (n, _, _) if n == results.len() => StatusCode::ACCEPTED,
-            (0, Some(stream_error), _) => return Err(stream_error),
+            (0, Some(unavailable), _) => return Err(unavailable),
             (0, None, Some(invalid)) => {
                 let mut body = json!({"error": invalid.body(), "results": results});
                 body["error"]["message"] = json!(format!(
-                    "no event in the batch is valid; first: {}",
+                    "no event in the batch was accepted; first: {}",
                     invalid.message
                 ));
-                return Ok(ApiResponse::json(StatusCode::BAD_REQUEST, &body));
+                let response = ApiResponse::json(invalid.status, &body);
+                return Ok(if invalid.code == ErrorCode::IdempotencyInProgress.code() {
+                    response.with_header(
+                        http::header::RETRY_AFTER,
+                        HeaderValue::from(super::RETRY_AFTER_SECONDS),
+                    )
+                } else {
+                    response
+                });
             }
             _ => StatusCode::MULTI_STATUS,
         };

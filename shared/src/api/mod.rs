@@ -2,6 +2,7 @@
 //! lambda_http, behind API Gateway v1/v2, Function URLs or ALB) and `tidemark serve` (through a
 //! local HTTP server) turn their requests into an [`ApiRequest`] and send back the [`ApiResponse`].
 
+mod idempotent;
 pub mod ingest;
 pub mod query;
 
@@ -24,6 +25,8 @@ pub struct ApiRequest {
     /// The raw query string (without `?`), still percent-encoded.
     pub query: Option<String>,
     pub content_type: Option<String>,
+    /// The `Idempotency-Key` header ([`idempotency_key`]).
+    pub idempotency_key: Option<String>,
     pub body: Bytes,
 }
 
@@ -84,6 +87,10 @@ pub enum ErrorCode {
     Internal,
     /// A read with `after` whose write STATUS does not reflect yet.
     NotYetVisible,
+    /// An idempotency key sent again with a different request (422).
+    IdempotencyKeyReused,
+    /// An idempotency key whose first request is still being put (409; retry).
+    IdempotencyInProgress,
 }
 
 impl ErrorCode {
@@ -100,6 +107,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::NotYetVisible => "not_yet_visible",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyInProgress => "idempotency_in_progress",
         }
     }
 }
@@ -134,7 +143,8 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> ApiResponse {
-        let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.code == ErrorCode::IdempotencyInProgress.code();
         let response = ApiResponse::json(self.status, &json!({"error": self.body()}));
         if retry_after {
             response.with_header(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS))
@@ -259,6 +269,26 @@ pub fn content_type(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// The header that makes `POST /events` idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// `Idempotent-Replayed: true` marks an answer replayed for an idempotency key (the body is
+/// the first answer's).
+pub const IDEMPOTENT_REPLAYED: header::HeaderName =
+    header::HeaderName::from_static("idempotent-replayed");
+
+/// The `Idempotency-Key` header as text. Repeated headers are joined with ", " (HTTP's rule for
+/// combining them), which the key's rule then refuses, and bytes that are not UTF-8 are kept
+/// lossily so they are refused too, never taken for an absent key.
+pub fn idempotency_key(headers: &http::HeaderMap) -> Option<String> {
+    let mut values = headers
+        .get_all(IDEMPOTENCY_KEY_HEADER)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let first = values.next()?;
+    Some(values.fold(first, |joined, next| format!("{joined}, {next}")))
 }
 
 /// Which parts of the API a deployment serves: the ingest Lambda, the query Lambda, or both

@@ -2,6 +2,7 @@
 //! (`POST /events/batch`), with errors that name the JSON path of the offending field.
 
 use std::borrow::Cow;
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::event::Event;
+use super::idempotency::validate_idempotency_key;
 use super::limits::{Limits, MAX_BATCH_EVENTS};
 use super::rules::{
     is_null, parse_timestamp, set_once, validate_data, validate_id, validate_status, FieldError,
@@ -96,25 +98,47 @@ fn string_field(raw: &RawValue, field: &str) -> Result<String, FieldError> {
 
 /// Parses and validates one event from API input. `received_at` is the API's receive time: the
 /// default timestamp and the reference for the future-skew rule. `prefix` names the event inside
-/// a batch (`events[3]`) so errors point at the right field.
+/// a batch (`events[3]`) so errors point at the right field. A single event takes its
+/// idempotency key from the `Idempotency-Key` header, so the body field is refused.
 pub fn parse_event(
     raw: &RawValue,
     prefix: Option<&str>,
     received_at: EventTime,
     limits: &Limits,
 ) -> Result<Event, FieldError> {
-    parse_event_at(raw, prefix, received_at, received_at, limits)
+    let (event, key) = parse_event_at(raw, prefix, received_at, received_at, limits)?;
+    if key.is_some() {
+        let field = FieldPath(prefix).of(IDEMPOTENCY_KEY_FIELD);
+        return Err(FieldError::new(
+            &field,
+            Rule::UnknownField,
+            format!("{field} belongs to batch items; send a single event's key as the Idempotency-Key header"),
+        ));
+    }
+    Ok(event)
+}
+
+/// A batch item's optional idempotency key.
+pub const IDEMPOTENCY_KEY_FIELD: &str = "idempotency_key";
+
+/// One valid item of a batch: its event, its idempotency key, and its JSON text as sent (what
+/// the key's fingerprint covers).
+#[derive(Clone, Debug)]
+pub struct BatchItem<'a> {
+    pub event: Event,
+    pub idempotency_key: Option<String>,
+    pub raw: &'a RawValue,
 }
 
 /// [`parse_event`] where an event without a timestamp gets `default_time` instead of the
-/// receive time (a batch item's position, see [`parse_batch`]).
+/// receive time (a batch item's position, see [`parse_batch`]), and its idempotency key.
 fn parse_event_at(
     raw: &RawValue,
     prefix: Option<&str>,
     received_at: EventTime,
     default_time: EventTime,
     limits: &Limits,
-) -> Result<Event, FieldError> {
+) -> Result<(Event, Option<String>), FieldError> {
     let at = FieldPath(prefix);
     let Members(members) =
         serde_json::from_str(raw.get()).map_err(|e| json_error(&e, at, "a JSON object"))?;
@@ -123,18 +147,20 @@ fn parse_event_at(
     let mut status = None;
     let mut timestamp = None;
     let mut data = None;
+    let mut idempotency_key = None;
     for (name, value) in members {
         let slot = match name.as_ref() {
             "id" => &mut id,
             "status" => &mut status,
             "timestamp" => &mut timestamp,
             "data" => &mut data,
+            IDEMPOTENCY_KEY_FIELD => &mut idempotency_key,
             other => {
                 return Err(FieldError::new(
                     at.of(other),
                     Rule::UnknownField,
                     format!(
-                        "{} is not a field of an event (id, status, timestamp, data)",
+                        "{} is not a field of an event (id, status, timestamp, data; idempotency_key in a batch)",
                         at.of(other)
                     ),
                 ))
@@ -145,6 +171,15 @@ fn parse_event_at(
     // An explicit null is the same as leaving an optional field out.
     let timestamp = timestamp.filter(|raw| !is_null(raw));
     let data = data.filter(|raw| !is_null(raw));
+    let idempotency_key = idempotency_key
+        .filter(|raw| !is_null(raw))
+        .map(|raw| {
+            let field = at.of(IDEMPOTENCY_KEY_FIELD);
+            let key = string_field(raw, &field)?;
+            validate_idempotency_key(&key, &field)?;
+            Ok(key)
+        })
+        .transpose()?;
 
     fn required<'v>(value: Option<&'v RawValue>, field: &str) -> Result<&'v RawValue, FieldError> {
         value.ok_or_else(|| FieldError::new(field, Rule::Required, format!("{field} is required")))
@@ -169,26 +204,29 @@ fn parse_event_at(
         .map(|raw| validate_data(raw, &at.of("data"), limits))
         .transpose()?;
 
-    Ok(Event {
-        id,
-        status,
-        timestamp,
-        event_time,
-        data,
-        received_at,
-    })
+    Ok((
+        Event {
+            id,
+            status,
+            timestamp,
+            event_time,
+            data,
+            received_at,
+        },
+        idempotency_key,
+    ))
 }
 
 /// Parses `{"events":[…]}`: the envelope must be valid, with 1–500 events; each event is then
 /// validated on its own so one bad event does not reject the others. Events without a timestamp
 /// keep their request order: the i-th gets the receive time plus i nanoseconds, so their versions
 /// differ by event time and the sequence numbers (which a retried PutRecords entry changes) never
-/// decide between them.
-pub fn parse_batch(
-    body: &str,
+/// decide between them. An idempotency key used by an earlier item of the same batch is refused.
+pub fn parse_batch<'a>(
+    body: &'a str,
     received_at: EventTime,
     limits: &Limits,
-) -> Result<Vec<Result<Event, FieldError>>, FieldError> {
+) -> Result<Vec<Result<BatchItem<'a>, FieldError>>, FieldError> {
     let Members(members) = serde_json::from_str(body)
         .map_err(|e| json_error(&e, FieldPath(None), "a JSON object with an events array"))?;
     let mut events = None;
@@ -221,20 +259,66 @@ pub fn parse_batch(
             ),
         ));
     }
+    let mut first_use: HashMap<String, usize> = HashMap::new();
     Ok(events
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            // Request order, whatever PutRecords retries do to sequence numbers: the i-th event
-            // without a timestamp is i nanoseconds after the receive time.
-            let default_time = received_at.saturating_add(Duration::from_nanos(i as u64));
-            parse_event_at(
+            let item = parse_batch_item(
                 raw,
-                Some(&format!("events[{i}]")),
+                i,
                 received_at,
-                default_time,
+                batch_default_time(received_at, i),
                 limits,
-            )
+            )?;
+            if let Some(key) = &item.idempotency_key {
+                match first_use.entry(key.clone()) {
+                    Entry::Occupied(earlier) => {
+                        let field = format!("events[{i}].{IDEMPOTENCY_KEY_FIELD}");
+                        return Err(FieldError::new(
+                            &field,
+                            Rule::DuplicateKey,
+                            format!(
+                                "{field} is the key of events[{}] too; each item needs its own",
+                                earlier.get()
+                            ),
+                        ));
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(i);
+                    }
+                }
+            }
+            Ok(item)
         })
         .collect())
+}
+
+/// Request order, whatever PutRecords retries do to sequence numbers: the i-th event without a
+/// timestamp is i nanoseconds after the receive time.
+pub fn batch_default_time(received_at: EventTime, index: usize) -> EventTime {
+    received_at.saturating_add(Duration::from_nanos(index as u64))
+}
+
+/// The `index`-th item of a batch, stamped with the given times (a request that took over an
+/// idempotency key restamps its item with the first attempt's).
+pub fn parse_batch_item<'a>(
+    raw: &'a RawValue,
+    index: usize,
+    received_at: EventTime,
+    default_time: EventTime,
+    limits: &Limits,
+) -> Result<BatchItem<'a>, FieldError> {
+    let (event, idempotency_key) = parse_event_at(
+        raw,
+        Some(&format!("events[{index}]")),
+        received_at,
+        default_time,
+        limits,
+    )?;
+    Ok(BatchItem {
+        event,
+        idempotency_key,
+        raw,
+    })
 }

@@ -50,6 +50,29 @@ pub const MAX_DEAD_LETTER_REASON_CHARS: usize = 4096;
 /// Longest DEADLETTER retention that can be configured: ten years is "keep", not a TTL.
 pub const MAX_DEAD_LETTER_TTL_DAYS: u64 = 3650;
 
+/// Longest `Idempotency-Key` (and batch item `idempotency_key`): a UUID is 36 characters and
+/// Stripe-style keys allow 255; the key is stored in every idempotency record, so it is bounded.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// How long a request holds its idempotency key while it puts its event: a second request with
+/// the key in this window is told to retry (409), after it the key can be taken over. Longer than
+/// the longest the ingest function can run (`HttpTimeoutSeconds` is at most 29 s), so a holder
+/// whose lease ran out has certainly stopped.
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(30);
+
+/// How long a completed key answers retries by default: a day, as Stripe and Powertools do,
+/// covers every client retry schedule in practice.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest configurable key lifetime, in hours: the table holds one item per keyed event for
+/// this long, so a month is a ceiling against a misconfiguration that grows it without bound.
+pub const MAX_IDEMPOTENCY_TTL_HOURS: u64 = 30 * 24;
+
+/// Keyed batch items whose keys are claimed at once: a 500-item batch is 500 conditional puts,
+/// and 32 in flight hide DynamoDB's latency without bursting a fresh on-demand table (the same
+/// reasoning as `DEFAULT_WRITE_CONCURRENCY`).
+pub const IDEMPOTENCY_CONCURRENCY: usize = 32;
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).

@@ -5,11 +5,14 @@
 //!   `data.rs`: readable back as sent); [`limits`]: every bound, named.
 //! - [`input`]: reading events from API input; [`record`]: their bytes on the stream.
 //! - [`version`], [`sequence`], [`time`]: what "newest" means; [`batch`]: coalescing and settling.
+//! - [`consistency`]: reading one's own write; [`idempotency`]: answering a retried request once.
 
 pub mod batch;
 pub mod consistency;
 mod data;
+pub mod digest;
 pub mod event;
+pub mod idempotency;
 pub mod input;
 pub mod limits;
 pub mod record;
@@ -20,7 +23,7 @@ pub mod version;
 
 pub use batch::{coalesce, settle, Coalesced, Settlement, VersionedEvent};
 pub use event::Event;
-pub use input::{parse_batch, parse_event};
+pub use input::{parse_batch, parse_event, BatchItem};
 pub use limits::Limits;
 pub use record::{decode_record, PoisonReason};
 pub use rules::{FieldError, Rule};

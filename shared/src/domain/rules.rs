@@ -32,6 +32,8 @@ pub enum Rule {
     InvalidString,
     OutOfRange,
     InvalidToken,
+    /// A character outside what the field allows (an idempotency key: visible ASCII).
+    InvalidCharacter,
 }
 
 impl Rule {
@@ -54,6 +56,7 @@ impl Rule {
             Rule::InvalidString => "invalid_string",
             Rule::OutOfRange => "out_of_range",
             Rule::InvalidToken => "invalid_token",
+            Rule::InvalidCharacter => "invalid_character",
         }
     }
 }

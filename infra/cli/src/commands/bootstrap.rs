@@ -28,8 +28,12 @@ pub async fn run(args: BootstrapArgs) -> ExitCode {
                 created.join(", ")
             };
             println!(
-                "stream {} and tables {}, {}, {} are ready (created: {created})",
-                names.stream, names.status_table, names.oplog_table, names.deadletter_table,
+                "stream {} and tables {}, {}, {}, {} are ready (created: {created})",
+                names.stream,
+                names.status_table,
+                names.oplog_table,
+                names.deadletter_table,
+                names.idempotency_table,
             );
             ExitCode::SUCCESS
         }

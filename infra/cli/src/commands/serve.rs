@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use tidemark::adapters::Adapters;
-use tidemark::config::{limits_from_env, processor_settings_from_env, ResourceNames};
+use tidemark::config::{
+    idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, ResourceNames,
+};
 use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
     aws_adapters, default_poll_interval, run as serve, NetworkSettings, ServeSettings,
@@ -90,11 +92,12 @@ impl ServeArgs {
             .await
             .map_err(|e| e.to_string())?;
         let description = format!(
-            "stream {} and tables {}, {}, {} at {}",
+            "stream {} and tables {}, {}, {}, {} at {}",
             names.stream,
             names.status_table,
             names.oplog_table,
             names.deadletter_table,
+            names.idempotency_table,
             endpoint.unwrap_or("the AWS environment's endpoints")
         );
         Ok((adapters, description))
@@ -102,9 +105,13 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let (processor, limits) = match (processor_settings_from_env(), limits_from_env()) {
-        (Ok(p), Ok(l)) => (p, l),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    let (processor, limits, idempotency_ttl) = match (
+        processor_settings_from_env(),
+        limits_from_env(),
+        idempotency_ttl_from_env(),
+    ) {
+        (Ok(p), Ok(l), Ok(t)) => (p, l, t),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
     let settings = ServeSettings {
         esm: EsmSettings {
@@ -119,6 +126,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         processor,
         limits,
+        idempotency_ttl: Some(idempotency_ttl),
         network: NetworkSettings {
             header_read_timeout: Duration::from_secs(args.header_timeout_secs),
             body_read_timeout: Duration::from_secs(args.body_timeout_secs),

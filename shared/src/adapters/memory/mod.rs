@@ -1,5 +1,5 @@
 //! In-memory adapters with the semantics of the real services ([`MemoryStream`] for Kinesis,
-//! the tables for DynamoDB), and [`MemoryBackend`]: one stream and three tables that
+//! the tables for DynamoDB), and [`MemoryBackend`]: one stream and the tables that
 //! [`super::Adapters::in_memory`] serves and tests inspect.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,7 +8,9 @@ mod stream;
 mod tables;
 
 pub use stream::{hash_key, MemoryStream};
-pub use tables::{MemoryCheckpointStore, MemoryDeadLetterStore, MemoryStatusStore};
+pub use tables::{
+    MemoryCheckpointStore, MemoryDeadLetterStore, MemoryIdempotencyStore, MemoryStatusStore,
+};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
 /// section here leaves the state consistent, so the data is still good.
@@ -25,16 +27,18 @@ pub struct MemoryBackend {
     pub status: Arc<MemoryStatusStore>,
     pub checkpoints: Arc<MemoryCheckpointStore>,
     pub dead_letters: Arc<MemoryDeadLetterStore>,
+    pub idempotency: Arc<MemoryIdempotencyStore>,
 }
 
 impl MemoryBackend {
-    /// An empty stream of `shards` shards and three empty tables.
+    /// An empty stream of `shards` shards and empty tables.
     pub fn new(shards: usize) -> Self {
         Self {
             stream: Arc::new(MemoryStream::new(shards)),
             status: Arc::default(),
             checkpoints: Arc::default(),
             dead_letters: Arc::default(),
+            idempotency: Arc::default(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The three tables in memory: conditional STATUS and OPLOG writes that compare exactly what the
+//! The tables in memory: conditional STATUS and OPLOG writes that compare exactly what the
 //! DynamoDB conditions compare, and DEADLETTER keyed as in DynamoDB. Each counts its calls, so
 //! tests and benchmarks can check the write economy.
 
@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::domain::idempotency::{IdempotencyRecord, KeyState};
+use crate::domain::EventTime;
 use crate::ports::*;
 
 use super::lock;
@@ -136,5 +138,105 @@ impl DeadLetterWriter for MemoryDeadLetterStore {
 impl DeadLetterReader for MemoryDeadLetterStore {
     async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
         Ok(lock(&self.letters).values().cloned().collect())
+    }
+}
+
+/// Idempotency keys in memory, with the conditions of the DynamoDB adapter. Expired records are
+/// swept whenever the map has doubled since the last sweep, so `serve` under a steady keyed load
+/// holds about two TTLs' worth of keys, not every key ever sent.
+#[derive(Default)]
+pub struct MemoryIdempotencyStore {
+    state: Mutex<IdempotencyKeys>,
+}
+
+#[derive(Default)]
+struct IdempotencyKeys {
+    records: HashMap<String, IdempotencyRecord>,
+    sweep_at_len: usize,
+}
+
+/// Below this many keys, sweeping is not worth a pass over the map.
+const MIN_SWEEP_LEN: usize = 1024;
+
+impl MemoryIdempotencyStore {
+    pub fn get(&self, key: &str) -> Option<IdempotencyRecord> {
+        lock(&self.state).records.get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.state).records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `change` on the in-progress record of `key` held under `lease_ms`; false otherwise.
+    fn with_held(
+        &self,
+        key: &str,
+        lease_ms: i64,
+        change: impl FnOnce(&mut HashMap<String, IdempotencyRecord>),
+    ) -> bool {
+        let mut state = lock(&self.state);
+        let held = matches!(
+            state.records.get(key).map(|r| &r.state),
+            Some(KeyState::InProgress { lease_until_ms }) if *lease_until_ms == lease_ms
+        );
+        if held {
+            change(&mut state.records);
+        }
+        held
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: EventTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut state = lock(&self.state);
+        if state.records.len() >= state.sweep_at_len.max(MIN_SWEEP_LEN) {
+            state.records.retain(|_, r| r.is_live(now));
+            state.sweep_at_len = state.records.len() * 2;
+        }
+        match state.records.get(&record.key) {
+            Some(held) if held.is_live(now) => Ok(Some(held.clone())),
+            _ => {
+                state.records.insert(record.key.clone(), record.clone());
+                Ok(None)
+            }
+        }
+    }
+
+    async fn take_over(
+        &self,
+        key: &str,
+        expected_lease_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with_held(key, expected_lease_ms, |records| {
+            if let Some(record) = records.get_mut(key) {
+                record.state = KeyState::InProgress { lease_until_ms };
+            }
+        }))
+    }
+
+    async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError> {
+        Ok(self.with_held(key, lease_ms, |records| {
+            if let Some(record) = records.get_mut(key) {
+                record.state = KeyState::Completed {
+                    answer: answer.to_owned(),
+                };
+            }
+        }))
+    }
+
+    async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.with_held(key, lease_ms, |records| {
+            records.remove(key);
+        }))
     }
 }
