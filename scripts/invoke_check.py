@@ -83,6 +83,18 @@ def ingest_checks():
     check(same_id == sorted(same_id) and len(set(same_id)) == 3,
           f"{fixture}: one id's records should have increasing sequence numbers: {same_id}")
 
+    # The same request twice with one Idempotency-Key: the second is the first answer, replayed
+    # from the IDEMPOTENCY table, and the stream holds the event once (checked below).
+    fixture = "ingest/apigw-v2-post-event-idempotent.json"
+    first = invoke("ingest", fixture)
+    retry = invoke("ingest", fixture)
+    check(first.get("statusCode") == 202 and retry.get("statusCode") == 202,
+          f"{fixture}: expected 202 twice, got {first} and {retry}")
+    replayed = {k.lower(): v for k, v in (retry.get("headers") or {}).items()}
+    check(replayed.get("idempotent-replayed") == "true" and retry.get("body") == first.get("body"),
+          f"{fixture}: the retry should be the first answer, replayed: {first} then {retry}")
+    print(f"ok   ingest    {fixture:<40} 202, then the same answer replayed")
+
     fixture = "ingest/apigw-v2-post-invalid.json"
     body = http("ingest", fixture, 400)
     check(body.get("error", {}).get("field") == "id", f"{fixture}: the error should name 'id': {body}")
@@ -100,7 +112,7 @@ def stream_holds_the_accepted_events():
         records = kinesis.get_records(ShardIterator=iterator, Limit=1000)["Records"]
         ids += [json.loads(r["Data"])["id"] for r in records]
     expected = ["invoke-v1", "invoke-v2-base64", "invoke-url", "invoke-alb",
-                "invoke-v2", "invoke-v2", "invoke-v2", "invoke-v2b"]
+                "invoke-v2", "invoke-v2", "invoke-v2", "invoke-v2b", "invoke-idem"]
     check(sorted(ids) == sorted(expected), f"the stream should hold {sorted(expected)}, holds {sorted(ids)}")
     print(f"ok   stream holds the {len(ids)} accepted events")
 

@@ -20,7 +20,13 @@ from cfnlint.decode import cfn_yaml
 TEMPLATE = "template.yaml"
 CONFIG = "shared/src/config.rs"
 OPENAPI = "shared/openapi.json"
-REQUIRED_NAMES = ["STREAM_NAME_VAR", "STATUS_TABLE_VAR", "OPLOG_TABLE_VAR", "DEADLETTER_TABLE_VAR"]
+REQUIRED_NAMES = [
+    "STREAM_NAME_VAR",
+    "STATUS_TABLE_VAR",
+    "OPLOG_TABLE_VAR",
+    "DEADLETTER_TABLE_VAR",
+    "IDEMPOTENCY_TABLE_VAR",
+]
 
 problems = []
 

@@ -11,7 +11,12 @@ try:
     kinesis.delete_stream(StreamName=os.environ["TIDEMARK_STREAM_NAME"], EnforceConsumerDeletion=True)
 except kinesis.exceptions.ResourceNotFoundException:
     pass
-for var in ("TIDEMARK_STATUS_TABLE", "TIDEMARK_OPLOG_TABLE", "TIDEMARK_DEADLETTER_TABLE"):
+for var in (
+    "TIDEMARK_STATUS_TABLE",
+    "TIDEMARK_OPLOG_TABLE",
+    "TIDEMARK_DEADLETTER_TABLE",
+    "TIDEMARK_IDEMPOTENCY_TABLE",
+):
     try:
         dynamodb.delete_table(TableName=os.environ[var])
     except dynamodb.exceptions.ResourceNotFoundException:

@@ -1094,6 +1094,29 @@ mod lambda_payloads {
         response
     }
 
+    /// The `Idempotency-Key` header reaches the API through lambda_http, and the replay header
+    /// comes back out: the second invocation is the first answer, and nothing more is put.
+    #[tokio::test]
+    async fn the_idempotency_key_header_survives_the_lambda_payload() {
+        let f = fixture_api_at(EventTime::parse_rfc3339("2026-11-22T10:10:00Z").unwrap());
+        let event = || {
+            fixture(include_str!(
+                "../../events/ingest/apigw-v2-post-event-idempotent.json"
+            ))
+        };
+        let first = through_lambda(&f, event()).await;
+        let retry = through_lambda(&f, event()).await;
+        assert_eq!(first.status, StatusCode::ACCEPTED);
+        assert_eq!(retry.body, first.body);
+        assert_eq!(
+            retry.header(&tidemark::api::IDEMPOTENT_REPLAYED).unwrap(),
+            "true"
+        );
+        let lambda = to_lambda_response(retry);
+        assert_eq!(lambda.headers()["idempotent-replayed"], "true");
+        assert_eq!(f.memory.stream.retained_records(), 1);
+    }
+
     #[tokio::test]
     async fn every_integration_routes_post_and_get() {
         // The day the fixtures' events carry timestamps of, so none is in the future.
