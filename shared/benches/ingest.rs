@@ -62,6 +62,14 @@ fn ingest(c: &mut Criterion) {
         (0..500).map(event).collect::<Vec<_>>().join(",")
     );
 
+    let keyed_batch = format!(
+        r#"{{"events":[{}]}}"#,
+        (0..500)
+            .map(|i| event(i).replacen('{', &format!(r#"{{"idempotency_key":"key-{i}","#), 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+
     let (economy, stream) = api();
     for events in [1usize, 250, 500] {
         let before = stream.put_many_calls();
@@ -94,7 +102,40 @@ fn ingest(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The idempotency key's own cost in memory (a SHA-256 and a claim per event; on AWS add a
+    // conditional put and an update per key).
+    group.bench_function("post_event_keyed", |b| {
+        b.to_async(&runtime).iter_batched(
+            || api().0,
+            |api| {
+                let request = ApiRequest {
+                    idempotency_key: Some("4f6c0e2a-8d1b-4c55-9a0e-3b1f2d7c9e10".into()),
+                    ..request("/events", &single)
+                };
+                async move {
+                    let response = api.handle(request).await;
+                    assert_eq!(response.status, 202);
+                    api
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.throughput(Throughput::Elements(500));
+    group.bench_function("post_batch_500_keyed", |b| {
+        b.to_async(&runtime).iter_batched(
+            || api().0,
+            |api| {
+                let request = request("/events/batch", &keyed_batch);
+                async move {
+                    let response = api.handle(request).await;
+                    assert_eq!(response.status, 202);
+                    api
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("post_batch_500", |b| {
         b.to_async(&runtime).iter_batched(
             || api().0,

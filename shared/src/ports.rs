@@ -141,8 +141,14 @@ pub enum StoreError {
     Throttled(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A refusal no retry can fix and that would refuse any item: a missing table, a corrupt
+    /// row. Retried like an outage, since only an operator can fix it and no record is at fault.
     #[error("store rejected the request: {0}")]
     Rejected(String),
+    /// A refusal of this one item that no retry can fix (DynamoDB: over the 400 KB item limit).
+    /// The record it came from is poison: the processor sets it aside instead of retrying.
+    #[error("store refused this item: {0}")]
+    ItemRejected(String),
 }
 
 /// Writing STATUS: what the processor needs.

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 
 use crate::consumer::{BatchOutcome, Consumer};
 use crate::domain::{
-    coalesce, decode_record, settle, Clock, Limits, SequenceNumber, Version, VersionedEvent,
+    coalesce, decode_record, settle, Clock, EventTime, Limits, SequenceNumber, Version,
+    VersionedEvent,
 };
 use crate::ports::*;
 use crate::telemetry::BatchReport;
@@ -56,6 +57,12 @@ enum WriteResult {
     DeadLettered,
     Applied,
     Stale,
+    /// STATUS refused an id's newest record(s) for good: they were dead-lettered, and the id's
+    /// next newest record in the batch applied (or was stale), or none was left.
+    SetAside {
+        dead_lettered: usize,
+        then: Option<ApplyOutcome>,
+    },
     Failed {
         sequence: SequenceNumber,
         error: StoreError,
@@ -122,15 +129,13 @@ impl Processor {
                     version: Version::new(event.event_time, record.sequence_number.clone()),
                     event,
                 }),
-                Err(reason) => {
-                    let mut letter =
-                        DeadLetter::new(shard_id, record, &reason.to_string(), &now_text);
-                    letter.expires_at = self
-                        .settings
-                        .dead_letter_ttl
-                        .map(|ttl| now.saturating_add(ttl).unix_millis() / 1000);
-                    writes.push(Write::DeadLetter(letter));
-                }
+                Err(reason) => writes.push(Write::DeadLetter(self.dead_letter(
+                    shard_id,
+                    record,
+                    &reason.to_string(),
+                    now,
+                    &now_text,
+                ))),
             }
         }
 
@@ -143,8 +148,14 @@ impl Processor {
         }));
 
         // 3. Apply, many in flight at once.
+        let batch = BatchContext {
+            shard_id,
+            records,
+            now,
+            now_text: &now_text,
+        };
         let results: Vec<WriteResult> = stream::iter(writes)
-            .map(|write| self.write(write))
+            .map(|write| self.write(write, &batch))
             .buffer_unordered(self.settings.write_concurrency.max(1))
             .collect()
             .await;
@@ -154,6 +165,17 @@ impl Processor {
                 WriteResult::DeadLettered => report.dead_lettered += 1,
                 WriteResult::Applied => report.applied += 1,
                 WriteResult::Stale => report.stale += 1,
+                WriteResult::SetAside {
+                    dead_lettered,
+                    then,
+                } => {
+                    report.dead_lettered += dead_lettered;
+                    match then {
+                        Some(ApplyOutcome::Applied) => report.applied += 1,
+                        Some(ApplyOutcome::Stale) => report.stale += 1,
+                        None => {}
+                    }
+                }
                 WriteResult::Failed { sequence, error } => {
                     report.failed += 1;
                     report.last_error = Some(error.to_string());
@@ -189,7 +211,23 @@ impl Processor {
         }
     }
 
-    async fn write(&self, write: Write) -> WriteResult {
+    fn dead_letter(
+        &self,
+        shard_id: &str,
+        record: &StreamRecord,
+        reason: &str,
+        now: EventTime,
+        now_text: &str,
+    ) -> DeadLetter {
+        let mut letter = DeadLetter::new(shard_id, record, reason, now_text);
+        letter.expires_at = self
+            .settings
+            .dead_letter_ttl
+            .map(|ttl| now.saturating_add(ttl).unix_millis() / 1000);
+        letter
+    }
+
+    async fn write(&self, write: Write, batch: &BatchContext<'_>) -> WriteResult {
         match write {
             Write::DeadLetter(letter) => match self.dead_letters.put(&letter).await {
                 Ok(()) => WriteResult::DeadLettered,
@@ -204,6 +242,9 @@ impl Processor {
             } => match self.status.apply(row).await {
                 Ok(ApplyOutcome::Applied) => WriteResult::Applied,
                 Ok(ApplyOutcome::Stale) => WriteResult::Stale,
+                Err(StoreError::ItemRejected(reason)) => {
+                    self.set_aside(lowest_sequence, reason, batch).await
+                }
                 Err(error) => WriteResult::Failed {
                     sequence: lowest_sequence,
                     error,
@@ -211,6 +252,93 @@ impl Processor {
             },
         }
     }
+
+    /// STATUS refused an id's newest record in this batch for good (its row would be too large):
+    /// that record is poison. Dead-letter it and apply the id's next newest record of the batch
+    /// instead, and so on, so the row holds the newest record that can be applied. Rare, so the
+    /// id's records are found again by decoding, rather than kept for every id on the way in.
+    async fn set_aside(
+        &self,
+        lowest_sequence: SequenceNumber,
+        mut reason: String,
+        batch: &BatchContext<'_>,
+    ) -> WriteResult {
+        let limits = &self.settings.limits;
+        let records: &[StreamRecord] = batch.records;
+        let decoded = |record: &'_ StreamRecord| -> Option<VersionedEvent> {
+            decode_record(&record.data, limits)
+                .ok()
+                .map(|event| VersionedEvent {
+                    version: Version::new(event.event_time, record.sequence_number.clone()),
+                    event,
+                })
+        };
+        let Some(id) = records
+            .iter()
+            .find(|r| r.sequence_number == lowest_sequence)
+            .and_then(decoded)
+            .map(|v| v.event.id)
+        else {
+            return WriteResult::Failed {
+                sequence: lowest_sequence,
+                error: StoreError::ItemRejected(reason),
+            };
+        };
+        // The id's records, newest first: the first is the one just refused.
+        let mut candidates: Vec<(&StreamRecord, VersionedEvent)> = records
+            .iter()
+            .filter_map(|record| decoded(record).map(|v| (record, v)))
+            .filter(|(_, v)| v.event.id == id)
+            .collect();
+        candidates.sort_by(|a, b| b.1.version.cmp(&a.1.version));
+        let mut dead_lettered = 0;
+        for (i, (record, candidate)) in candidates.into_iter().enumerate() {
+            if i > 0 {
+                let row = status_row(candidate, batch.shard_id, batch.now_text);
+                match self.status.apply(row).await {
+                    Ok(outcome) => {
+                        return WriteResult::SetAside {
+                            dead_lettered,
+                            then: Some(outcome),
+                        }
+                    }
+                    Err(StoreError::ItemRejected(next_reason)) => reason = next_reason,
+                    Err(error) => {
+                        return WriteResult::Failed {
+                            sequence: lowest_sequence,
+                            error,
+                        }
+                    }
+                }
+            }
+            let letter = self.dead_letter(
+                batch.shard_id,
+                record,
+                &format!("STATUS refused the row for good: {reason}"),
+                batch.now,
+                batch.now_text,
+            );
+            if let Err(error) = self.dead_letters.put(&letter).await {
+                return WriteResult::Failed {
+                    sequence: lowest_sequence,
+                    error,
+                };
+            }
+            dead_lettered += 1;
+        }
+        WriteResult::SetAside {
+            dead_lettered,
+            then: None,
+        }
+    }
+}
+
+/// What a write needs to know about its batch when it has to fall back.
+struct BatchContext<'a> {
+    shard_id: &'a str,
+    records: &'a [StreamRecord],
+    now: EventTime,
+    now_text: &'a str,
 }
 
 #[async_trait]

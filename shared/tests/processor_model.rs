@@ -39,14 +39,17 @@ enum Produced {
         offset_hours: i8,
         with_data: bool,
         copies: u8,
+        /// STATUS refuses this event's row for good (as DynamoDB refuses an item over 400 KB):
+        /// a record that decodes but can never be applied.
+        refused: bool,
     },
     Poison(u8),
 }
 
 fn produced() -> impl Strategy<Value = Produced> {
     prop_oneof![
-        12 => (0u8..24, 0u16..40, prop::sample::select(vec![-5i8, 0, 2]), any::<bool>(), 1u8..=3)
-            .prop_map(|(id, millis, offset_hours, with_data, copies)| Produced::Event { id, millis, offset_hours, with_data, copies }),
+        12 => (0u8..24, 0u16..40, prop::sample::select(vec![-5i8, 0, 2]), any::<bool>(), 1u8..=3, prop::bool::weighted(0.08))
+            .prop_map(|(id, millis, offset_hours, with_data, copies, refused)| Produced::Event { id, millis, offset_hours, with_data, copies, refused }),
         1 => (0u8..4).prop_map(Produced::Poison),
     ]
 }
@@ -102,8 +105,8 @@ fn poison_bytes(kind: u8) -> Bytes {
     })
 }
 
-/// An accepted event as the model sees it: id, version, status.
-type ModelEvent = (String, Version, String);
+/// An accepted event as the model sees it: id, version, status, and whether STATUS refuses it.
+type ModelEvent = (String, Version, String, bool);
 
 /// What was put: per shard, in order, each record's sequence number and its event (None: poison).
 struct Accepted {
@@ -111,11 +114,11 @@ struct Accepted {
 }
 
 impl Accepted {
-    /// The model: the newest version per id over every accepted event.
+    /// The model: the newest version per id over every accepted event STATUS can hold.
     fn newest(&self) -> HashMap<String, (Version, String)> {
         let mut newest: HashMap<String, (Version, String)> = HashMap::new();
         for (_, event) in self.by_shard.values().flatten() {
-            if let Some((id, version, status)) = event {
+            if let Some((id, version, status, false)) = event {
                 let entry = newest
                     .entry(id.clone())
                     .or_insert_with(|| (version.clone(), status.clone()));
@@ -139,12 +142,14 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
                 offset_hours,
                 with_data,
                 copies,
+                refused,
             } => {
                 let instant = time::OffsetDateTime::parse(BASE, &Rfc3339).unwrap()
                     - time::Duration::milliseconds(i64::from(*millis));
                 let local = instant.to_offset(UtcOffset::from_hms(*offset_hours, 0, 0).unwrap());
                 let data = if *with_data { r#","data":{"n":1}"# } else { "" };
-                let status = format!("s{millis}-{}", fastrand::u32(..));
+                let mark = if *refused { REFUSED } else { "" };
+                let status = format!("{mark}s{millis}-{}", fastrand::u32(..));
                 let json = format!(
                     r#"{{"id":"id-{id}","status":"{status}","timestamp":"{}"{data}}}"#,
                     local.format(&Rfc3339).unwrap()
@@ -162,10 +167,10 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
                         .unwrap();
                     let seq = ack.sequence_number.clone();
                     let version = Version::new(event.event_time, seq.clone());
-                    by_shard
-                        .entry(ack.shard_id)
-                        .or_default()
-                        .push((seq, Some((event.id.clone(), version, event.status.clone()))));
+                    by_shard.entry(ack.shard_id).or_default().push((
+                        seq,
+                        Some((event.id.clone(), version, event.status.clone(), *refused)),
+                    ));
                 }
             }
             Produced::Poison(kind) => {
@@ -178,6 +183,24 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
         }
     }
     Accepted { by_shard }
+}
+
+/// Marks the statuses of events STATUS refuses.
+const REFUSED: &str = "refused-";
+
+/// STATUS refusing marked rows for good, the way DynamoDB refuses an item over 400 KB.
+struct RefusesMarked(Arc<tidemark::adapters::memory::MemoryStatusStore>);
+
+#[async_trait::async_trait]
+impl StatusWriter for RefusesMarked {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        if row.status.starts_with(REFUSED) {
+            return Err(StoreError::ItemRejected(
+                "Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        self.0.apply(row).await
+    }
 }
 
 struct World {
@@ -195,8 +218,9 @@ impl World {
             Faults::new(chaos.seed ^ 1),
             Faults::new(chaos.seed ^ 2),
         ];
+        let refusing = RefusesMarked(memory.status.clone());
         let adapters = Adapters::in_memory(memory.clone())
-            .with_status_writer(Arc::new(Faulty::new(memory.status.clone(), &faults[0])))
+            .with_status_writer(Arc::new(Faulty::new(refusing, &faults[0])))
             .with_checkpoint_writer(Arc::new(Faulty::new(
                 memory.checkpoints.clone(),
                 &faults[1],
@@ -289,9 +313,13 @@ impl World {
             // The checkpoint never lies: everything up to it is reflected.
             for (seq, event) in records.iter().filter(|(seq, _)| *seq <= checkpoint) {
                 match event {
-                    Some((id, version, _)) => prop_assert!(
+                    Some((id, version, _, false)) => prop_assert!(
                         now.get(id).is_some_and(|v| *v >= version.key()),
                         "OPLOG of {shard} at {checkpoint} claims {seq} of {id}, which STATUS does not reflect"
+                    ),
+                    Some((id, version, _, true)) => prop_assert!(
+                        now.get(id).is_some_and(|v| *v >= version.key()) || letters.contains(seq.as_str()),
+                        "OPLOG of {shard} at {checkpoint} claims refused {seq} of {id}, neither outdated nor dead-lettered"
                     ),
                     None => prop_assert!(letters.contains(seq.as_str()), "OPLOG claims poison {seq} not dead-lettered"),
                 }
@@ -426,7 +454,45 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
                 .map(move |(seq, _)| (shard.clone(), seq.as_str().to_owned()))
         })
         .collect();
-    prop_assert_eq!(letters, poison);
+    // Refused events: each one newer than its id's final row was set aside; no other one was.
+    let rows = &rows;
+    let refused_newer: HashSet<(String, String)> = accepted
+        .by_shard
+        .iter()
+        .flat_map(|(shard, records)| {
+            records.iter().filter_map(move |(seq, e)| match e {
+                Some((id, version, _, true))
+                    if rows.get(id).is_none_or(|row| row.version < version.key()) =>
+                {
+                    Some((shard.clone(), seq.as_str().to_owned()))
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    let refused_any: HashSet<(String, String)> = accepted
+        .by_shard
+        .iter()
+        .flat_map(|(shard, records)| {
+            records
+                .iter()
+                .filter(|(_, e)| matches!(e, Some((_, _, _, true))))
+                .map(move |(seq, _)| (shard.clone(), seq.as_str().to_owned()))
+        })
+        .collect();
+    prop_assert!(
+        poison.is_subset(&letters),
+        "a poison record was not dead-lettered"
+    );
+    prop_assert!(
+        refused_newer.is_subset(&letters),
+        "a refused event newer than STATUS was lost"
+    );
+    let expected_at_most: HashSet<_> = poison.union(&refused_any).cloned().collect();
+    prop_assert!(
+        letters.is_subset(&expected_at_most),
+        "a valid, applicable event was dead-lettered"
+    );
     // Each shard's checkpoint ends at its last record.
     for (shard, records) in &accepted.by_shard {
         let checkpoint = world.checkpoint(shard).await;
@@ -475,6 +541,7 @@ async fn dynamodb_calls_per_batch_are_minimal() {
             offset_hours: 0,
             with_data: false,
             copies: 1,
+            refused: false,
         })
         .collect();
     records.push(Produced::Poison(0));
@@ -529,6 +596,7 @@ async fn a_failed_id_is_reported_at_its_lowest_record() {
             offset_hours: 0,
             with_data: false,
             copies: 1,
+            refused: false,
         })
         .collect();
     produce(&world.memory.stream, &records).await;

@@ -531,6 +531,45 @@ async fn an_oversized_poison_record_is_set_aside_cut_to_fit() {
     assert_eq!(letter.raw_sha256.as_ref().map(String::len), Some(64));
 }
 
+/// DynamoDB's refusal of one item for its size is told apart from errors that would refuse
+/// every item: the first makes its record poison (the processor sets it aside), the second keeps
+/// the batch retrying until an operator fixes the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_dynamodb_refuses_for_its_size_is_told_apart_from_configuration_errors() {
+    let resources = Resources::create("item-size", 1).await;
+    let status = resources.adapters().status_writer();
+    let row = |id: &str, data_bytes: usize| StatusRow {
+        id: id.into(),
+        status: "s".into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        data: Some(format!(r#"{{"x":"{}"}}"#, "y".repeat(data_bytes))),
+        received_at: "2024-05-01T12:00:00Z".into(),
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: SequenceNumber::parse("1").unwrap(),
+        version: tidemark::domain::VersionKey("1".into()),
+        updated_at: "2024-05-01T12:00:00Z".into(),
+    };
+    let refused = status.apply(row("huge", 410 * 1024)).await;
+    assert!(
+        matches!(refused, Err(StoreError::ItemRejected(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        status.apply(row("fits", 1024)).await,
+        Ok(ApplyOutcome::Applied)
+    );
+    let mut names = resources.names.clone();
+    names.status_table = format!("{}-missing", names.status_table);
+    let missing = Adapters::aws(&resources.sdk, &names)
+        .status_writer()
+        .apply(row("any", 10))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::Rejected(_))),
+        "{missing:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     let r = Resources::create("throttle", 2).await;

@@ -25,10 +25,18 @@ type Item = HashMap<String, AttributeValue>;
 /// variant in the SDK (it is not in the service model), and the others mean the same whichever
 /// operation raised them. Outcomes that decide behaviour (a failed condition) are checked with
 /// the SDK's typed checks instead, per operation.
+///
+/// A `ValidationException` is about this item only when DynamoDB says the item is too large
+/// ("Item size has exceeded the maximum allowed size", "Item size to update has exceeded …");
+/// every other one (a key that does not match the table's schema, a bad expression) would refuse
+/// every item alike, so it is a configuration error and must not turn records into dead letters.
 fn store_error(failure: Failure) -> StoreError {
     match failure {
         Failure::Throttled(m) => StoreError::Throttled(m),
         Failure::Service { code, message } => match code.as_str() {
+            "ValidationException" if is_item_size_refusal(&message) => {
+                StoreError::ItemRejected(message)
+            }
             "ValidationException"
             | "ResourceNotFoundException"
             | "ItemCollectionSizeLimitExceededException" => StoreError::Rejected(message),
@@ -36,6 +44,10 @@ fn store_error(failure: Failure) -> StoreError {
         },
         Failure::Unreachable(m) => StoreError::Unavailable(m),
     }
+}
+
+fn is_item_size_refusal(message: &str) -> bool {
+    message.contains("Item size") && message.contains("exceeded the maximum allowed size")
 }
 
 /// A failed condition on UpdateItem is the normal "already as new" answer, not an error.
@@ -592,5 +604,44 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             }
             Err(e) => Err(store_error(classify(&e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an item's own size makes a record poison; other validation errors are configuration.
+    #[test]
+    fn only_item_size_refusals_are_about_the_item() {
+        let validation = |message: &str| {
+            store_error(Failure::Service {
+                code: "ValidationException".into(),
+                message: message.into(),
+            })
+        };
+        for message in [
+            "Item size has exceeded the maximum allowed size",
+            "Item size to update has exceeded the maximum allowed size",
+        ] {
+            assert!(
+                matches!(validation(message), StoreError::ItemRejected(_)),
+                "{message}"
+            );
+        }
+        for message in [
+            "The provided key element does not match the schema",
+            "Invalid UpdateExpression: Syntax error",
+        ] {
+            assert!(
+                matches!(validation(message), StoreError::Rejected(_)),
+                "{message}"
+            );
+        }
+        let missing = store_error(Failure::Service {
+            code: "ResourceNotFoundException".into(),
+            message: "Requested resource not found".into(),
+        });
+        assert!(matches!(missing, StoreError::Rejected(_)));
     }
 }

@@ -20,8 +20,8 @@ use crate::domain::idempotency::{validate_idempotency_key, KeyScope};
 use crate::domain::input::{batch_default_time, parse_batch_item, IDEMPOTENCY_KEY_FIELD};
 use crate::domain::limits::{IDEMPOTENCY_CONCURRENCY, MAX_RECORD_BYTES, MAX_TOKEN_CHARS};
 use crate::domain::{
-    parse_batch, parse_event, BatchItem, Clock, Event, FieldError, Limits, Rule, SequenceNumber,
-    SystemClock,
+    parse_batch, parse_event, BatchItem, Clock, Event, EventTime, FieldError, Limits, Rule,
+    SequenceNumber, SystemClock,
 };
 use crate::ports::{IdempotencyStore, OutgoingRecord, PutAck};
 use crate::publish::{PublishError, Publisher};
@@ -199,10 +199,13 @@ impl IngestApi {
             )
         })?;
         // Validated before the key is claimed: a refused request never holds a key.
-        let event = parse_event(raw, None, received_at, &self.limits)?;
-        let record = outgoing(&event, None)?;
+        let (event, record) = self.prepare_event(raw, received_at)?;
         let Some(key) = key else {
-            return Ok(self.put_event(&event, &record).await?.1);
+            let answer = self.put_event(&event, &record).await?;
+            return Ok(ApiResponse::json_bytes(
+                StatusCode::ACCEPTED,
+                answer.into_bytes(),
+            ));
         };
         let claim = match self
             .keys
@@ -220,22 +223,23 @@ impl IngestApi {
             Admission::Replay(answer) => return Ok(replayed_response(answer)),
             Admission::Refused(error) => return Err(error),
         };
+        // A takeover puts the event as the first attempt stamped it.
         let restamped = if claim.received_at == received_at {
             Ok((event, record))
         } else {
-            parse_event(raw, None, claim.received_at, &self.limits)
-                .map_err(ApiError::from)
-                .and_then(|event| Ok((outgoing(&event, None)?, event)))
-                .map(|(record, event)| (event, record))
+            self.prepare_event(raw, claim.received_at)
         };
         let put = match restamped {
             Ok((event, record)) => self.put_event(&event, &record).await,
             Err(e) => Err(e),
         };
         match put {
-            Ok((answer, response)) => {
+            Ok(answer) => {
                 self.keys.complete(&claim, &answer).await;
-                Ok(response)
+                Ok(ApiResponse::json_bytes(
+                    StatusCode::ACCEPTED,
+                    answer.into_bytes(),
+                ))
             }
             Err(e) => {
                 self.keys.release(&claim).await;
@@ -244,19 +248,24 @@ impl IngestApi {
         }
     }
 
-    /// Puts one event; the answer as JSON text (what an idempotency key stores) and as a response.
-    async fn put_event(
+    /// One event and its stream record, stamped as received at `received_at`.
+    fn prepare_event(
         &self,
-        event: &Event,
-        record: &OutgoingRecord,
-    ) -> Result<(String, ApiResponse), ApiError> {
+        raw: &RawValue,
+        received_at: EventTime,
+    ) -> Result<(Event, OutgoingRecord), ApiError> {
+        let event = parse_event(raw, None, received_at, &self.limits)?;
+        let record = outgoing(&event, None)?;
+        Ok((event, record))
+    }
+
+    /// Puts one event; its answer as JSON text (what an idempotency key stores).
+    async fn put_event(&self, event: &Event, record: &OutgoingRecord) -> Result<String, ApiError> {
         let ack = self.publisher.publish(record).await?;
         report_ahead([event], self.emit_metrics);
         let mut body = accepted(event, &ack);
         body["received_at"] = json!(event.received_at.to_rfc3339());
-        let answer = body.to_string();
-        let response = ApiResponse::json_bytes(StatusCode::ACCEPTED, answer.clone().into_bytes());
-        Ok((answer, response))
+        Ok(body.to_string())
     }
 
     /// An item of a batch, admitted: keyed items claim their key (or replay, or are refused).
@@ -264,13 +273,10 @@ impl IngestApi {
         &self,
         index: usize,
         item: Result<BatchItem<'_>, FieldError>,
-        received_at: crate::domain::EventTime,
+        received_at: EventTime,
     ) -> Item {
         let field = format!("events[{index}]");
-        let prepare = |event: Event| match outgoing(&event, Some(&field)) {
-            Ok(record) => Ok((event, record)),
-            Err(e) => Err(e),
-        };
+        let prepare = |event: Event| outgoing(&event, Some(&field)).map(|record| (event, record));
         let item = match item {
             Ok(item) => item,
             Err(invalid) => return Item::Invalid(invalid.into()),

@@ -73,6 +73,10 @@ pub const MAX_IDEMPOTENCY_TTL_HOURS: u64 = 30 * 24;
 /// reasoning as `DEFAULT_WRITE_CONCURRENCY`).
 pub const IDEMPOTENCY_CONCURRENCY: usize = 32;
 
+/// DynamoDB's item size limit (400 KB, counted as attribute names plus values in bytes). The
+/// in-memory STATUS table refuses larger rows the way DynamoDB does.
+pub const MAX_DYNAMODB_ITEM_BYTES: usize = 400 * 1024;
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::idempotency::{IdempotencyRecord, KeyState};
+use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
 use crate::domain::EventTime;
 use crate::ports::*;
 
@@ -35,6 +36,12 @@ impl MemoryStatusStore {
 impl StatusWriter for MemoryStatusStore {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
         self.apply_calls.fetch_add(1, Ordering::Relaxed);
+        let size = item_size(&row);
+        if size > MAX_DYNAMODB_ITEM_BYTES {
+            return Err(StoreError::ItemRejected(format!(
+                "Item size has exceeded the maximum allowed size ({size} bytes)"
+            )));
+        }
         let mut rows = lock(&self.rows);
         match rows.get_mut(&row.id) {
             Some(stored) if stored.version >= row.version => Ok(ApplyOutcome::Stale),
@@ -48,6 +55,23 @@ impl StatusWriter for MemoryStatusStore {
             }
         }
     }
+}
+
+/// A STATUS row's size as DynamoDB counts it: attribute names and values, in bytes.
+fn item_size(row: &StatusRow) -> usize {
+    let attribute = |name: &str, value: &str| name.len() + value.len();
+    attribute("id", &row.id)
+        + attribute("status", &row.status)
+        + attribute("timestamp", &row.timestamp)
+        + row
+            .data
+            .as_deref()
+            .map_or(0, |data| attribute("data", data))
+        + attribute("received_at", &row.received_at)
+        + attribute("shard_id", &row.shard_id)
+        + attribute("sequence_number", row.sequence_number.as_str())
+        + attribute("version", &row.version.0)
+        + attribute("updated_at", &row.updated_at)
 }
 
 #[async_trait]
@@ -238,5 +262,41 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         Ok(self.with_held(key, lease_ms, |records| {
             records.remove(key);
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::domain::{SequenceNumber, VersionKey};
+
+    fn row(data_bytes: usize) -> StatusRow {
+        StatusRow {
+            id: "a".into(),
+            status: "s".into(),
+            timestamp: "t".into(),
+            data: Some("x".repeat(data_bytes)),
+            received_at: "r".into(),
+            shard_id: "s".into(),
+            sequence_number: SequenceNumber::parse("1").unwrap(),
+            version: VersionKey("1".into()),
+            updated_at: "u".into(),
+        }
+    }
+
+    /// Like DynamoDB, STATUS in memory refuses a row over 400 KB as that item's own fault.
+    #[tokio::test]
+    async fn rows_over_the_item_limit_are_refused_as_the_items_fault() {
+        let store = MemoryStatusStore::default();
+        let overhead = item_size(&row(0));
+        let at_limit = row(MAX_DYNAMODB_ITEM_BYTES - overhead);
+        assert_eq!(item_size(&at_limit), MAX_DYNAMODB_ITEM_BYTES);
+        assert_eq!(store.apply(at_limit).await, Ok(ApplyOutcome::Applied));
+        let over = row(MAX_DYNAMODB_ITEM_BYTES - overhead + 1);
+        assert!(matches!(
+            store.apply(over).await,
+            Err(StoreError::ItemRejected(_))
+        ));
     }
 }
