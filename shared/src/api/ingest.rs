@@ -50,9 +50,9 @@ impl From<PublishError> for ApiError {
     }
 }
 
-/// The stream record for an event. `field` names the event in errors (`events[3]` in a batch;
-/// `None` for the whole body).
-fn outgoing(event: &Event, field: Option<&str>) -> Result<OutgoingRecord, ApiError> {
+/// The stream record for an event. `index` is the event's place in a batch (`None` for the whole
+/// body), for naming it in errors.
+fn outgoing(event: &Event, index: Option<usize>) -> Result<OutgoingRecord, ApiError> {
     let data = event.encode().map_err(|e| {
         // Strings and already-valid JSON always serialise; if that ever breaks, say so loudly.
         ApiError::new(
@@ -68,13 +68,14 @@ fn outgoing(event: &Event, field: Option<&str>) -> Result<OutgoingRecord, ApiErr
     // The field bounds keep every valid event far below this; the check makes sure a record
     // Kinesis would refuse is a 400 for this event, never a failed call for its neighbours.
     if record.size() > MAX_RECORD_BYTES {
+        let field = index.map(|i| format!("events[{i}]"));
         let message = format!(
             "{} is {} bytes as a stream record, more than the {MAX_RECORD_BYTES} Kinesis accepts",
-            field.unwrap_or("the event"),
+            field.as_deref().unwrap_or("the event"),
             record.size()
         );
         return Err(FieldError {
-            field: field.map(str::to_owned),
+            field,
             rule: Rule::TooLarge,
             message,
         }
@@ -127,8 +128,15 @@ fn report_ahead<'e>(events: impl IntoIterator<Item = &'e Event>, emit_metrics: b
 }
 
 /// One batch item on its way to an answer.
-enum Item {
+enum Item<'a> {
     Invalid(ApiError),
+    /// Valid, with a key not yet claimed.
+    Keyed {
+        event: Event,
+        record: OutgoingRecord,
+        key: String,
+        raw: &'a RawValue,
+    },
     /// A retried item whose key already holds its answer.
     Replayed(serde_json::Value),
     Send {
@@ -268,37 +276,54 @@ impl IngestApi {
         Ok(body.to_string())
     }
 
-    /// An item of a batch, admitted: keyed items claim their key (or replay, or are refused).
-    async fn admit_item(
-        &self,
-        index: usize,
-        item: Result<BatchItem<'_>, FieldError>,
-        received_at: EventTime,
-    ) -> Item {
-        let field = format!("events[{index}]");
-        let prepare = |event: Event| outgoing(&event, Some(&field)).map(|record| (event, record));
+    /// An item of a batch, ready to send unless it has a key to claim first.
+    fn prepare_item<'a>(&self, index: usize, item: Result<BatchItem<'a>, FieldError>) -> Item<'a> {
         let item = match item {
             Ok(item) => item,
             Err(invalid) => return Item::Invalid(invalid.into()),
         };
-        let (event, record) = match prepare(item.event) {
-            Ok(prepared) => prepared,
+        let record = match outgoing(&item.event, Some(index)) {
+            Ok(record) => record,
             Err(invalid) => return Item::Invalid(invalid),
         };
-        let Some(key) = item.idempotency_key else {
-            return Item::Send {
-                event,
+        match item.idempotency_key {
+            Some(key) => Item::Keyed {
+                event: item.event,
+                record,
+                key,
+                raw: item.raw,
+            },
+            None => Item::Send {
+                event: item.event,
                 record,
                 claim: None,
-            };
+            },
+        }
+    }
+
+    /// A keyed item claims its key (or is replayed, or refused); other items pass through.
+    async fn admit_item<'a>(
+        &self,
+        index: usize,
+        item: Item<'a>,
+        received_at: EventTime,
+    ) -> Item<'a> {
+        let Item::Keyed {
+            event,
+            record,
+            key,
+            raw,
+        } = item
+        else {
+            return item;
         };
-        let key_field = format!("{field}.{IDEMPOTENCY_KEY_FIELD}");
+        let key_field = format!("events[{index}].{IDEMPOTENCY_KEY_FIELD}");
         let claim = match self
             .keys
             .admit(
                 KeyScope::BatchItem,
                 &key,
-                sha256_hex(item.raw.get().as_bytes()),
+                sha256_hex(raw.get().as_bytes()),
                 received_at,
                 batch_default_time(received_at, index),
                 &key_field,
@@ -329,14 +354,14 @@ impl IngestApi {
             };
         }
         let restamped = parse_batch_item(
-            item.raw,
+            raw,
             index,
             claim.received_at,
             claim.default_time,
             &self.limits,
         )
         .map_err(ApiError::from)
-        .and_then(|item| prepare(item.event));
+        .and_then(|item| outgoing(&item.event, Some(index)).map(|record| (item.event, record)));
         match restamped {
             Ok((event, record)) => Item::Send {
                 event,
@@ -360,17 +385,24 @@ impl IngestApi {
         let received_at = self.clock.now();
         let parsed = parse_batch(body, received_at, &self.limits)?;
 
-        // The futures are built first: a stream mapping through a closure over the borrowed items
-        // would not be provably `Send` for the Lambda runtime.
-        let admissions: Vec<_> = parsed
+        let mut items: Vec<Item<'_>> = parsed
             .into_iter()
             .enumerate()
-            .map(|(i, item)| self.admit_item(i, item, received_at))
+            .map(|(i, item)| self.prepare_item(i, item))
             .collect();
-        let items: Vec<Item> = stream::iter(admissions)
-            .buffered(IDEMPOTENCY_CONCURRENCY)
-            .collect()
-            .await;
+        if items.iter().any(|item| matches!(item, Item::Keyed { .. })) {
+            // The futures are built first: a stream mapping through a closure over the borrowed
+            // items would not be provably `Send` for the Lambda runtime.
+            let admissions: Vec<_> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| self.admit_item(i, item, received_at))
+                .collect();
+            items = stream::iter(admissions)
+                .buffered(IDEMPOTENCY_CONCURRENCY)
+                .collect()
+                .await;
+        }
         let records: Vec<OutgoingRecord> = items
             .iter()
             .filter_map(|item| match item {
@@ -419,6 +451,12 @@ impl IngestApi {
                     continue;
                 }
                 Item::Invalid(error) => error,
+                // Every keyed item was admitted above; one that was not is never sent.
+                Item::Keyed { .. } => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    format!("events[{i}] was not admitted"),
+                ),
             };
             results.push(json!({"error": error.body()}));
             if error.status == StatusCode::SERVICE_UNAVAILABLE {
