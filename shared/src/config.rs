@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use crate::domain::limits::{
-    DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW,
+    DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_STUCK_AFTER,
     DEFAULT_WRITE_CONCURRENCY, MAX_DATA_BYTES_CEILING, MAX_DEAD_LETTER_TTL_DAYS,
-    MAX_FUTURE_SKEW_CEILING, MAX_IDEMPOTENCY_TTL_HOURS, MAX_WRITE_CONCURRENCY,
+    MAX_FUTURE_SKEW_CEILING, MAX_IDEMPOTENCY_TTL_HOURS, MAX_STUCK_AFTER, MAX_WRITE_CONCURRENCY,
 };
 use crate::domain::Limits;
 use crate::processor::ProcessorSettings;
@@ -15,6 +15,8 @@ pub const STATUS_TABLE_VAR: &str = "TIDEMARK_STATUS_TABLE";
 pub const OPLOG_TABLE_VAR: &str = "TIDEMARK_OPLOG_TABLE";
 pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
 pub const IDEMPOTENCY_TABLE_VAR: &str = "TIDEMARK_IDEMPOTENCY_TABLE";
+/// Seconds a shard may be behind before `GET /shards` calls it stuck (default 300).
+pub const STUCK_AFTER_SECONDS_VAR: &str = "TIDEMARK_STUCK_AFTER_SECONDS";
 /// Hours a completed idempotency key answers retries (default 24, at most 720).
 pub const IDEMPOTENCY_TTL_HOURS_VAR: &str = "TIDEMARK_IDEMPOTENCY_TTL_HOURS";
 pub const MAX_DATA_BYTES_VAR: &str = "TIDEMARK_MAX_DATA_BYTES";
@@ -148,6 +150,24 @@ pub fn idempotency_ttl_from_env() -> Result<Duration, ConfigError> {
     idempotency_ttl_from_lookup(|var| std::env::var(var).ok())
 }
 
+/// How long a shard may be behind before `GET /shards` calls it stuck:
+/// `TIDEMARK_STUCK_AFTER_SECONDS` (default 300, 1 to 86400).
+pub fn stuck_after_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(parse_bounded(
+        &get,
+        STUCK_AFTER_SECONDS_VAR,
+        DEFAULT_STUCK_AFTER.as_secs(),
+        1,
+        MAX_STUCK_AFTER.as_secs(),
+    )?))
+}
+
+pub fn stuck_after_from_env() -> Result<Duration, ConfigError> {
+    stuck_after_from_lookup(|var| std::env::var(var).ok())
+}
+
 /// Processor settings: the limits plus `TIDEMARK_WRITE_CONCURRENCY` (default 32, 1 to 512) and
 /// `TIDEMARK_DEADLETTER_TTL_DAYS` (default 0: dead letters are kept; at most 3650).
 pub fn processor_settings_from_env() -> Result<ProcessorSettings, ConfigError> {
@@ -229,6 +249,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains(IDEMPOTENCY_TTL_HOURS_VAR));
+    }
+
+    #[test]
+    fn stuck_after_defaults_to_five_minutes() {
+        let stuck = |secs: &str| stuck_after_from_lookup(env(&[(STUCK_AFTER_SECONDS_VAR, secs)]));
+        assert_eq!(stuck_after_from_lookup(env(&[])), Ok(DEFAULT_STUCK_AFTER));
+        assert_eq!(stuck("60"), Ok(Duration::from_secs(60)));
+        assert!(stuck("0").is_err());
+        assert!(stuck("86401").is_err());
     }
 
     #[test]

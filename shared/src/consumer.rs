@@ -13,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::domain::SequenceNumber;
-use crate::ports::{AdvanceOutcome, Checkpoint, CheckpointWriter, StreamRecord};
+use crate::ports::{AdvanceOutcome, Behind, Checkpoint, CheckpointWriter, StreamRecord};
 use crate::telemetry::BatchReport;
 
 /// What the mapping is told, what may be checkpointed, and what was done.
@@ -25,6 +25,8 @@ pub struct BatchOutcome {
     /// The checkpoint the batch earned: every record of the shard up to it is applied. `None`
     /// when nothing in the batch may be claimed.
     pub checkpoint: Option<Checkpoint>,
+    /// When the batch was processed (RFC 3339), for OPLOG's record of a shard falling behind.
+    pub processed_at: String,
     pub report: BatchReport,
 }
 
@@ -70,10 +72,23 @@ impl CheckpointedConsumer {
         }
     }
 
-    /// Applies the batch, then writes the checkpoint it earned.
+    /// Applies the batch, then writes the checkpoint it earned; when the batch could not be
+    /// applied in full, also records that the shard is behind (what `GET /shards` calls stuck
+    /// once it lasts). Records are never lost to that write failing: it is only a report.
     pub async fn run_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
         let mut outcome = self.consumer.consume(shard_id, records).await;
         commit_checkpoint(self.checkpoints.as_ref(), &mut outcome).await;
+        if let (Some(_), Some(last)) = (&outcome.failure, records.last()) {
+            let behind = Behind {
+                shard_id: shard_id.to_owned(),
+                sequence_number: last.sequence_number.clone(),
+                since: outcome.processed_at.clone(),
+                at: outcome.processed_at.clone(),
+            };
+            if let Err(e) = self.checkpoints.note_behind(&behind).await {
+                tracing::warn!(shard_id, error = %e, "could not record that the shard is behind");
+            }
+        }
         outcome
     }
 }

@@ -47,6 +47,8 @@ pub struct ShardInfo {
     pub shard_id: String,
     pub parent_shard_id: Option<String>,
     pub adjacent_parent_shard_id: Option<String>,
+    /// Takes new records; a closed shard (the parent of a split or merge) is only read to its end.
+    pub open: bool,
 }
 
 /// Where to start reading a shard.
@@ -178,6 +180,26 @@ pub struct Checkpoint {
     pub lag_ms: u64,
 }
 
+/// A batch the consumer could not apply in full: the shard holds records up to
+/// `sequence_number` past its checkpoint. `since` is the first such batch since the checkpoint
+/// last moved (the store keeps the earliest; moving the checkpoint clears it), `at` the latest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behind {
+    pub shard_id: String,
+    pub sequence_number: SequenceNumber,
+    pub since: String,
+    pub at: String,
+}
+
+/// What OPLOG knows of one shard: its checkpoint, if it has one yet, and whether the consumer is
+/// behind (a batch it could not apply in full).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardProgress {
+    pub shard_id: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub behind: Option<Behind>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdvanceOutcome {
     Advanced,
@@ -188,15 +210,21 @@ pub enum AdvanceOutcome {
 /// Moving OPLOG: what a consumer loop does after a batch (see [`crate::consumer`]).
 #[async_trait]
 pub trait CheckpointWriter: Send + Sync {
-    /// Moves the shard's checkpoint forward; never backwards.
+    /// Moves the shard's checkpoint forward; never backwards. Moving it clears `Behind::since`.
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+    /// Records that a batch could not be applied in full (see [`Behind`]); keeps the earliest
+    /// `since` until the checkpoint moves.
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError>;
 }
 
 /// Reading OPLOG: where a shard resumes, and `GET /shards`.
 #[async_trait]
 pub trait CheckpointReader: Send + Sync {
     async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// Every checkpoint, by shard id.
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    /// Every shard OPLOG knows, with its checkpoint and whether it is behind, by shard id.
+    async fn progress(&self) -> Result<Vec<ShardProgress>, StoreError>;
 }
 
 /// A record that can never be applied, kept with its raw bytes and the reason.
@@ -314,10 +342,14 @@ forward_arc!(ShardReader {
 });
 forward_arc!(StatusWriter { apply(row: StatusRow) -> Result<ApplyOutcome, StoreError>; });
 forward_arc!(StatusReader { get(id: &str) -> Result<Option<StatusRow>, StoreError>; });
-forward_arc!(CheckpointWriter { advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>; });
+forward_arc!(CheckpointWriter {
+    advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
+    note_behind(behind: &Behind) -> Result<(), StoreError>;
+});
 forward_arc!(CheckpointReader {
     get(shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
     list() -> Result<Vec<Checkpoint>, StoreError>;
+    progress() -> Result<Vec<ShardProgress>, StoreError>;
 });
 forward_arc!(DeadLetterWriter { put(letter: &DeadLetter) -> Result<(), StoreError>; });
 forward_arc!(DeadLetterReader { list() -> Result<Vec<DeadLetter>, StoreError>; });

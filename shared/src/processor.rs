@@ -194,7 +194,7 @@ impl Processor {
             Checkpoint {
                 shard_id: shard_id.to_owned(),
                 sequence_number,
-                updated_at: now_text,
+                updated_at: now_text.clone(),
                 records_applied: settlement.records_covered as u64,
                 lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
             }
@@ -207,6 +207,7 @@ impl Processor {
         BatchOutcome {
             failure: settlement.report_failure,
             checkpoint,
+            processed_at: now_text,
             report,
         }
     }

@@ -50,6 +50,14 @@ impl BatchReport {
                     metric("duration_ms", "Milliseconds"),
                     metric("oldest_record_age_ms", "Milliseconds"),
                 ],
+            }, {
+                // Per shard too, for the two an alarm acts on: which shard fails, which lags.
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["shard_id"]],
+                "Metrics": [
+                    metric("failed", "Count"),
+                    metric("oldest_record_age_ms", "Milliseconds"),
+                ],
             }],
         });
         line.to_string()
@@ -115,4 +123,33 @@ pub fn init_tracing(json: bool) {
             .with_writer(std::io::stderr)
             .try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The batch line carries the shard as a dimension for the metrics an alarm acts on.
+    #[test]
+    fn the_batch_line_has_a_per_shard_metric_set() {
+        let report = BatchReport {
+            shard_id: "shardId-000000000007".into(),
+            failed: 3,
+            ..BatchReport::default()
+        };
+        let line: serde_json::Value = serde_json::from_str(&report.to_emf_line(1)).unwrap();
+        assert_eq!(line["shard_id"], "shardId-000000000007");
+        assert_eq!(line["failed"], 3);
+        let sets = line["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+        assert_eq!(sets[0]["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(sets[1]["Dimensions"], serde_json::json!([["shard_id"]]));
+        let per_shard: Vec<&str> = sets[1]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(per_shard, ["failed", "oldest_record_age_ms"]);
+    }
 }

@@ -55,6 +55,7 @@ fn fixture_api_at(now: EventTime) -> Fixture {
         query: Some(QueryApi::new(
             adapters.status_reader(),
             adapters.checkpoint_reader(),
+            adapters.shard_reader(),
         )),
     };
     Fixture {
@@ -411,9 +412,22 @@ async fn get_message_and_shards() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "too_long", Some("id"));
+    // Before any checkpoint, every shard of the stream is listed, none behind.
     let (status, body) = call(&f, Method::GET, "/shards", "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"shards": []}));
+    let unprocessed = |id: &str| {
+        json!({
+            "shard_id": id, "open": true, "sequence_number": null, "updated_at": null,
+            "records_applied": 0, "lag_ms": null, "checkpoint_age_ms": null, "stuck": false,
+        })
+    };
+    assert_eq!(
+        body,
+        json!({
+            "shards": [unprocessed("shardId-000000000000"), unprocessed("shardId-000000000001")],
+            "stuck_after_ms": 300_000,
+        })
+    );
 }
 
 #[tokio::test]

@@ -93,6 +93,7 @@ async fn the_query_side_serves_the_document() {
         query: Some(QueryApi::new(
             adapters.status_reader(),
             adapters.checkpoint_reader(),
+            adapters.shard_reader(),
         )),
     };
     let response = api

@@ -101,7 +101,11 @@ proptest! {
                 Limits::default(),
                 clock.clone(),
             )),
-            query: Some(QueryApi::new(adapters.status_reader(), adapters.checkpoint_reader())),
+            query: Some(QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            )),
         };
         let processor = Arc::new(adapters.processor(Default::default(), clock));
         let consumer = CheckpointedConsumer::new(processor.clone(), adapters.checkpoint_writer());

@@ -570,6 +570,56 @@ async fn an_item_dynamodb_refuses_for_its_size_is_told_apart_from_configuration_
     );
 }
 
+/// OPLOG on DynamoDB records a shard falling behind, even before its first checkpoint, keeps the
+/// first "since", and a checkpoint that moves clears it (the row held only `behind_*` before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oplog_records_a_shard_falling_behind_and_progress_clears_it() {
+    let resources = Resources::create("behind", 1).await;
+    let adapters = resources.adapters();
+    let (writer, reader) = (adapters.checkpoint_writer(), adapters.checkpoint_reader());
+    let behind = |since: &str, at: &str| Behind {
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: SequenceNumber::parse("20").unwrap(),
+        since: since.into(),
+        at: at.into(),
+    };
+    writer.note_behind(&behind("t1", "t1")).await.unwrap();
+    writer.note_behind(&behind("t2", "t2")).await.unwrap();
+    let rows = reader.progress().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].checkpoint, None);
+    assert_eq!(rows[0].behind, Some(behind("t1", "t2")));
+    assert_eq!(reader.get("shardId-000000000000").await.unwrap(), None);
+    assert!(reader.list().await.unwrap().is_empty());
+
+    let checkpoint = |seq: &str| Checkpoint {
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: SequenceNumber::parse(seq).unwrap(),
+        updated_at: "t3".into(),
+        records_applied: 4,
+        lag_ms: 7,
+    };
+    assert_eq!(
+        writer.advance(&checkpoint("10")).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    let rows = reader.progress().await.unwrap();
+    assert_eq!(rows[0].checkpoint, Some(checkpoint("10")));
+    assert_eq!(rows[0].behind, None, "progress clears behind");
+    assert_eq!(
+        writer.advance(&checkpoint("5")).await.unwrap(),
+        AdvanceOutcome::AlreadyPast
+    );
+    writer.note_behind(&behind("t4", "t4")).await.unwrap();
+    let rows = reader.progress().await.unwrap();
+    assert_eq!(
+        rows[0].behind,
+        Some(behind("t4", "t4")),
+        "a new since after progress"
+    );
+    assert_eq!(reader.list().await.unwrap(), vec![checkpoint("10")]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     let r = Resources::create("throttle", 2).await;

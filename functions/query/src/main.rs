@@ -1,22 +1,28 @@
-//! The query Lambda: `GET /messages/{id}` and `GET /shards` ← STATUS and OPLOG.
+//! The query Lambda: `GET /messages/{id}` and `GET /shards` ← STATUS, OPLOG and the stream's
+//! shard list.
 
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, QueryApi};
-use tidemark::config::ResourceNames;
+use tidemark::config::{stuck_after_from_env, ResourceNames};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tidemark::telemetry::init_tracing(true);
     let names = ResourceNames::from_env()?;
+    let stuck_after = stuck_after_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names);
     let api = Api {
         ingest: None,
-        query: Some(QueryApi::new(
-            adapters.status_reader(),
-            adapters.checkpoint_reader(),
-        )),
+        query: Some(
+            QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            )
+            .with_stuck_after(stuck_after),
+        ),
     };
     tidemark::adapters::lambda_http::run(api).await
 }

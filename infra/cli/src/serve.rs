@@ -21,7 +21,7 @@ use tidemark::api::{
     QueryApi,
 };
 use tidemark::config::ResourceNames;
-use tidemark::domain::limits::MAX_BODY_BYTES;
+use tidemark::domain::limits::{DEFAULT_STUCK_AFTER, MAX_BODY_BYTES};
 use tidemark::domain::{Limits, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::ports::CheckpointReader;
@@ -96,6 +96,8 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// How long a completed idempotency key answers retries; `None`: a day.
     pub idempotency_ttl: Option<Duration>,
+    /// How long a shard may be behind before `GET /shards` calls it stuck; `None`: 5 minutes.
+    pub stuck_after: Option<Duration>,
     pub retry: RetryPolicy,
     pub network: NetworkSettings,
 }
@@ -137,10 +139,14 @@ pub async fn run(
     }
     let api = Arc::new(Api {
         ingest: Some(ingest),
-        query: Some(QueryApi::new(
-            adapters.status_reader(),
-            adapters.checkpoint_reader(),
-        )),
+        query: Some(
+            QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            )
+            .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER)),
+        ),
     });
     let app = Router::new()
         .fallback(handle)

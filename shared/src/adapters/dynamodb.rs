@@ -195,7 +195,8 @@ impl StatusReader for DynamoStatusStore {
 }
 
 /// OPLOG: key `shard_id`. `sequence_key` (the 128-digit padded form) is what the condition
-/// compares, since DynamoDB numbers hold only 38 digits.
+/// compares, since DynamoDB numbers hold only 38 digits. `behind_*` say a batch could not be
+/// applied in full since the checkpoint last moved; a row can hold them before any checkpoint.
 #[derive(Clone)]
 pub struct DynamoCheckpointStore {
     client: Client,
@@ -210,14 +211,37 @@ impl DynamoCheckpointStore {
         }
     }
 
-    fn checkpoint(&self, item: &Item) -> Result<Checkpoint, StoreError> {
+    /// The row's checkpoint; `None` for a shard that is behind before its first checkpoint.
+    fn checkpoint(&self, item: &Item) -> Result<Option<Checkpoint>, StoreError> {
+        if !item.contains_key("sequence_number") {
+            return Ok(None);
+        }
         let t = &self.table;
-        Ok(Checkpoint {
+        Ok(Some(Checkpoint {
             shard_id: get_s(item, "shard_id", t)?,
             sequence_number: get_sequence(item, t)?,
             updated_at: get_s(item, "updated_at", t)?,
             records_applied: get_n(item, "records_applied", t)?,
             lag_ms: get_n(item, "lag_ms", t)?,
+        }))
+    }
+
+    fn progress_row(&self, item: &Item) -> Result<ShardProgress, StoreError> {
+        let t = &self.table;
+        let behind = match get_optional_s(item, "behind_sequence_number", t)? {
+            None => None,
+            Some(text) => Some(Behind {
+                shard_id: get_s(item, "shard_id", t)?,
+                sequence_number: SequenceNumber::parse(&text)
+                    .map_err(|e| corrupt(t, format!("has behind_sequence_number {e}")))?,
+                since: get_s(item, "behind_since", t)?,
+                at: get_s(item, "behind_at", t)?,
+            }),
+        };
+        Ok(ShardProgress {
+            shard_id: get_s(item, "shard_id", t)?,
+            checkpoint: self.checkpoint(item)?,
+            behind,
         })
     }
 }
@@ -230,12 +254,16 @@ impl CheckpointWriter for DynamoCheckpointStore {
             .update_item()
             .table_name(&self.table)
             .key("shard_id", s(&checkpoint.shard_id))
+            // Progress clears `behind_*`: the next batch that falls behind starts a new "since".
             .update_expression(
                 "SET #sequence_number = :sequence_number, #sequence_key = :sequence_key, \
-                 #updated_at = :updated_at, #lag_ms = :lag_ms ADD #records_applied :records_applied",
+                 #updated_at = :updated_at, #lag_ms = :lag_ms ADD #records_applied :records_applied \
+                 REMOVE behind_sequence_number, behind_since, behind_at",
             )
-            .condition_expression("attribute_not_exists(#shard_id) OR #sequence_key < :sequence_key")
-            .expression_attribute_names("#shard_id", "shard_id")
+            // On the checkpoint's own attribute: the row may exist already, holding only `behind_*`.
+            .condition_expression(
+                "attribute_not_exists(#sequence_key) OR #sequence_key < :sequence_key",
+            )
             .expression_attribute_names("#sequence_number", "sequence_number")
             .expression_attribute_names("#sequence_key", "sequence_key")
             .expression_attribute_names("#updated_at", "updated_at")
@@ -257,6 +285,24 @@ impl CheckpointWriter for DynamoCheckpointStore {
             Err(e) => Err(store_error(classify(&e))),
         }
     }
+
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("shard_id", s(&behind.shard_id))
+            .update_expression(
+                "SET behind_sequence_number = :sequence_number, behind_at = :at, \
+                 behind_since = if_not_exists(behind_since, :since)",
+            )
+            .expression_attribute_values(":sequence_number", s(behind.sequence_number.as_str()))
+            .expression_attribute_values(":at", s(&behind.at))
+            .expression_attribute_values(":since", s(&behind.since))
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -271,17 +317,30 @@ impl CheckpointReader for DynamoCheckpointStore {
             .send()
             .await
             .map_err(|e| store_error(classify(&e)))?;
-        output.item().map(|item| self.checkpoint(item)).transpose()
+        Ok(output
+            .item()
+            .map(|item| self.checkpoint(item))
+            .transpose()?
+            .flatten())
     }
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(self
+            .progress()
+            .await?
+            .into_iter()
+            .filter_map(|row| row.checkpoint)
+            .collect())
+    }
+
+    async fn progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
         let items = scan_all(&self.client, &self.table).await?;
-        let mut checkpoints = items
+        let mut rows = items
             .iter()
-            .map(|item| self.checkpoint(item))
+            .map(|item| self.progress_row(item))
             .collect::<Result<Vec<_>, _>>()?;
-        checkpoints.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
-        Ok(checkpoints)
+        rows.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        Ok(rows)
     }
 }
 

@@ -141,7 +141,23 @@ macro_rules! faulty_store_write {
 }
 
 faulty_store_write!(StatusWriter::apply(row: StatusRow) -> ApplyOutcome);
-faulty_store_write!(CheckpointWriter::advance(checkpoint: &Checkpoint) -> AdvanceOutcome);
+/// OPLOG: both writes fail when the faults strike.
+#[async_trait]
+impl<S: CheckpointWriter> CheckpointWriter for Faulty<S> {
+    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.advance(checkpoint).await
+    }
+
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.note_behind(behind).await
+    }
+}
 faulty_store_write!(DeadLetterWriter::put(letter: &DeadLetter) -> ());
 
 /// Every idempotency-key call can fail, so tests reach each crash point of a keyed request:

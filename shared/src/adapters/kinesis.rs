@@ -140,10 +140,15 @@ impl ShardReader for KinesisStream {
                 .send()
                 .await
                 .map_err(|e| stream_error(classify(&e)))?;
-            shards.extend(output.shards().iter().map(|s| ShardInfo {
-                shard_id: s.shard_id().to_owned(),
-                parent_shard_id: s.parent_shard_id().map(str::to_owned),
-                adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_owned),
+            shards.extend(output.shards().iter().map(|s| {
+                ShardInfo {
+                    shard_id: s.shard_id().to_owned(),
+                    parent_shard_id: s.parent_shard_id().map(str::to_owned),
+                    adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_owned),
+                    open: s
+                        .sequence_number_range()
+                        .is_none_or(|range| range.ending_sequence_number().is_none()),
+                }
             }));
             match output.next_token() {
                 Some(token) => next_token = Some(token.to_owned()),

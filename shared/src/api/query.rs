@@ -9,14 +9,36 @@ use tokio::time::Instant;
 
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
-use crate::domain::limits::MAX_CONSISTENCY_WAIT;
+use crate::domain::limits::{DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT};
+use crate::domain::progress::assess;
 use crate::domain::rules::{set_once, validate_id};
-use crate::domain::{FieldError, Rule};
-use crate::ports::{CheckpointReader, StatusReader, StatusRow, StoreError};
+use crate::domain::{Clock, EventTime, FieldError, Rule, SystemClock};
+use crate::ports::{
+    Behind, Checkpoint, CheckpointReader, ShardReader, StatusReader, StatusRow, StoreError,
+    StreamError,
+};
 
 pub struct QueryApi {
     status: Arc<dyn StatusReader>,
     checkpoints: Arc<dyn CheckpointReader>,
+    shards: Arc<dyn ShardReader>,
+    stuck_after: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl From<StreamError> for ApiError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Throttled(m) => ApiError::unavailable(
+                ErrorCode::Throttled,
+                format!("the stream is throttling, retry later: {m}"),
+            ),
+            other => ApiError::unavailable(
+                ErrorCode::Unavailable,
+                format!("the stream is unavailable, retry later: {other}"),
+            ),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -173,11 +195,32 @@ fn not_yet_visible(row: Option<&StatusRow>, waited: Duration) -> ApiResponse {
 }
 
 impl QueryApi {
-    pub fn new(status: Arc<dyn StatusReader>, checkpoints: Arc<dyn CheckpointReader>) -> Self {
+    /// `shards` lists the stream's shards for `GET /shards`; a shard is called stuck after
+    /// `DEFAULT_STUCK_AFTER` ([`Self::with_stuck_after`]).
+    pub fn new(
+        status: Arc<dyn StatusReader>,
+        checkpoints: Arc<dyn CheckpointReader>,
+        shards: Arc<dyn ShardReader>,
+    ) -> Self {
         Self {
             status,
             checkpoints,
+            shards,
+            stuck_after: DEFAULT_STUCK_AFTER,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// How long a shard may be behind before `GET /shards` calls it stuck.
+    pub fn with_stuck_after(mut self, stuck_after: Duration) -> Self {
+        self.stuck_after = stuck_after;
+        self
+    }
+
+    /// The clock ages are measured with (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// `GET /messages/{id}`, with `?after=TOKEN&wait_ms=N` for reading one's own write (the rule
@@ -225,25 +268,70 @@ impl QueryApi {
         }))
     }
 
+    /// Every shard of the stream (open or closed, as ListShards names them) and every shard OPLOG
+    /// knows, with its checkpoint (or none yet), the checkpoint's age, and whether it is behind
+    /// or stuck ([`crate::domain::progress`]).
     pub(crate) async fn get_shards(&self) -> Result<ApiResponse, ApiError> {
-        let shards: Vec<serde_json::Value> = self
-            .checkpoints
-            .list()
-            .await?
-            .iter()
-            .map(|c| {
-                json!({
-                    "shard_id": c.shard_id,
-                    "sequence_number": c.sequence_number.as_str(),
-                    "updated_at": c.updated_at,
-                    "records_applied": c.records_applied,
-                    "lag_ms": c.lag_ms,
-                })
+        let (listed, progress) =
+            futures::join!(self.shards.list_shards(), self.checkpoints.progress());
+        let (listed, progress) = (listed?, progress?);
+        let now = self.clock.now();
+        let mut ids: Vec<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
+        ids.extend(progress.iter().map(|p| p.shard_id.as_str()));
+        ids.sort_unstable();
+        ids.dedup();
+        let shards: Vec<serde_json::Value> = ids
+            .into_iter()
+            .map(|id| {
+                let open = listed.iter().find(|s| s.shard_id == id).map(|s| s.open);
+                let row = progress.iter().find(|p| p.shard_id == id);
+                let checkpoint = row.and_then(|r| r.checkpoint.as_ref());
+                let behind = row.and_then(|r| r.behind.as_ref());
+                self.shard_json(id, open, checkpoint, behind, now)
             })
             .collect();
         Ok(ApiResponse::json(
             StatusCode::OK,
-            &json!({"shards": shards}),
+            &json!({"shards": shards, "stuck_after_ms": self.stuck_after.as_millis() as u64}),
         ))
+    }
+
+    fn shard_json(
+        &self,
+        id: &str,
+        open: Option<bool>,
+        checkpoint: Option<&Checkpoint>,
+        behind: Option<&Behind>,
+        now: EventTime,
+    ) -> serde_json::Value {
+        let since = |text: &str| EventTime::parse_rfc3339(text);
+        let health = assess(
+            checkpoint.map(|c| &c.sequence_number),
+            behind.and_then(|b| Some((&b.sequence_number, since(&b.since)?))),
+            now,
+            self.stuck_after,
+        );
+        let mut shard = json!({
+            "shard_id": id,
+            // `null`: OPLOG knows the shard but the stream no longer lists it (past retention).
+            "open": open,
+            "sequence_number": checkpoint.map(|c| c.sequence_number.as_str()),
+            "updated_at": checkpoint.map(|c| c.updated_at.as_str()),
+            "records_applied": checkpoint.map_or(0, |c| c.records_applied),
+            "lag_ms": checkpoint.map(|c| c.lag_ms),
+            "checkpoint_age_ms": checkpoint
+                .and_then(|c| since(&c.updated_at))
+                .map(|at| now.millis_since(at)),
+            "stuck": health.stuck,
+        });
+        if let (Some(behind), Some(behind_for)) = (behind, health.behind_for) {
+            shard["behind"] = json!({
+                "sequence_number": behind.sequence_number.as_str(),
+                "since": behind.since,
+                "last_attempt_at": behind.at,
+                "for_ms": behind_for.as_millis() as u64,
+            });
+        }
+        shard
     }
 }

@@ -77,6 +77,15 @@ pub const IDEMPOTENCY_CONCURRENCY: usize = 32;
 /// in-memory STATUS table refuses larger rows the way DynamoDB does.
 pub const MAX_DYNAMODB_ITEM_BYTES: usize = 400 * 1024;
 
+/// How long a shard may be behind (a batch it could not apply in full, nothing moving since)
+/// before `GET /shards` calls it stuck: the same 5 minutes as the IteratorAge alarm's default,
+/// long enough for the mapping's retries to ride out a throttle.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Longest configurable stuck threshold: past a day, the records are near the stream's
+/// retention and "stuck" would come too late to act on.
+pub const MAX_STUCK_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Ceiling for the configurable `data` bound. A STATUS item must stay under DynamoDB's 400 KB
 /// (409,600 bytes); 16 KiB is left for everything else in the row (id and status at most 1 KiB
 /// each in UTF-8, timestamps, the ~150-byte version key, attribute names).

@@ -15,6 +15,7 @@ pub mod event;
 pub mod idempotency;
 pub mod input;
 pub mod limits;
+pub mod progress;
 pub mod record;
 pub mod rules;
 pub mod sequence;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
-    idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, ResourceNames,
+    idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, stuck_after_from_env,
+    ResourceNames,
 };
 use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
@@ -105,13 +106,14 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let (processor, limits, idempotency_ttl) = match (
+    let (processor, limits, idempotency_ttl, stuck_after) = match (
         processor_settings_from_env(),
         limits_from_env(),
         idempotency_ttl_from_env(),
+        stuck_after_from_env(),
     ) {
-        (Ok(p), Ok(l), Ok(t)) => (p, l, t),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
+        (Ok(p), Ok(l), Ok(t), Ok(s)) => (p, l, t, s),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return fail(&e),
     };
     let settings = ServeSettings {
         esm: EsmSettings {
@@ -127,6 +129,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         processor,
         limits,
         idempotency_ttl: Some(idempotency_ttl),
+        stuck_after: Some(stuck_after),
         network: NetworkSettings {
             header_read_timeout: Duration::from_secs(args.header_timeout_secs),
             body_read_timeout: Duration::from_secs(args.body_timeout_secs),

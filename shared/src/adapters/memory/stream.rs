@@ -24,7 +24,6 @@ pub(super) struct MemShard {
     info: ShardInfo,
     pub(super) starting_hash_key: u128,
     pub(super) ending_hash_key: u128,
-    open: bool,
     /// The records kept, oldest first; positions in iterators count from the shard's first
     /// record ever, so they stay valid when the oldest are trimmed.
     records: Vec<StreamRecord>,
@@ -61,6 +60,7 @@ impl MemoryStream {
                     shard_id: shard_name(i as usize),
                     parent_shard_id: None,
                     adjacent_parent_shard_id: None,
+                    open: true,
                 },
                 starting_hash_key: if i == 0 { 0 } else { i * step + 1 },
                 ending_hash_key: if i + 1 == shard_count {
@@ -68,7 +68,6 @@ impl MemoryStream {
                 } else {
                     (i + 1) * step
                 },
-                open: true,
                 records: Vec::new(),
                 trimmed: 0,
             })
@@ -91,11 +90,11 @@ impl MemoryStream {
         let index = state
             .shards
             .iter()
-            .position(|s| s.info.shard_id == shard_id && s.open)
+            .position(|s| s.info.shard_id == shard_id && s.info.open)
             .ok_or_else(|| StreamError::NotFound(format!("open shard {shard_id}")))?;
         let (start, end) = {
             let parent = &mut state.shards[index];
-            parent.open = false;
+            parent.info.open = false;
             (parent.starting_hash_key, parent.ending_hash_key)
         };
         let middle = start + (end - start) / 2;
@@ -107,10 +106,10 @@ impl MemoryStream {
                     shard_id: id.clone(),
                     parent_shard_id: Some(shard_id.to_owned()),
                     adjacent_parent_shard_id: None,
+                    open: true,
                 },
                 starting_hash_key: lo,
                 ending_hash_key: hi,
-                open: true,
                 records: Vec::new(),
                 trimmed: 0,
             });
@@ -177,7 +176,7 @@ impl MemoryStream {
         let shard = state
             .shards
             .iter_mut()
-            .find(|s| s.open && s.starting_hash_key <= hash && hash <= s.ending_hash_key)
+            .find(|s| s.info.open && s.starting_hash_key <= hash && hash <= s.ending_hash_key)
             .ok_or_else(|| StreamError::Unavailable("no open shard covers the hash key".into()))?;
         // Shaped like Kinesis's 56-digit numbers, and increasing across the whole stream.
         let sequence_number = SequenceNumber::parse(&format!("4959{sequence:052}"))
@@ -309,7 +308,7 @@ impl ShardReader for MemoryStream {
             .len()
             .min(start.saturating_add(limit.clamp(1, MAX_GET_RECORDS)));
         let records = shard.records.get(start..end).unwrap_or_default().to_vec();
-        let next_iterator = if !shard.open && end >= shard.records.len() {
+        let next_iterator = if !shard.info.open && end >= shard.records.len() {
             None
         } else {
             Some(format!("{index}:{}", shard.trimmed + end))

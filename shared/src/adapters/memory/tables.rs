@@ -81,10 +81,11 @@ impl StatusReader for MemoryStatusStore {
     }
 }
 
-/// OPLOG in memory: moves forward only, accumulating `records_applied`.
+/// OPLOG in memory: moves forward only, accumulating `records_applied`; a shard can be behind
+/// before it has a checkpoint, as in DynamoDB.
 #[derive(Default)]
 pub struct MemoryCheckpointStore {
-    rows: Mutex<BTreeMap<String, Checkpoint>>,
+    rows: Mutex<BTreeMap<String, ShardProgress>>,
     advance_calls: AtomicU64,
 }
 
@@ -99,33 +100,66 @@ impl CheckpointWriter for MemoryCheckpointStore {
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
         self.advance_calls.fetch_add(1, Ordering::Relaxed);
         let mut rows = lock(&self.rows);
-        match rows.get_mut(&checkpoint.shard_id) {
+        let row = rows
+            .entry(checkpoint.shard_id.clone())
+            .or_insert_with(|| ShardProgress {
+                shard_id: checkpoint.shard_id.clone(),
+                checkpoint: None,
+                behind: None,
+            });
+        let total = match &row.checkpoint {
             Some(stored) if stored.sequence_number >= checkpoint.sequence_number => {
-                Ok(AdvanceOutcome::AlreadyPast)
+                return Ok(AdvanceOutcome::AlreadyPast)
             }
-            Some(stored) => {
-                let total = stored.records_applied + checkpoint.records_applied;
-                *stored = Checkpoint {
-                    records_applied: total,
-                    ..checkpoint.clone()
-                };
-                Ok(AdvanceOutcome::Advanced)
-            }
-            None => {
-                rows.insert(checkpoint.shard_id.clone(), checkpoint.clone());
-                Ok(AdvanceOutcome::Advanced)
-            }
-        }
+            Some(stored) => stored.records_applied + checkpoint.records_applied,
+            None => checkpoint.records_applied,
+        };
+        row.checkpoint = Some(Checkpoint {
+            records_applied: total,
+            ..checkpoint.clone()
+        });
+        // Progress: the next batch that falls behind starts a new "since".
+        row.behind = None;
+        Ok(AdvanceOutcome::Advanced)
+    }
+
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
+        let mut rows = lock(&self.rows);
+        let row = rows
+            .entry(behind.shard_id.clone())
+            .or_insert_with(|| ShardProgress {
+                shard_id: behind.shard_id.clone(),
+                checkpoint: None,
+                behind: None,
+            });
+        let since = row
+            .behind
+            .as_ref()
+            .map_or_else(|| behind.since.clone(), |b| b.since.clone());
+        row.behind = Some(Behind {
+            since,
+            ..behind.clone()
+        });
+        Ok(())
     }
 }
 
 #[async_trait]
 impl CheckpointReader for MemoryCheckpointStore {
     async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(lock(&self.rows).get(shard_id).cloned())
+        Ok(lock(&self.rows)
+            .get(shard_id)
+            .and_then(|row| row.checkpoint.clone()))
     }
 
     async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(lock(&self.rows)
+            .values()
+            .filter_map(|row| row.checkpoint.clone())
+            .collect())
+    }
+
+    async fn progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
         Ok(lock(&self.rows).values().cloned().collect())
     }
 }
