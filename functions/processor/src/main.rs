@@ -9,6 +9,11 @@ use tidemark::config::{processor_settings_from_env, ResourceNames};
 use tidemark::domain::SystemClock;
 use tidemark_processor::Handler;
 
+/// Each conditional write allocates and frees many small buffers in the SDK; mimalloc cut the
+/// client CPU per write by about a tenth (BENCHMARKS.md, issue 15).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tidemark::telemetry::init_tracing(true);

@@ -4,5 +4,6 @@
 //! The HTTP handling is the same [`tidemark::api::Api`] the Lambdas run.
 
 pub mod bench;
+pub mod bench_dynamodb;
 pub mod coldstart;
 pub mod serve;

@@ -6,7 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-use commands::{bench, bootstrap, coldstart, replay, serve};
+/// The allocator the processor function runs with, so `bench-dynamodb` and `serve` measure
+/// what Lambda runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use commands::{bench, bench_dynamodb, bootstrap, coldstart, replay, serve};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +31,10 @@ enum Command {
     /// Drive a running `tidemark serve` over HTTP and print throughput, latency, freshness,
     /// read-your-writes latency, correctness and (with --serve-pid) its peak memory.
     Bench(bench::BenchArgs),
+    /// Time the processor against a real DynamoDB API (DynamoDB Local), beside the same
+    /// conditional writes from its SDK adapter alone and from a minimal client; print writes/s
+    /// and client CPU per write (run by scripts/bench-dynamodb).
+    BenchDynamodb(bench_dynamodb::BenchDynamoArgs),
     /// Start each function binary against a minimal local Lambda Runtime API, many times, and
     /// print its size, the time from exec to its first `next` request, and its peak memory after
     /// one invocation (a Kinesis batch of --batch-records records for the processor).
@@ -44,6 +53,7 @@ async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Bootstrap(args) => bootstrap::run(args).await,

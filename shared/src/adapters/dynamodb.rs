@@ -93,6 +93,18 @@ fn get_sequence(item: &Item, table: &str) -> Result<SequenceNumber, StoreError> 
     SequenceNumber::parse(&text).map_err(|e| corrupt(table, format!("has {e}")))
 }
 
+/// The STATUS row's update, written out once rather than assembled per write. A row without
+/// `data` removes it, so a newer event without data never keeps an older event's.
+macro_rules! set_row {
+    () => {
+        "SET #status = :status, #timestamp = :timestamp, #received_at = :received_at, \
+         #shard_id = :shard_id, #sequence_number = :sequence_number, #version = :version, \
+         #updated_at = :updated_at"
+    };
+}
+const SET_ROW_WITH_DATA: &str = concat!(set_row!(), ", #data = :data");
+const SET_ROW_WITHOUT_DATA: &str = concat!(set_row!(), " REMOVE #data");
+
 /// STATUS: key `id`.
 #[derive(Clone)]
 pub struct DynamoStatusStore {
@@ -112,15 +124,6 @@ impl DynamoStatusStore {
 #[async_trait]
 impl StatusWriter for DynamoStatusStore {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        let mut set = vec![
-            "#status = :status",
-            "#timestamp = :timestamp",
-            "#received_at = :received_at",
-            "#shard_id = :shard_id",
-            "#sequence_number = :sequence_number",
-            "#version = :version",
-            "#updated_at = :updated_at",
-        ];
         let mut request = self
             .client
             .update_item()
@@ -150,10 +153,9 @@ impl StatusWriter for DynamoStatusStore {
         let expression = match row.data {
             Some(data) => {
                 request = request.expression_attribute_values(":data", AttributeValue::S(data));
-                set.push("#data = :data");
-                format!("SET {}", set.join(", "))
+                SET_ROW_WITH_DATA
             }
-            None => format!("SET {} REMOVE #data", set.join(", ")),
+            None => SET_ROW_WITHOUT_DATA,
         };
         match request.update_expression(expression).send().await {
             Ok(_) => Ok(ApplyOutcome::Applied),
@@ -669,6 +671,16 @@ impl IdempotencyStore for DynamoIdempotencyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The update expressions written out once are the ones the row's attributes need.
+    #[test]
+    fn row_updates_set_every_attribute_and_handle_data() {
+        let set = "SET #status = :status, #timestamp = :timestamp, #received_at = :received_at, \
+                   #shard_id = :shard_id, #sequence_number = :sequence_number, #version = :version, \
+                   #updated_at = :updated_at";
+        assert_eq!(SET_ROW_WITH_DATA, format!("{set}, #data = :data"));
+        assert_eq!(SET_ROW_WITHOUT_DATA, format!("{set} REMOVE #data"));
+    }
 
     /// Only an item's own size makes a record poison; other validation errors are configuration.
     #[test]
