@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-/// The allocator the processor function runs with, so `bench-dynamodb` and `serve` measure
-/// what Lambda runs.
+/// With `--features mimalloc`: the allocator the processor function runs with, so
+/// `bench-dynamodb` measures what Lambda runs.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
