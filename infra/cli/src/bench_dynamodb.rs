@@ -257,20 +257,24 @@ async fn run_sdk(
             .buffer_unordered(write_concurrency)
             .collect()
             .await;
-        for outcome in outcomes {
-            match outcome {
-                Ok(ApplyOutcome::Applied) => {}
-                other => {
-                    return Err(BenchDynamoError::Run {
-                        run: "sdk",
-                        reason: format!("a write answered {other:?}"),
-                    })
-                }
-            }
-        }
-        Ok(())
+        every_write_applied("sdk", outcomes, |o| matches!(o, Ok(ApplyOutcome::Applied)))
     })
     .await
+}
+
+/// A run counts only if every write went through: fresh tables, so none may be stale.
+fn every_write_applied<T: std::fmt::Debug>(
+    run: &'static str,
+    answers: Vec<T>,
+    applied: impl Fn(&T) -> bool,
+) -> Result<(), BenchDynamoError> {
+    match answers.into_iter().find(|answer| !applied(answer)) {
+        None => Ok(()),
+        Some(other) => Err(BenchDynamoError::Run {
+            run,
+            reason: format!("a write answered {other:?}"),
+        }),
+    }
 }
 
 /// The conditional UpdateItem of `StatusWriter::apply`, as the JSON protocol's request body.
@@ -332,18 +336,7 @@ async fn run_raw(
             .buffer_unordered(write_concurrency)
             .collect()
             .await;
-        for result in results {
-            match result {
-                Ok(200) => {}
-                other => {
-                    return Err(BenchDynamoError::Run {
-                        run: "raw",
-                        reason: format!("a write answered {other:?}"),
-                    })
-                }
-            }
-        }
-        Ok(())
+        every_write_applied("raw", results, |r| matches!(r, Ok(200)))
     })
     .await
 }
