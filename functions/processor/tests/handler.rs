@@ -10,7 +10,9 @@ use std::sync::Arc;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, FixedClock};
-use tidemark::ports::{CheckpointReader, DeadLetterReader};
+use tidemark::ports::{
+    ApplyOutcome, CheckpointReader, DeadLetterReader, StatusRow, StatusWriter, StoreError,
+};
 use tidemark::processor::ProcessorSettings;
 use tidemark_processor::{Handler, InvalidEvent};
 
@@ -117,4 +119,63 @@ async fn an_event_lambda_could_not_have_sent_fails_loudly() {
     let (response, report) = handler.process(KinesisEvent::default()).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(report.records, 0);
+}
+
+/// STATUS refusing rows for good (as DynamoDB refuses an item over 400 KB): here, order-1 at
+/// `shipped` and at `packed`.
+struct RefusesSome(Arc<tidemark::adapters::memory::MemoryStatusStore>);
+
+#[async_trait::async_trait]
+impl StatusWriter for RefusesSome {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        if row.id == "order-1" && (row.status == "shipped" || row.status == "packed") {
+            return Err(StoreError::ItemRejected(
+                "Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        self.0.apply(row).await
+    }
+}
+
+/// In Lambda, a record STATUS refuses for good is set aside, the id falls back to its newest
+/// record that can be applied, and the batch succeeds: nothing for the mapping to retry.
+#[tokio::test]
+async fn records_status_refuses_are_set_aside_and_the_batch_succeeds() {
+    let adapters = Adapters::memory(1);
+    let memory = adapters.memory_backend().unwrap().clone();
+    let adapters = adapters.with_status_writer(Arc::new(RefusesSome(memory.status.clone())));
+    let sequences: Vec<String> = batch()
+        .records
+        .iter()
+        .map(|r| r.kinesis.sequence_number.clone())
+        .collect();
+
+    let (response, report) = handler(&adapters).process(batch()).await.unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(report.failed, 0);
+    assert_eq!(
+        memory.status.snapshot()["order-1"].status,
+        "created",
+        "shipped (10:05) and packed (10:02) are refused; created (10:00) is the newest left"
+    );
+    let dead: BTreeSet<String> = memory
+        .dead_letters
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.sequence_number.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        dead,
+        BTreeSet::from([1, 2, 6, 7].map(|i| sequences[i].clone())),
+        "the two refused records beside the two poison ones"
+    );
+    let checkpoint = memory
+        .checkpoints
+        .get("shardId-000000000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.sequence_number.as_str(), sequences[8]);
 }
