@@ -167,6 +167,21 @@ pub trait StatusReader: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError>;
 }
 
+/// One page of STATUS, by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusPage {
+    pub rows: Vec<StatusRow>,
+    /// Where the next page starts (pass it back); `None` after the last page.
+    pub next: Option<String>,
+}
+
+/// Reading all of STATUS, page by page: what `tidemark verify` compares.
+#[async_trait]
+pub trait StatusScanner: Send + Sync {
+    /// The page after `start` (a previous page's `next`); the first page with `None`.
+    async fn scan_page(&self, start: Option<&str>) -> Result<StatusPage, StoreError>;
+}
+
 /// How far a shard has been applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -342,6 +357,7 @@ forward_arc!(ShardReader {
 });
 forward_arc!(StatusWriter { apply(row: StatusRow) -> Result<ApplyOutcome, StoreError>; });
 forward_arc!(StatusReader { get(id: &str) -> Result<Option<StatusRow>, StoreError>; });
+forward_arc!(StatusScanner { scan_page(start: Option<&str>) -> Result<StatusPage, StoreError>; });
 forward_arc!(CheckpointWriter {
     advance(checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError>;
     note_behind(behind: &Behind) -> Result<(), StoreError>;

@@ -620,6 +620,65 @@ async fn oplog_records_a_shard_falling_behind_and_progress_clears_it() {
     assert_eq!(reader.list().await.unwrap(), vec![checkpoint("10")]);
 }
 
+/// `tidemark verify`'s comparison on DynamoDB: two STATUS tables of more than one Scan page
+/// (1 MB) each, equal but for three ids, which it lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_lists_every_id_two_status_tables_disagree_on() {
+    let live = Resources::create("verify-live", 1).await;
+    let rebuilt = Resources::create("verify-rebuilt", 1).await;
+    let (live_rows, rebuilt_rows) = (
+        live.adapters().status_writer(),
+        rebuilt.adapters().status_writer(),
+    );
+    let row = |id: &str, status: &str, sequence: &str, updated_at: &str| StatusRow {
+        id: id.into(),
+        status: status.into(),
+        timestamp: "2024-05-01T12:00:00Z".into(),
+        // 20 KB each: 60 rows are more than one 1 MB Scan page.
+        data: Some(format!(r#"{{"pad":"{}"}}"#, "p".repeat(20_000))),
+        received_at: "2024-05-01T12:00:00Z".into(),
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: SequenceNumber::parse(sequence).unwrap(),
+        version: tidemark::domain::VersionKey(format!("v{sequence}")),
+        updated_at: updated_at.into(),
+    };
+    for i in 0..60 {
+        let id = format!("same-{i:03}");
+        live_rows.apply(row(&id, "s", "1", "t1")).await.unwrap();
+        rebuilt_rows.apply(row(&id, "s", "1", "t2")).await.unwrap();
+    }
+    live_rows
+        .apply(row("newer", "shipped", "9", "t1"))
+        .await
+        .unwrap();
+    rebuilt_rows
+        .apply(row("newer", "packed", "5", "t2"))
+        .await
+        .unwrap();
+    live_rows
+        .apply(row("only-live", "s", "1", "t1"))
+        .await
+        .unwrap();
+    rebuilt_rows
+        .apply(row("only-rebuilt", "s", "1", "t2"))
+        .await
+        .unwrap();
+
+    let (a, b) = (live.adapters(), rebuilt.adapters());
+    let report =
+        tidemark::verify::verify(a.status_scanner().as_ref(), b.status_scanner().as_ref(), 10)
+            .await
+            .unwrap();
+    assert_eq!((report.expected_rows, report.actual_rows), (62, 62));
+    let ids: Vec<&str> = report.differences.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["newer", "only-live", "only-rebuilt"]);
+    let same =
+        tidemark::verify::verify(a.status_scanner().as_ref(), a.status_scanner().as_ref(), 10)
+            .await
+            .unwrap();
+    assert_eq!((same.expected_rows, same.difference_count), (62, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_entries_are_retried_alone_and_202_means_on_the_stream() {
     let r = Resources::create("throttle", 2).await;

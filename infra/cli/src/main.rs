@@ -12,7 +12,7 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use commands::{bench, bench_dynamodb, bootstrap, coldstart, replay, serve};
+use commands::{bench, bench_dynamodb, bootstrap, coldstart, replay, serve, verify};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Create the stream and tables at an endpoint if they are missing.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
+    /// every id that differs; exits 1 when any does.
+    Verify(verify::VerifyArgs),
 }
 
 #[tokio::main]
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Bootstrap(args) => bootstrap::run(args).await,

@@ -165,6 +165,49 @@ impl StatusWriter for DynamoStatusStore {
     }
 }
 
+impl DynamoStatusStore {
+    fn row(&self, item: &Item) -> Result<StatusRow, StoreError> {
+        let t = &self.table;
+        Ok(StatusRow {
+            id: get_s(item, "id", t)?,
+            status: get_s(item, "status", t)?,
+            timestamp: get_s(item, "timestamp", t)?,
+            data: get_optional_s(item, "data", t)?,
+            received_at: get_s(item, "received_at", t)?,
+            shard_id: get_s(item, "shard_id", t)?,
+            sequence_number: get_sequence(item, t)?,
+            version: VersionKey(get_s(item, "version", t)?),
+            updated_at: get_s(item, "updated_at", t)?,
+        })
+    }
+}
+
+#[async_trait]
+impl StatusScanner for DynamoStatusStore {
+    /// Consistent pages of up to 1 MB, as Scan returns them.
+    async fn scan_page(&self, start: Option<&str>) -> Result<StatusPage, StoreError> {
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.map(|id| HashMap::from([("id".to_owned(), s(id))])))
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        let rows = output
+            .items()
+            .iter()
+            .map(|item| self.row(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match output.last_evaluated_key().and_then(|key| key.get("id")) {
+            Some(AttributeValue::S(id)) => Some(id.clone()),
+            _ => None,
+        };
+        Ok(StatusPage { rows, next })
+    }
+}
+
 #[async_trait]
 impl StatusReader for DynamoStatusStore {
     /// Strongly consistent, so a reader never sees an id go backwards between two reads.
@@ -178,21 +221,7 @@ impl StatusReader for DynamoStatusStore {
             .send()
             .await
             .map_err(|e| store_error(classify(&e)))?;
-        let Some(item) = output.item() else {
-            return Ok(None);
-        };
-        let t = &self.table;
-        Ok(Some(StatusRow {
-            id: get_s(item, "id", t)?,
-            status: get_s(item, "status", t)?,
-            timestamp: get_s(item, "timestamp", t)?,
-            data: get_optional_s(item, "data", t)?,
-            received_at: get_s(item, "received_at", t)?,
-            shard_id: get_s(item, "shard_id", t)?,
-            sequence_number: get_sequence(item, t)?,
-            version: VersionKey(get_s(item, "version", t)?),
-            updated_at: get_s(item, "updated_at", t)?,
-        }))
+        output.item().map(|item| self.row(item)).transpose()
     }
 }
 

@@ -28,6 +28,7 @@ pub struct Adapters {
     shard_reader: OnceLock<Arc<dyn ShardReader>>,
     status_writer: OnceLock<Arc<dyn StatusWriter>>,
     status_reader: OnceLock<Arc<dyn StatusReader>>,
+    status_scanner: OnceLock<Arc<dyn StatusScanner>>,
     checkpoint_writer: OnceLock<Arc<dyn CheckpointWriter>>,
     checkpoint_reader: OnceLock<Arc<dyn CheckpointReader>>,
     dead_letter_writer: OnceLock<Arc<dyn DeadLetterWriter>>,
@@ -120,6 +121,7 @@ impl Adapters {
             shard_reader: OnceLock::new(),
             status_writer: OnceLock::new(),
             status_reader: OnceLock::new(),
+            status_scanner: OnceLock::new(),
             checkpoint_writer: OnceLock::new(),
             checkpoint_reader: OnceLock::new(),
             dead_letter_writer: OnceLock::new(),
@@ -164,6 +166,8 @@ impl Adapters {
     capability!(status_writer, with_status_writer: StatusWriter,
         aws: |a| a.status(), memory: |m| m.status.clone());
     capability!(status_reader, with_status_reader: StatusReader,
+        aws: |a| a.status(), memory: |m| m.status.clone());
+    capability!(status_scanner, with_status_scanner: StatusScanner,
         aws: |a| a.status(), memory: |m| m.status.clone());
     capability!(checkpoint_writer, with_checkpoint_writer: CheckpointWriter,
         aws: |a| a.checkpoints(), memory: |m| m.checkpoints.clone());

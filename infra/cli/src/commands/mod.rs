@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod coldstart;
 pub mod replay;
 pub mod serve;
+pub mod verify;
 
 use std::process::ExitCode;
 

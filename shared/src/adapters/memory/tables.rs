@@ -57,6 +57,32 @@ impl StatusWriter for MemoryStatusStore {
     }
 }
 
+/// Rows per page of a scan: DynamoDB's pages stop at 1 MB, about a thousand small rows.
+const SCAN_PAGE_ROWS: usize = 1000;
+
+#[async_trait]
+impl StatusScanner for MemoryStatusStore {
+    async fn scan_page(&self, start: Option<&str>) -> Result<StatusPage, StoreError> {
+        let rows = lock(&self.rows);
+        let mut ids: Vec<&String> = rows
+            .keys()
+            .filter(|id| start.is_none_or(|start| id.as_str() > start))
+            .collect();
+        ids.sort_unstable();
+        let more = ids.len() > SCAN_PAGE_ROWS;
+        ids.truncate(SCAN_PAGE_ROWS);
+        let page: Vec<StatusRow> = ids.iter().filter_map(|id| rows.get(*id).cloned()).collect();
+        Ok(StatusPage {
+            next: if more {
+                page.last().map(|r| r.id.clone())
+            } else {
+                None
+            },
+            rows: page,
+        })
+    }
+}
+
 /// A STATUS row's size as DynamoDB counts it: attribute names and values, in bytes.
 fn item_size(row: &StatusRow) -> usize {
     let attribute = |name: &str, value: &str| name.len() + value.len();
