@@ -31,8 +31,10 @@ pub const METRICS_NAMESPACE: &str = "Tidemark";
 
 impl BatchReport {
     /// One line of CloudWatch Embedded Metric Format: a structured log line whose counts
-    /// CloudWatch also turns into metrics, with no API call from the function.
-    pub fn to_emf_line(&self, timestamp_ms: i64) -> String {
+    /// CloudWatch also turns into metrics, with no API call from the function. `function_name`
+    /// (the Lambda's own) adds a per-function `failed` metric: the namespace is shared by every
+    /// stack in the account, so an alarm on that metric watches this stack's processor only.
+    pub fn to_emf_line(&self, timestamp_ms: i64, function_name: Option<&str>) -> String {
         let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
         let mut line = serde_json::to_value(self).unwrap_or_default();
         line["message"] = "batch processed".into();
@@ -60,6 +62,16 @@ impl BatchReport {
                 ],
             }],
         });
+        if let Some(function_name) = function_name {
+            line["function_name"] = function_name.into();
+            if let Some(sets) = line["_aws"]["CloudWatchMetrics"].as_array_mut() {
+                sets.push(serde_json::json!({
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [["function_name"]],
+                    "Metrics": [metric("failed", "Count")],
+                }));
+            }
+        }
         line.to_string()
     }
 
@@ -138,7 +150,8 @@ mod tests {
             failed: 3,
             ..BatchReport::default()
         };
-        let line: serde_json::Value = serde_json::from_str(&report.to_emf_line(1)).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(&report.to_emf_line(1, Some("stack-processor"))).unwrap();
         assert_eq!(line["shard_id"], "shardId-000000000007");
         assert_eq!(line["failed"], 3);
         let sets = line["_aws"]["CloudWatchMetrics"].as_array().unwrap();
@@ -151,5 +164,16 @@ mod tests {
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
         assert_eq!(per_shard, ["failed", "oldest_record_age_ms"]);
+        assert_eq!(line["function_name"], "stack-processor");
+        assert_eq!(
+            sets[2]["Dimensions"],
+            serde_json::json!([["function_name"]])
+        );
+        assert_eq!(sets[2]["Metrics"][0]["Name"], "failed");
+        let plain: serde_json::Value = serde_json::from_str(&report.to_emf_line(1, None)).unwrap();
+        assert_eq!(
+            plain["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(),
+            2
+        );
     }
 }

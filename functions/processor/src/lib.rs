@@ -50,9 +50,13 @@ impl Handler {
         &self,
         event: LambdaEvent<KinesisEvent>,
     ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        let function_name = event.context.env_config.function_name.clone();
         let (response, report) = self.process(event.payload).await?;
         // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
-        println!("{}", report.to_emf_line(SystemClock.now().unix_millis()));
+        println!(
+            "{}",
+            report.to_emf_line(SystemClock.now().unix_millis(), Some(&function_name))
+        );
         Ok(response)
     }
 
