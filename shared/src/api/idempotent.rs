@@ -129,7 +129,8 @@ impl IdempotencyKeys {
 
     /// Stores the answer for retries. If that fails the event is still accepted: the key stays
     /// in progress until its lease runs out, and a retry after that puts the event again with
-    /// its first receive time (a duplicate on the stream that changes no STATUS row).
+    /// its first receive time: a duplicate on the stream with the same event time, so only an
+    /// event of exactly that time could be overtaken (the sequence number breaks that tie).
     pub(crate) async fn complete(&self, claim: &Claim, answer: &str) {
         match self
             .store
