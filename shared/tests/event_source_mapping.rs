@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidemark::adapters::faults::{Faults, Faulty};
+use tidemark::adapters::faults::{Faults, Faulty, RefusesRows};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
 use tidemark::adapters::Adapters;
 use tidemark::domain::{parse_event, Clock, Limits, SystemClock};
@@ -297,22 +297,6 @@ async fn a_restart_resumes_from_oplog_and_poison_is_dead_lettered() {
     task.await.unwrap();
 }
 
-/// STATUS refusing rows whose status starts with "huge" for good, as DynamoDB refuses an item
-/// over 400 KB.
-struct RefusesHuge(Arc<MemoryStatusStore>);
-
-#[async_trait::async_trait]
-impl StatusWriter for RefusesHuge {
-    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        if row.status.starts_with("huge") {
-            return Err(StoreError::ItemRejected(
-                "Item size has exceeded the maximum allowed size".into(),
-            ));
-        }
-        self.0.apply(row).await
-    }
-}
-
 /// In `serve`, a record STATUS refuses for good is dead-lettered and the shard moves on, with no
 /// retry limit needed: the id keeps its newest record that can be applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,8 +306,11 @@ async fn records_status_refuses_are_set_aside_and_the_shard_moves_on() {
     let refused_a = h.put("a", "huge-shipped").await;
     let refused_b = h.put("b", "huge-created").await;
     let last = h.put("c", "created").await;
-    let adapters = Adapters::in_memory(h.memory.clone())
-        .with_status_writer(Arc::new(RefusesHuge(h.memory.status.clone())));
+    let adapters =
+        Adapters::in_memory(h.memory.clone()).with_status_writer(Arc::new(RefusesRows {
+            inner: h.memory.status.clone(),
+            refuse: |row| row.status.starts_with("huge"),
+        }));
     let processor =
         Arc::new(adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock)));
     let settings = EsmSettings {
@@ -342,20 +329,10 @@ async fn records_status_refuses_are_set_aside_and_the_shard_moves_on() {
     assert_eq!(h.status_of("a").await.as_deref(), Some("packed"));
     assert_eq!(h.status_of("b").await, None);
     assert_eq!(h.status_of("c").await.as_deref(), Some("created"));
-    let mut dead: Vec<String> = h
-        .memory
-        .dead_letters
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.sequence_number.as_str().to_owned())
-        .collect();
-    dead.sort();
-    let mut expected = vec![
-        refused_a.sequence_number.as_str().to_owned(),
-        refused_b.sequence_number.as_str().to_owned(),
-    ];
-    expected.sort();
-    assert_eq!(dead, expected);
+    assert_eq!(
+        h.memory.dead_letters.sequence_numbers(),
+        [refused_a, refused_b]
+            .map(|ack| ack.sequence_number.as_str().to_owned())
+            .into()
+    );
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use tidemark::adapters::faults::{Faults, Faulty};
+use tidemark::adapters::faults::{Faults, Faulty, RefusesRows};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
 use tidemark::adapters::Adapters;
 use tidemark::consumer::CheckpointedConsumer;
@@ -188,21 +188,6 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) -> Accepted {
 /// Marks the statuses of events STATUS refuses.
 const REFUSED: &str = "refused-";
 
-/// STATUS refusing marked rows for good, the way DynamoDB refuses an item over 400 KB.
-struct RefusesMarked(Arc<tidemark::adapters::memory::MemoryStatusStore>);
-
-#[async_trait::async_trait]
-impl StatusWriter for RefusesMarked {
-    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        if row.status.starts_with(REFUSED) {
-            return Err(StoreError::ItemRejected(
-                "Item size has exceeded the maximum allowed size".into(),
-            ));
-        }
-        self.0.apply(row).await
-    }
-}
-
 struct World {
     memory: MemoryBackend,
     faults: [Arc<Faults>; 3],
@@ -218,7 +203,10 @@ impl World {
             Faults::new(chaos.seed ^ 1),
             Faults::new(chaos.seed ^ 2),
         ];
-        let refusing = RefusesMarked(memory.status.clone());
+        let refusing = RefusesRows {
+            inner: memory.status.clone(),
+            refuse: |row| row.status.starts_with(REFUSED),
+        };
         let adapters = Adapters::in_memory(memory.clone())
             .with_status_writer(Arc::new(Faulty::new(refusing, &faults[0])))
             .with_checkpoint_writer(Arc::new(Faulty::new(

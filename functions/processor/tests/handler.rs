@@ -8,11 +8,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use tidemark::adapters::faults::RefusesRows;
 use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, FixedClock};
-use tidemark::ports::{
-    ApplyOutcome, CheckpointReader, DeadLetterReader, StatusRow, StatusWriter, StoreError,
-};
+use tidemark::ports::{CheckpointReader, DeadLetterReader};
 use tidemark::processor::ProcessorSettings;
 use tidemark_processor::{Handler, InvalidEvent};
 
@@ -121,29 +120,17 @@ async fn an_event_lambda_could_not_have_sent_fails_loudly() {
     assert_eq!(report.records, 0);
 }
 
-/// STATUS refusing rows for good (as DynamoDB refuses an item over 400 KB): here, order-1 at
-/// `shipped` and at `packed`.
-struct RefusesSome(Arc<tidemark::adapters::memory::MemoryStatusStore>);
-
-#[async_trait::async_trait]
-impl StatusWriter for RefusesSome {
-    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
-        if row.id == "order-1" && (row.status == "shipped" || row.status == "packed") {
-            return Err(StoreError::ItemRejected(
-                "Item size has exceeded the maximum allowed size".into(),
-            ));
-        }
-        self.0.apply(row).await
-    }
-}
-
 /// In Lambda, a record STATUS refuses for good is set aside, the id falls back to its newest
 /// record that can be applied, and the batch succeeds: nothing for the mapping to retry.
 #[tokio::test]
 async fn records_status_refuses_are_set_aside_and_the_batch_succeeds() {
     let adapters = Adapters::memory(1);
     let memory = adapters.memory_backend().unwrap().clone();
-    let adapters = adapters.with_status_writer(Arc::new(RefusesSome(memory.status.clone())));
+    // order-1 at `shipped` (10:05) and at `packed` (10:02) cannot be stored.
+    let adapters = adapters.with_status_writer(Arc::new(RefusesRows {
+        inner: memory.status.clone(),
+        refuse: |row| row.id == "order-1" && (row.status == "shipped" || row.status == "packed"),
+    }));
     let sequences: Vec<String> = batch()
         .records
         .iter()
@@ -158,14 +145,7 @@ async fn records_status_refuses_are_set_aside_and_the_batch_succeeds() {
         "created",
         "shipped (10:05) and packed (10:02) are refused; created (10:00) is the newest left"
     );
-    let dead: BTreeSet<String> = memory
-        .dead_letters
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.sequence_number.as_str().to_owned())
-        .collect();
+    let dead = memory.dead_letters.sequence_numbers();
     assert_eq!(
         dead,
         BTreeSet::from([1, 2, 6, 7].map(|i| sequences[i].clone())),

@@ -203,3 +203,23 @@ impl<S: IdempotencyStore> IdempotencyStore for Faulty<S> {
         self.inner.release(key, lease_ms).await
     }
 }
+
+/// STATUS refusing chosen rows for good, the way DynamoDB refuses an item over 400 KB
+/// (`StoreError::ItemRejected`): the field bounds make such a row unreachable through the API,
+/// so tests of the processor's fallback choose the rows to refuse instead.
+pub struct RefusesRows<S> {
+    pub inner: S,
+    pub refuse: fn(&StatusRow) -> bool,
+}
+
+#[async_trait]
+impl<S: StatusWriter> StatusWriter for RefusesRows<S> {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        if (self.refuse)(&row) {
+            return Err(StoreError::ItemRejected(
+                "Item size has exceeded the maximum allowed size (refused by the test)".into(),
+            ));
+        }
+        self.inner.apply(row).await
+    }
+}

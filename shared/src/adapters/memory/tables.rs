@@ -201,6 +201,14 @@ impl MemoryDeadLetterStore {
     pub fn put_calls(&self) -> u64 {
         self.put_calls.load(Ordering::Relaxed)
     }
+
+    /// The sequence numbers set aside so far (what tests compare with the records they expect).
+    pub fn sequence_numbers(&self) -> std::collections::BTreeSet<String> {
+        lock(&self.letters)
+            .keys()
+            .map(|(_, sequence)| sequence.clone())
+            .collect()
+    }
 }
 
 #[async_trait]
