@@ -5,8 +5,8 @@
 //! - [`ports`]: the traits the pipeline needs; [`adapters`]: AWS, in-memory and fault-injecting.
 //! - [`api`]: the HTTP contract; [`processor`]: one Kinesis batch; [`consumer`]: what a consumer
 //!   of the stream answers and the checkpoint its loop writes; [`esm`]: the event source mapping
-//!   emulator used by `tidemark serve`; [`replay`]: re-applying a given-up range; [`verify`]:
-//!   comparing two STATUS tables.
+//!   emulator used by `tidemark serve`; [`replay`]: re-applying a given-up range; [`rebuild`]:
+//!   STATUS again from the stream; [`verify`]: comparing two STATUS tables.
 
 pub mod adapters;
 pub mod api;
@@ -17,6 +17,7 @@ pub mod esm;
 pub mod ports;
 pub mod processor;
 pub mod publish;
+pub mod rebuild;
 pub mod replay;
 pub mod telemetry;
 pub mod verify;

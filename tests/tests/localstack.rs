@@ -620,6 +620,98 @@ async fn oplog_records_a_shard_falling_behind_and_progress_clears_it() {
     assert_eq!(reader.list().await.unwrap(), vec![checkpoint("10")]);
 }
 
+/// Rebuilding STATUS from Kinesis into a new DynamoDB table, through the same processor: equal
+/// to the live table, poison set aside, and a second run from the saved progress reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_the_stream_equals_the_live_table() {
+    let resources = Resources::create("rebuild", 2).await;
+    let adapters = resources.adapters();
+    let writer = adapters.stream_writer();
+    for i in 0..60u32 {
+        let raw = format!(
+            r#"{{"id":"id-{}","status":"s{i}","timestamp":"2024-05-01T12:00:{:02}Z"}}"#,
+            i % 13,
+            (i * 7) % 60
+        );
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&raw).unwrap();
+        let event = parse_event(raw, None, SystemClock.now(), &Limits::default()).unwrap();
+        writer
+            .put(&OutgoingRecord {
+                partition_key: event.id.clone(),
+                data: Bytes::from(event.encode().unwrap()),
+            })
+            .await
+            .unwrap();
+    }
+    writer
+        .put(&OutgoingRecord {
+            partition_key: "poison".into(),
+            data: Bytes::from_static(b"not an event"),
+        })
+        .await
+        .unwrap();
+    // The live table, the mapping's way.
+    let live = CheckpointedConsumer::new(
+        Arc::new(adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock))),
+        adapters.checkpoint_writer(),
+    );
+    for (shard, records) in all_records(adapters.shard_reader().as_ref()).await {
+        for batch in records.chunks(9) {
+            assert_eq!(live.run_batch(&shard, batch).await.failure, None);
+        }
+    }
+
+    let into = format!("{}-rebuilt", resources.names.status_table);
+    let dynamodb = resources.dynamodb();
+    tidemark::adapters::bootstrap::ensure_table(&dynamodb, &into, "id", None)
+        .await
+        .unwrap();
+    let rebuilt = Arc::new(tidemark::adapters::dynamodb::DynamoStatusStore::new(
+        dynamodb.clone(),
+        &into,
+    ));
+    let set_aside = Arc::new(tidemark::adapters::memory::MemoryDeadLetterStore::default());
+    let processor = tidemark::processor::Processor::new(
+        rebuilt.clone(),
+        set_aside.clone(),
+        ProcessorSettings::default(),
+        Arc::new(SystemClock),
+    );
+    let mut progress = tidemark::rebuild::RebuildProgress::default();
+    let reader = adapters.shard_reader();
+    let report = tidemark::rebuild::rebuild(
+        reader.as_ref(),
+        &processor,
+        &mut progress,
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.shards, report.records), (2, 61));
+    assert_eq!(set_aside.sequence_numbers().len(), 1);
+    let difference =
+        tidemark::verify::verify(adapters.status_scanner().as_ref(), rebuilt.as_ref(), 10)
+            .await
+            .unwrap();
+    assert_eq!(
+        (difference.expected_rows, difference.difference_count),
+        (13, 0),
+        "{difference:?}"
+    );
+    let again = tidemark::rebuild::rebuild(
+        reader.as_ref(),
+        &processor,
+        &mut progress,
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.records, 0);
+    let _ = dynamodb.delete_table().table_name(&into).send().await;
+}
+
 /// `tidemark verify`'s comparison on DynamoDB: two STATUS tables of more than one Scan page
 /// (1 MB) each, equal but for three ids, which it lists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

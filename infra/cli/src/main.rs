@@ -12,7 +12,7 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use commands::{bench, bench_dynamodb, bootstrap, coldstart, replay, serve, verify};
+use commands::{bench, bench_dynamodb, bootstrap, coldstart, rebuild, replay, serve, verify};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Create the stream and tables at an endpoint if they are missing.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Rebuild STATUS into a new table from every record the stream still holds, through the
+    /// same processor; resumable (--state), and set-aside records listed at the end.
+    Rebuild(rebuild::RebuildArgs),
     /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
     /// every id that differs; exits 1 when any does.
     Verify(verify::VerifyArgs),
@@ -59,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Rebuild(args) => rebuild::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Bootstrap(args) => bootstrap::run(args).await,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_dynamodb;
 pub mod bootstrap;
 pub mod coldstart;
+pub mod rebuild;
 pub mod replay;
 pub mod serve;
 pub mod verify;

@@ -1,0 +1,297 @@
+//! Rebuilding STATUS from the stream (`tidemark rebuild`): every record of every shard, from the
+//! oldest the stream still holds, through a consumer (the processor, writing into a fresh STATUS
+//! table). Versions come from the records themselves, so the rebuilt table holds what the live
+//! one would hold had it applied the same records, whatever order the shards are read in.
+//!
+//! Resumable: after each page the shard's position is saved ([`RebuildProgress`]), and a rebuild
+//! started again with it continues after that record; re-applying a page is a no-op anyway. The
+//! stream keeps records for its retention period only; the archive (issue 12) will extend the
+//! rebuild to everything ever accepted.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::consumer::Consumer;
+use crate::domain::SequenceNumber;
+use crate::ports::{ShardReader, StartPosition, StreamError};
+use crate::replay::REPLAY_PAGE_RECORDS;
+
+/// Empty pages in a row after which an open shard is taken to be read to its tip (Kinesis may
+/// return an empty page before later records, so one proves nothing).
+const EMPTY_PAGES_AT_TIP: usize = 3;
+
+/// Throttled reads are retried this many times, a second apart: the rebuild shares each shard's
+/// five reads per second with the live mapping, so a throttle is expected, not an error.
+const THROTTLED_READ_ATTEMPTS: u32 = 30;
+const THROTTLED_READ_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn read_page(
+    stream: &dyn ShardReader,
+    iterator: &str,
+) -> Result<crate::ports::RecordsPage, StreamError> {
+    let mut attempt = 1;
+    loop {
+        match stream.get_records(iterator, REPLAY_PAGE_RECORDS).await {
+            Err(StreamError::Throttled(_)) if attempt < THROTTLED_READ_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(THROTTLED_READ_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How far each shard has been rebuilt: the last record applied, as text (a JSON file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildProgress {
+    pub shards: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub shards: usize,
+    pub records: usize,
+    pub applied: usize,
+    pub stale: usize,
+    pub set_aside: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("reading shard {shard_id}: {source}")]
+    Stream {
+        shard_id: String,
+        source: StreamError,
+    },
+    #[error("the saved position of {shard_id} is not a sequence number: {text:?}")]
+    Progress { shard_id: String, text: String },
+    #[error(
+        "record {sequence_number} of {shard_id} could not be applied (see the log); run the \
+         rebuild again with the same state to continue from it"
+    )]
+    Failed {
+        shard_id: String,
+        sequence_number: SequenceNumber,
+    },
+    #[error("saving the rebuild's progress failed: {0}")]
+    Save(String),
+}
+
+/// Rebuilds through `consumer`, starting each shard after its position in `progress` (from the
+/// oldest record without one), and calls `save` with the progress after every page and `on_page`
+/// with each page's shard and size (a progress bar).
+pub async fn rebuild(
+    stream: &dyn ShardReader,
+    consumer: &dyn Consumer,
+    progress: &mut RebuildProgress,
+    mut save: impl FnMut(&RebuildProgress) -> Result<(), String>,
+    mut on_page: impl FnMut(&str, usize),
+) -> Result<RebuildReport, RebuildError> {
+    let shards = stream
+        .list_shards()
+        .await
+        .map_err(|source| RebuildError::Stream {
+            shard_id: "(listing shards)".into(),
+            source,
+        })?;
+    let mut report = RebuildReport {
+        shards: shards.len(),
+        ..RebuildReport::default()
+    };
+    for shard in shards {
+        let shard_id = shard.shard_id;
+        let stream_error = |source| RebuildError::Stream {
+            shard_id: shard_id.clone(),
+            source,
+        };
+        let start = match progress.shards.get(&shard_id) {
+            Some(text) => {
+                StartPosition::AfterSequence(SequenceNumber::parse(text).map_err(|_| {
+                    RebuildError::Progress {
+                        shard_id: shard_id.clone(),
+                        text: text.clone(),
+                    }
+                })?)
+            }
+            None => StartPosition::TrimHorizon,
+        };
+        let mut iterator = stream
+            .shard_iterator(&shard_id, &start)
+            .await
+            .map_err(stream_error)?;
+        let mut empty_pages = 0;
+        loop {
+            let page = read_page(stream, &iterator).await.map_err(stream_error)?;
+            if let Some(last) = page.records.last() {
+                empty_pages = 0;
+                let outcome = consumer.consume(&shard_id, &page.records).await;
+                report.records += page.records.len();
+                report.applied += outcome.report.applied;
+                report.stale += outcome.report.stale;
+                report.set_aside += outcome.report.dead_lettered;
+                if let Some(sequence_number) = outcome.failure {
+                    return Err(RebuildError::Failed {
+                        shard_id,
+                        sequence_number,
+                    });
+                }
+                progress
+                    .shards
+                    .insert(shard_id.clone(), last.sequence_number.as_str().to_owned());
+                save(progress).map_err(RebuildError::Save)?;
+                on_page(&shard_id, page.records.len());
+            } else {
+                empty_pages += 1;
+            }
+            let at_tip =
+                empty_pages >= EMPTY_PAGES_AT_TIP && page.millis_behind_latest.unwrap_or(0) == 0;
+            match page.next_iterator {
+                Some(next) if !at_tip => iterator = next,
+                // A closed shard read to its end, or an open one read to its tip.
+                _ => break,
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::faults::{Faults, Faulty};
+    use crate::adapters::memory::{MemoryBackend, MemoryStatusStore};
+    use crate::adapters::Adapters;
+    use crate::consumer::CheckpointedConsumer;
+    use crate::domain::{Event, EventTime, SystemClock};
+    use crate::ports::{OutgoingRecord, StreamWriter};
+    use crate::processor::Processor;
+    use crate::verify::verify;
+
+    async fn put(memory: &MemoryBackend, id: &str, status: &str, second: u32) {
+        let time = EventTime::parse_rfc3339(&format!("2024-05-01T12:00:{second:02}Z")).unwrap();
+        let event = Event {
+            id: id.into(),
+            status: status.into(),
+            timestamp: time.to_rfc3339(),
+            event_time: time,
+            data: None,
+            received_at: time,
+        };
+        let data = event.encode().unwrap();
+        memory
+            .stream
+            .put(&OutgoingRecord {
+                partition_key: id.into(),
+                data: data.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The live pipeline applies everything; a rebuild into an empty table, interrupted by a
+    /// failing write and resumed from its saved progress, ends equal to it, poison set aside.
+    #[tokio::test]
+    async fn an_interrupted_rebuild_resumes_and_equals_the_live_table() {
+        let memory = MemoryBackend::new(3);
+        for i in 0..200u32 {
+            // Out of order within each id: the newest is not the last put.
+            put(
+                &memory,
+                &format!("id-{}", i % 37),
+                &format!("s{i}"),
+                (i * 7) % 60,
+            )
+            .await;
+        }
+        memory
+            .stream
+            .put_raw("poison", b"not an event".to_vec().into())
+            .unwrap();
+        // The live table: the mapping's way, batches of 7 through the checkpointed processor.
+        let live = Adapters::in_memory(memory.clone());
+        let live_consumer = CheckpointedConsumer::new(
+            Arc::new(live.processor(Default::default(), Arc::new(SystemClock))),
+            live.checkpoint_writer(),
+        );
+        for shard in memory.stream.list_shards().await.unwrap() {
+            let it = memory
+                .stream
+                .shard_iterator(&shard.shard_id, &StartPosition::TrimHorizon)
+                .await
+                .unwrap();
+            let records = memory
+                .stream
+                .get_records(&it, 10_000)
+                .await
+                .unwrap()
+                .records;
+            for batch in records.chunks(7) {
+                let outcome = live_consumer.run_batch(&shard.shard_id, batch).await;
+                assert_eq!(outcome.failure, None);
+            }
+        }
+        let none = RebuildProgress::default();
+
+        let rebuilt = Arc::new(MemoryStatusStore::default());
+        let faults = Faults::new(4);
+        faults.set_failure_rate(0.3);
+        let rebuilt_adapters =
+            Adapters::memory(1).with_status_writer(Arc::new(Faulty::new(rebuilt.clone(), &faults)));
+        let processor: Processor =
+            rebuilt_adapters.processor(Default::default(), Arc::new(SystemClock));
+        let mut progress = none;
+        let mut saved = Vec::new();
+        let mut attempts = 0;
+        let report = loop {
+            attempts += 1;
+            match rebuild(
+                memory.stream.as_ref(),
+                &processor,
+                &mut progress,
+                |p| {
+                    saved.push(p.clone());
+                    Ok(())
+                },
+                |_, _| {},
+            )
+            .await
+            {
+                Ok(report) => break report,
+                Err(RebuildError::Failed { .. }) if attempts < 100 => faults.set_failure_rate(
+                    // Fewer failures each time, so the test ends.
+                    0.3 / f64::from(attempts),
+                ),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(attempts > 1, "the rebuild was interrupted at least once");
+        assert!(!saved.is_empty());
+        assert_eq!(report.shards, 3);
+        let difference = verify(memory.status.as_ref(), rebuilt.as_ref(), 10)
+            .await
+            .unwrap();
+        assert_eq!(difference.difference_count, 0, "{difference:?}");
+        assert_eq!(difference.expected_rows, 37);
+        let set_aside = rebuilt_adapters
+            .memory_backend()
+            .unwrap()
+            .dead_letters
+            .sequence_numbers();
+        assert_eq!(set_aside.len(), 1, "the poison record");
+        // Started again when done, it reads nothing new.
+        let again = rebuild(
+            memory.stream.as_ref(),
+            &processor,
+            &mut progress,
+            |_| Ok(()),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.records, 0);
+    }
+}
