@@ -17,7 +17,7 @@ pub const REPLAY_PAGE_RECORDS: usize = crate::domain::limits::MAX_GET_RECORDS;
 
 /// Empty pages in a row after which the range is taken to be read to the shard's tip. Kinesis
 /// may return an empty page before later records, so one empty page proves nothing.
-const EMPTY_PAGES_AT_TIP: usize = 3;
+pub(crate) const EMPTY_PAGES_AT_TIP: usize = 3;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayReport {
