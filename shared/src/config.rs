@@ -15,6 +15,11 @@ pub const STATUS_TABLE_VAR: &str = "TIDEMARK_STATUS_TABLE";
 pub const OPLOG_TABLE_VAR: &str = "TIDEMARK_OPLOG_TABLE";
 pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
 pub const IDEMPOTENCY_TABLE_VAR: &str = "TIDEMARK_IDEMPOTENCY_TABLE";
+pub const ARCHIVE_BUCKET_VAR: &str = "TIDEMARK_ARCHIVE_BUCKET";
+/// The HISTORY table, or `none` for a stack that keeps the archive only (`HistoryEnabled=false`).
+pub const HISTORY_TABLE_VAR: &str = "TIDEMARK_HISTORY_TABLE";
+/// What [`HISTORY_TABLE_VAR`] says when the stack keeps no history.
+pub const HISTORY_OFF: &str = "none";
 /// Seconds a shard may be behind before `GET /shards` calls it stuck (default 300).
 pub const STUCK_AFTER_SECONDS_VAR: &str = "TIDEMARK_STUCK_AFTER_SECONDS";
 /// Hours a completed idempotency key answers retries (default 24, at most 720).
@@ -24,6 +29,9 @@ pub const MAX_FUTURE_SKEW_VAR: &str = "TIDEMARK_MAX_FUTURE_SKEW_SECONDS";
 pub const WRITE_CONCURRENCY_VAR: &str = "TIDEMARK_WRITE_CONCURRENCY";
 /// Days a DEADLETTER item is kept before DynamoDB's TTL deletes it; 0 (the default) keeps it.
 pub const DEAD_LETTER_TTL_DAYS_VAR: &str = "TIDEMARK_DEADLETTER_TTL_DAYS";
+/// Days a HISTORY entry is kept before DynamoDB's TTL deletes it; 0 (the default) keeps it. The
+/// archive keeps every event either way.
+pub const HISTORY_TTL_DAYS_VAR: &str = "TIDEMARK_HISTORY_TTL_DAYS";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +53,9 @@ pub struct ResourceNames {
     pub oplog_table: String,
     pub deadletter_table: String,
     pub idempotency_table: String,
+    pub archive_bucket: String,
+    /// `None`: the stack keeps no per-id history ([`HISTORY_OFF`]).
+    pub history_table: Option<String>,
 }
 
 impl ResourceNames {
@@ -65,6 +76,12 @@ impl ResourceNames {
             oplog_table: required(OPLOG_TABLE_VAR, "OPLOG table")?,
             deadletter_table: required(DEADLETTER_TABLE_VAR, "DEADLETTER table")?,
             idempotency_table: required(IDEMPOTENCY_TABLE_VAR, "IDEMPOTENCY table")?,
+            archive_bucket: required(ARCHIVE_BUCKET_VAR, "archive S3 bucket")?,
+            history_table: Some(required(
+                HISTORY_TABLE_VAR,
+                "HISTORY table (or `none` when the stack keeps no history)",
+            )?)
+            .filter(|name| name.trim() != HISTORY_OFF),
         })
     }
 
@@ -82,6 +99,9 @@ impl ResourceNames {
             oplog_table: get(OPLOG_TABLE_VAR, "tidemark-oplog"),
             deadletter_table: get(DEADLETTER_TABLE_VAR, "tidemark-deadletter"),
             idempotency_table: get(IDEMPOTENCY_TABLE_VAR, "tidemark-idempotency"),
+            archive_bucket: get(ARCHIVE_BUCKET_VAR, "tidemark-archive"),
+            history_table: Some(get(HISTORY_TABLE_VAR, "tidemark-history"))
+                .filter(|name| name.trim() != HISTORY_OFF),
         }
     }
 }
@@ -174,6 +194,22 @@ pub fn processor_settings_from_env() -> Result<ProcessorSettings, ConfigError> {
     processor_settings_from_lookup(|var: &str| std::env::var(var).ok())
 }
 
+/// How long HISTORY keeps an entry ([`HISTORY_TTL_DAYS_VAR`]); `None` keeps it.
+pub fn history_ttl_from_env() -> Result<Option<Duration>, ConfigError> {
+    history_ttl_from_lookup(|var| std::env::var(var).ok())
+}
+
+fn history_ttl_from_lookup(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    Ok(
+        match parse_bounded(&get, HISTORY_TTL_DAYS_VAR, 0, 0, MAX_DEAD_LETTER_TTL_DAYS)? {
+            0 => None,
+            days => Some(Duration::from_secs(days * 24 * 60 * 60)),
+        },
+    )
+}
+
 fn processor_settings_from_lookup(
     get: impl Fn(&str) -> Option<String>,
 ) -> Result<ProcessorSettings, ConfigError> {
@@ -210,6 +246,32 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn history_is_required_or_explicitly_off() {
+        let names = [
+            (STREAM_NAME_VAR, "s"),
+            (STATUS_TABLE_VAR, "t"),
+            (OPLOG_TABLE_VAR, "o"),
+            (DEADLETTER_TABLE_VAR, "d"),
+            (IDEMPOTENCY_TABLE_VAR, "i"),
+            (ARCHIVE_BUCKET_VAR, "b"),
+        ];
+        let err = ResourceNames::from_lookup(env(&names)).unwrap_err();
+        assert!(err.to_string().contains(HISTORY_TABLE_VAR), "{err}");
+        let with = |history: &str| {
+            let mut all = names.to_vec();
+            all.push((HISTORY_TABLE_VAR, history));
+            ResourceNames::from_lookup(env(&all)).unwrap().history_table
+        };
+        assert_eq!(with("h"), Some("h".to_owned()));
+        assert_eq!(with(HISTORY_OFF), None);
+        assert_eq!(history_ttl_from_lookup(env(&[])), Ok(None));
+        assert_eq!(
+            history_ttl_from_lookup(env(&[(HISTORY_TTL_DAYS_VAR, "2")])),
+            Ok(Some(Duration::from_secs(2 * 86_400)))
+        );
     }
 
     #[test]

@@ -12,8 +12,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use crate::domain::progress::ConsumerName;
 use crate::domain::SequenceNumber;
-use crate::ports::{AdvanceOutcome, Behind, Checkpoint, CheckpointWriter, StreamRecord};
+use crate::ports::{
+    AdvanceOutcome, Behind, Checkpoint, CheckpointReader, CheckpointWriter, ShardProgress,
+    StoreError, StreamRecord,
+};
 use crate::telemetry::BatchReport;
 
 /// What the mapping is told, what may be checkpointed, and what was done.
@@ -90,6 +94,85 @@ impl CheckpointedConsumer {
             }
         }
         outcome
+    }
+}
+
+/// One consumer's view of OPLOG: its own checkpoints, by plain shard id, over the table every
+/// consumer shares (keys from [`ConsumerName::oplog_key`]).
+pub struct ConsumerCheckpoints<T> {
+    oplog: T,
+    consumer: ConsumerName,
+}
+
+impl<T> ConsumerCheckpoints<T> {
+    pub fn new(oplog: T, consumer: ConsumerName) -> Self {
+        Self { oplog, consumer }
+    }
+
+    fn own(&self, mut progress: ShardProgress) -> Option<ShardProgress> {
+        let shard = self.consumer.shard_of(&progress.shard_id)?.to_owned();
+        if let Some(checkpoint) = &mut progress.checkpoint {
+            checkpoint.shard_id.clone_from(&shard);
+        }
+        if let Some(behind) = &mut progress.behind {
+            behind.shard_id.clone_from(&shard);
+        }
+        progress.shard_id = shard;
+        Some(progress)
+    }
+}
+
+#[async_trait]
+impl<T: CheckpointWriter> CheckpointWriter for ConsumerCheckpoints<T> {
+    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
+        if self.consumer == ConsumerName::Processor {
+            return self.oplog.advance(checkpoint).await;
+        }
+        let scoped = Checkpoint {
+            shard_id: self.consumer.oplog_key(&checkpoint.shard_id),
+            ..checkpoint.clone()
+        };
+        self.oplog.advance(&scoped).await
+    }
+
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
+        let scoped = Behind {
+            shard_id: self.consumer.oplog_key(&behind.shard_id),
+            ..behind.clone()
+        };
+        self.oplog.note_behind(&scoped).await
+    }
+}
+
+#[async_trait]
+impl<T: CheckpointReader> CheckpointReader for ConsumerCheckpoints<T> {
+    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let checkpoint = self.oplog.get(&self.consumer.oplog_key(shard_id)).await?;
+        Ok(checkpoint.map(|c| Checkpoint {
+            shard_id: shard_id.to_owned(),
+            ..c
+        }))
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(self
+            .progress()
+            .await?
+            .into_iter()
+            .filter_map(|p| p.checkpoint)
+            .collect())
+    }
+
+    async fn progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
+        let mut rows: Vec<_> = self
+            .oplog
+            .progress()
+            .await?
+            .into_iter()
+            .filter_map(|p| self.own(p))
+            .collect();
+        rows.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        Ok(rows)
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::adapters::Adapters;
+use crate::domain::progress::ConsumerName;
 use crate::consumer::{CheckpointedConsumer, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
 use crate::domain::SequenceNumber;
@@ -124,17 +125,31 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool
 }
 
 impl EventSourceMapping {
-    /// Reads the shards and OPLOG of `adapters` and feeds `consumer`.
-    pub fn new(
+    /// Reads the shards and OPLOG of `adapters` and feeds `consumer`, the processor (its
+    /// checkpoints are the processor's).
+    pub fn new(adapters: &Adapters, consumer: Arc<dyn Consumer>, settings: EsmSettings) -> Self {
+        Self::for_consumer(adapters, ConsumerName::Processor, consumer, settings)
+    }
+
+    /// A mapping for the consumer `name`, with its own checkpoints in OPLOG.
+    pub fn for_consumer(
         adapters: &Adapters,
+        name: ConsumerName,
         consumer: Arc<dyn Consumer>,
         mut settings: EsmSettings,
     ) -> Self {
         settings.batch_size = settings.batch_size.clamp(1, MAX_BATCH_SIZE);
+        let (writer, reader) = match name {
+            ConsumerName::Processor => (adapters.checkpoint_writer(), adapters.checkpoint_reader()),
+            ConsumerName::Archiver => (
+                adapters.archiver_checkpoint_writer(),
+                adapters.archiver_checkpoint_reader(),
+            ),
+        };
         Self {
             shards: adapters.shard_reader(),
-            consumer: CheckpointedConsumer::new(consumer, adapters.checkpoint_writer()),
-            checkpoint_reader: adapters.checkpoint_reader(),
+            consumer: CheckpointedConsumer::new(consumer, writer),
+            checkpoint_reader: reader,
             settings,
             given_up: Mutex::default(),
         }

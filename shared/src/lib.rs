@@ -10,6 +10,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod archiver;
 pub mod config;
 pub mod consumer;
 pub mod domain;

@@ -336,6 +336,69 @@ pub trait IdempotencyStore: Send + Sync {
     async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError>;
 }
 
+/// One page of archive object keys, in key order (which is time order: [`crate::domain::archive`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePage {
+    pub keys: Vec<String>,
+    /// More keys follow the last one of this page.
+    pub more: bool,
+}
+
+/// Writing the archive: what the archiver needs. `put` replaces an object with the same key, so
+/// writing a redelivered batch again is harmless.
+#[async_trait]
+pub trait ArchiveWriter: Send + Sync {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+}
+
+/// Reading the archive: what a rebuild needs.
+#[async_trait]
+pub trait ArchiveReader: Send + Sync {
+    /// Keys after `start_after` (from the first without one), at most 1,000 per page.
+    async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+}
+
+/// One accepted event of an id, as HISTORY keeps it: the STATUS row it would make (its
+/// `updated_at` is when it was archived). Keyed by (id, version), so writing it again is a no-op.
+pub type HistoryEntry = StatusRow;
+
+/// What writing a set of HISTORY entries did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryWrite {
+    pub written: usize,
+    /// Entries HISTORY refuses for good (DynamoDB: over 400 KB), by id and sequence number: the
+    /// archive still holds them; the history route does not show them.
+    pub refused: Vec<(String, SequenceNumber)>,
+}
+
+/// Writing HISTORY: what the archiver needs. Unconditional: the key makes redelivery idempotent.
+#[async_trait]
+pub trait HistoryWriter: Send + Sync {
+    async fn put_many(&self, entries: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError>;
+}
+
+/// One page of an id's history, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    /// The version to continue below (pass it as `before`); `None` after the oldest entry.
+    pub next: Option<VersionKey>,
+}
+
+/// Reading HISTORY (strongly consistent): what `GET /messages/{id}/history` needs.
+#[async_trait]
+pub trait HistoryReader: Send + Sync {
+    /// At most `limit` entries of `id` with a version below `before` (all without it), newest
+    /// first.
+    async fn page(
+        &self,
+        id: &str,
+        before: Option<&VersionKey>,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError>;
+}
+
 /// A shared adapter is an adapter too (`Arc<MemoryStatusStore>`, `Arc<dyn StatusWriter>`).
 macro_rules! forward_arc {
     ($trait:ident { $($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
@@ -369,6 +432,17 @@ forward_arc!(CheckpointReader {
 });
 forward_arc!(DeadLetterWriter { put(letter: &DeadLetter) -> Result<(), StoreError>; });
 forward_arc!(DeadLetterReader { list() -> Result<Vec<DeadLetter>, StoreError>; });
+forward_arc!(ArchiveWriter { put(key: &str, body: Bytes) -> Result<(), StoreError>; });
+forward_arc!(ArchiveReader {
+    list(start_after: Option<&str>) -> Result<ArchivePage, StoreError>;
+    get(key: &str) -> Result<Bytes, StoreError>;
+});
+forward_arc!(HistoryWriter {
+    put_many(entries: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError>;
+});
+forward_arc!(HistoryReader {
+    page(id: &str, before: Option<&VersionKey>, limit: usize) -> Result<HistoryPage, StoreError>;
+});
 forward_arc!(IdempotencyStore {
     claim(record: &IdempotencyRecord, now: EventTime) -> Result<Option<IdempotencyRecord>, StoreError>;
     take_over(key: &str, expected_lease_ms: i64, lease_until_ms: i64) -> Result<bool, StoreError>;

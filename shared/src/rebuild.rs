@@ -1,20 +1,21 @@
-//! Rebuilding STATUS from the stream (`tidemark rebuild`): every record of every shard, from the
-//! oldest the stream still holds, through a consumer (the processor, writing into a fresh STATUS
-//! table). Versions come from the records themselves, so the rebuilt table holds what the live
-//! one would hold had it applied the same records, whatever order the shards are read in.
+//! Rebuilding STATUS (`tidemark rebuild`): every archived record ([`rebuild_from_archive`]), then
+//! every record the stream still holds ([`rebuild`]), through a consumer (the processor, writing
+//! into a fresh STATUS table). Versions come from the records themselves, so the rebuilt table
+//! holds what the live one would hold had it applied the same records, whatever order they are
+//! read in and however often: the archive and the stream overlap by design (a record is on both
+//! until the stream's retention drops it), and applying a record twice changes nothing.
 //!
-//! Resumable: after each page the shard's position is saved ([`RebuildProgress`]), and a rebuild
-//! started again with it continues after that record; re-applying a page is a no-op anyway. The
-//! stream keeps records for its retention period only; the archive (issue 12) will extend the
-//! rebuild to everything ever accepted.
+//! Resumable: after each object or page the position is saved ([`RebuildProgress`]), and a
+//! rebuild started again with it continues after that; re-applying is a no-op anyway.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::Consumer;
-use crate::domain::SequenceNumber;
-use crate::ports::{ShardReader, StartPosition, StreamError};
+use crate::domain::archive::{decode_object, hour_prefix};
+use crate::domain::{EventTime, SequenceNumber};
+use crate::ports::{ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord};
 use crate::replay::{EMPTY_PAGES_AT_TIP, REPLAY_PAGE_RECORDS};
 
 /// Throttled reads are retried this many times, a second apart: the rebuild shares each shard's
@@ -38,19 +39,51 @@ async fn read_page(
     }
 }
 
-/// How far each shard has been rebuilt: the last record applied, as text (a JSON file).
+/// How far a rebuild got: the last archive object applied, and each shard's last record read
+/// from the stream, as text (a JSON file).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebuildProgress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_after: Option<String>,
+    #[serde(default)]
     pub shards: BTreeMap<String, String>,
+}
+
+/// Which records a rebuild applies, by approximate arrival time: `[from, until)`. Records
+/// without an arrival time are applied only when neither bound is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub from: Option<EventTime>,
+    pub until: Option<EventTime>,
+}
+
+impl TimeWindow {
+    pub fn contains(&self, arrival: Option<EventTime>) -> bool {
+        match arrival {
+            None => self.from.is_none() && self.until.is_none(),
+            Some(t) => {
+                self.from.is_none_or(|from| t >= from) && self.until.is_none_or(|until| t < until)
+            }
+        }
+    }
+}
+
+/// An archive object that could not be read: reported, never silently skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptObject {
+    pub key: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RebuildReport {
     pub shards: usize,
+    pub objects: usize,
     pub records: usize,
     pub applied: usize,
     pub stale: usize,
     pub set_aside: usize,
+    pub corrupt_objects: Vec<CorruptObject>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +105,85 @@ pub enum RebuildError {
     },
     #[error("saving the rebuild's progress failed: {0}")]
     Save(String),
+    #[error("reading the archive: {0}")]
+    Archive(StoreError),
+}
+
+/// Applies every archived record (in `window`) through `consumer`, object by object in key
+/// order (time order), starting after `progress.archive_after`. An object that cannot be read
+/// is listed in the report with its key and reason, and the rebuild goes on.
+pub async fn rebuild_from_archive(
+    archive: &dyn ArchiveReader,
+    consumer: &dyn Consumer,
+    window: TimeWindow,
+    progress: &mut RebuildProgress,
+    mut save: impl FnMut(&RebuildProgress) -> Result<(), String>,
+    mut on_object: impl FnMut(&str, usize),
+) -> Result<RebuildReport, RebuildError> {
+    let mut report = RebuildReport::default();
+    // Objects are under their first record's hour: one that starts in the hour before `from`
+    // can still hold records after it, so listing starts an hour early.
+    let first_hour = window
+        .from
+        .map(|from| hour_prefix(Some(from.saturating_sub(std::time::Duration::from_secs(3600)))));
+    let last_hour = window.until.map(|until| hour_prefix(Some(until)));
+    let mut start_after = progress.archive_after.clone().max(first_hour);
+    loop {
+        let page = archive
+            .list(start_after.as_deref())
+            .await
+            .map_err(RebuildError::Archive)?;
+        for key in &page.keys {
+            if last_hour.as_deref().is_some_and(|last| key.as_str() > last && !key.starts_with(last)) {
+                return Ok(report);
+            }
+            let body = archive.get(key).await.map_err(RebuildError::Archive)?;
+            match decode_object(&body) {
+                Err(e) => report.corrupt_objects.push(CorruptObject {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                }),
+                Ok(records) => {
+                    let mut by_shard: BTreeMap<String, Vec<StreamRecord>> = BTreeMap::new();
+                    for record in records
+                        .into_iter()
+                        .filter(|r| window.contains(r.approximate_arrival))
+                    {
+                        by_shard
+                            .entry(record.shard_id)
+                            .or_default()
+                            .push(StreamRecord {
+                                sequence_number: record.sequence_number,
+                                partition_key: record.partition_key,
+                                data: record.data,
+                                approximate_arrival: record.approximate_arrival,
+                            });
+                    }
+                    for (shard_id, records) in by_shard {
+                        let outcome = consumer.consume(&shard_id, &records).await;
+                        report.records += records.len();
+                        report.applied += outcome.report.applied;
+                        report.stale += outcome.report.stale;
+                        report.set_aside += outcome.report.dead_lettered;
+                        if let Some(sequence_number) = outcome.failure {
+                            return Err(RebuildError::Failed {
+                                shard_id,
+                                sequence_number,
+                            });
+                        }
+                    }
+                }
+            }
+            report.objects += 1;
+            progress.archive_after = Some(key.clone());
+            save(progress).map_err(RebuildError::Save)?;
+            on_object(key, report.records);
+        }
+        match page.keys.last() {
+            Some(last) if page.more => start_after = Some(last.clone()),
+            _ => return Ok(report),
+        }
+    }
 }
 
 /// Rebuilds through `consumer`, starting each shard after its position in `progress` (from the
@@ -80,6 +192,7 @@ pub enum RebuildError {
 pub async fn rebuild(
     stream: &dyn ShardReader,
     consumer: &dyn Consumer,
+    window: TimeWindow,
     progress: &mut RebuildProgress,
     mut save: impl FnMut(&RebuildProgress) -> Result<(), String>,
     mut on_page: impl FnMut(&str, usize),
@@ -121,8 +234,14 @@ pub async fn rebuild(
             let page = read_page(stream, &iterator).await.map_err(stream_error)?;
             if let Some(last) = page.records.last() {
                 empty_pages = 0;
-                let outcome = consumer.consume(&shard_id, &page.records).await;
-                report.records += page.records.len();
+                let in_window: Vec<StreamRecord> = page
+                    .records
+                    .iter()
+                    .filter(|r| window.contains(r.approximate_arrival))
+                    .cloned()
+                    .collect();
+                let outcome = consumer.consume(&shard_id, &in_window).await;
+                report.records += in_window.len();
                 report.applied += outcome.report.applied;
                 report.stale += outcome.report.stale;
                 report.set_aside += outcome.report.dead_lettered;
@@ -173,7 +292,7 @@ mod tests {
         consumer: &dyn Consumer,
         progress: &mut RebuildProgress,
     ) -> Result<RebuildReport, RebuildError> {
-        rebuild(stream, consumer, progress, |_| Ok(()), |_, _| {}).await
+        rebuild(stream, consumer, TimeWindow::default(), progress, |_| Ok(()), |_, _| {}).await
     }
 
     async fn put(memory: &MemoryBackend, id: &str, status: &str, second: u32) {
@@ -256,6 +375,7 @@ mod tests {
             match rebuild(
                 memory.stream.as_ref(),
                 &processor,
+                TimeWindow::default(),
                 &mut progress,
                 |p| {
                     saved.push(p.clone());

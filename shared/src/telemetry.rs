@@ -75,6 +75,28 @@ impl BatchReport {
         line.to_string()
     }
 
+    /// One EMF line whose metrics carry the function's name only (the archiver's): its counts
+    /// mean something else than the processor's, so they stay out of the stack-wide set.
+    pub fn to_function_emf_line(&self, timestamp_ms: i64, function_name: &str) -> String {
+        let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+        let mut line = serde_json::to_value(self).unwrap_or_default();
+        line["message"] = "batch processed".into();
+        line["function_name"] = function_name.into();
+        line["_aws"] = serde_json::json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["function_name"]],
+                "Metrics": [
+                    metric("records", "Count"),
+                    metric("failed", "Count"),
+                    metric("oldest_record_age_ms", "Milliseconds"),
+                ],
+            }],
+        });
+        line.to_string()
+    }
+
     /// The same facts as a tracing event, for `tidemark serve`.
     pub fn log(&self) {
         if self.failed > 0 || self.checkpoint_error.is_some() {

@@ -82,6 +82,20 @@ impl Resources {
             oplog_table: format!("{unique}-oplog"),
             deadletter_table: format!("{unique}-deadletter"),
             idempotency_table: format!("{unique}-idempotency"),
+            // S3 bucket names: 3–63 lowercase letters, digits and hyphens.
+            archive_bucket: format!("{unique}-archive")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+                .chars()
+                .rev()
+                .take(63)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+                .trim_start_matches('-')
+                .to_owned(),
+            history_table: Some(format!("{unique}-history")),
         };
         let sdk = load_sdk_config(Some(&endpoint)).await;
         ensure_resources(&sdk, &names, shards)

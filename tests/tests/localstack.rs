@@ -682,6 +682,7 @@ async fn a_rebuild_from_the_stream_equals_the_live_table() {
     let report = tidemark::rebuild::rebuild(
         reader.as_ref(),
         &processor,
+        tidemark::rebuild::TimeWindow::default(),
         &mut progress,
         |_| Ok(()),
         |_, _| {},
@@ -702,6 +703,7 @@ async fn a_rebuild_from_the_stream_equals_the_live_table() {
     let again = tidemark::rebuild::rebuild(
         reader.as_ref(),
         &processor,
+        tidemark::rebuild::TimeWindow::default(),
         &mut progress,
         |_| Ok(()),
         |_, _| {},

@@ -1,7 +1,9 @@
-//! The processor Lambda's handler: a Kinesis batch → STATUS / DEADLETTER through the processor,
-//! then OPLOG through the checkpoint the batch earned, reporting the lowest failed record in
-//! `batchItemFailures` (the mapping needs `ReportBatchItemFailures`). A library so the tests and
-//! benchmarks run exactly what the Lambda runs.
+//! The stream consumers' Lambda handler: a Kinesis batch → STATUS / DEADLETTER through the
+//! processor (the `processor` binary) or → the archive / HISTORY through the archiver (the
+//! `archiver` binary), then OPLOG through the checkpoint the batch earned (each consumer its
+//! own), reporting the lowest failed record in `batchItemFailures` (the mapping needs
+//! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
+//! runs.
 
 pub mod synthetic;
 
@@ -11,6 +13,9 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use lambda_runtime::LambdaEvent;
 use tidemark::adapters::Adapters;
+use tidemark::archiver::Archiver;
+use tidemark::domain::progress::ConsumerName;
+use tidemark::domain::Limits;
 use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
@@ -31,16 +36,38 @@ pub enum InvalidEvent {
     },
 }
 
-/// The consumer loop of the Lambda: the processor, and the OPLOG it checkpoints into.
+/// The consumer loop of the Lambda: a consumer, and the OPLOG it checkpoints into.
 pub struct Handler {
     consumer: CheckpointedConsumer,
+    name: ConsumerName,
 }
 
 impl Handler {
+    /// The processor: STATUS and DEADLETTER.
     pub fn new(adapters: &Adapters, settings: ProcessorSettings, clock: Arc<dyn Clock>) -> Self {
         let processor = Arc::new(adapters.processor(settings, clock));
         Self {
             consumer: CheckpointedConsumer::new(processor, adapters.checkpoint_writer()),
+            name: ConsumerName::Processor,
+        }
+    }
+
+    /// The archiver: the archive, and HISTORY when the stack keeps it.
+    pub fn archiver(adapters: &Adapters, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        let archiver = Archiver::new(
+            adapters.archive_writer(),
+            adapters
+                .history_enabled()
+                .then(|| adapters.history_writer()),
+            limits,
+            clock,
+        );
+        Self {
+            consumer: CheckpointedConsumer::new(
+                Arc::new(archiver),
+                adapters.archiver_checkpoint_writer(),
+            ),
+            name: ConsumerName::Archiver,
         }
     }
 
@@ -53,10 +80,13 @@ impl Handler {
         let function_name = event.context.env_config.function_name.clone();
         let (response, report) = self.process(event.payload).await?;
         // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
-        println!(
-            "{}",
-            report.to_emf_line(SystemClock.now().unix_millis(), Some(&function_name))
-        );
+        let now = SystemClock.now().unix_millis();
+        let line = match self.name {
+            ConsumerName::Processor => report.to_emf_line(now, Some(&function_name)),
+            // Not the processor's stack-wide counts: only this function's own metrics.
+            ConsumerName::Archiver => report.to_function_emf_line(now, &function_name),
+        };
+        println!("{line}");
         Ok(response)
     }
 

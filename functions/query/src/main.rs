@@ -1,5 +1,5 @@
-//! The query Lambda: `GET /messages/{id}` and `GET /shards` ← STATUS, OPLOG and the stream's
-//! shard list.
+//! The query Lambda: `GET /messages/{id}`, `GET /messages/{id}/history` and `GET /shards` ←
+//! STATUS, HISTORY, OPLOG and the stream's shard list.
 
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
@@ -13,16 +13,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stuck_after = stuck_after_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names);
+    let mut query = QueryApi::new(
+        adapters.status_reader(),
+        adapters.checkpoint_reader(),
+        adapters.shard_reader(),
+    )
+    .with_stuck_after(stuck_after)
+    .with_archiver_checkpoints(adapters.archiver_checkpoint_reader());
+    if adapters.history_enabled() {
+        query = query.with_history(adapters.history_reader());
+    }
     let api = Api {
         ingest: None,
-        query: Some(
-            QueryApi::new(
-                adapters.status_reader(),
-                adapters.checkpoint_reader(),
-                adapters.shard_reader(),
-            )
-            .with_stuck_after(stuck_after),
-        ),
+        query: Some(query),
     };
     tidemark::adapters::lambda_http::run(api).await
 }

@@ -142,6 +142,8 @@ async fn fresh_tables(
         oplog_table: format!("{unique}-oplog"),
         deadletter_table: format!("{unique}-deadletter"),
         idempotency_table: format!("{unique}-idempotency"),
+        archive_bucket: format!("{unique}-archive"),
+        history_table: Some(format!("{unique}-history")),
     };
     let client = aws_sdk_dynamodb::Client::new(sdk);
     for (table, hash, range) in [

@@ -22,7 +22,13 @@ use tidemark::api::{
 };
 use tidemark::config::ResourceNames;
 use tidemark::domain::limits::{DEFAULT_STUCK_AFTER, MAX_BODY_BYTES};
-use tidemark::domain::{Limits, SystemClock};
+use std::collections::HashMap;
+use tidemark::archiver::Archiver;
+use tidemark::consumer::{BatchOutcome, Consumer};
+use tidemark::ports::StreamRecord;
+use tidemark::rebuild::{rebuild_from_archive, RebuildError, RebuildProgress, RebuildReport, TimeWindow};
+use tidemark::domain::progress::ConsumerName;
+use tidemark::domain::{Limits, SequenceNumber, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::ports::CheckpointReader;
 use tidemark::processor::ProcessorSettings;
@@ -120,10 +126,22 @@ pub async fn run(
     let processor = Arc::new(adapters.processor(settings.processor, Arc::new(SystemClock)));
     let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings.esm));
     let esm_task = tokio::spawn(esm.run(shutdown.clone()));
+    // The second consumer: the archive and HISTORY, with its own checkpoints.
+    let archiver = Arc::new(archiver(&adapters, settings.processor.limits));
+    let archiver_esm = Arc::new(EventSourceMapping::for_consumer(
+        &adapters,
+        ConsumerName::Archiver,
+        archiver,
+        settings.esm,
+    ));
+    let archiver_task = tokio::spawn(archiver_esm.run(shutdown.clone()));
     let trim_task = adapters.memory_backend().map(|memory| {
         tokio::spawn(trim_consumed(
             memory.stream.clone(),
-            adapters.checkpoint_reader(),
+            vec![
+                adapters.checkpoint_reader(),
+                adapters.archiver_checkpoint_reader(),
+            ],
             shutdown.clone(),
         ))
     });
@@ -137,16 +155,19 @@ pub async fn run(
     if let Some(ttl) = settings.idempotency_ttl {
         ingest = ingest.with_idempotency_ttl(ttl);
     }
+    let mut query = QueryApi::new(
+        adapters.status_reader(),
+        adapters.checkpoint_reader(),
+        adapters.shard_reader(),
+    )
+    .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER))
+    .with_archiver_checkpoints(adapters.archiver_checkpoint_reader());
+    if adapters.history_enabled() {
+        query = query.with_history(adapters.history_reader());
+    }
     let api = Arc::new(Api {
         ingest: Some(ingest),
-        query: Some(
-            QueryApi::new(
-                adapters.status_reader(),
-                adapters.checkpoint_reader(),
-                adapters.shard_reader(),
-            )
-            .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER)),
-        ),
+        query: Some(query),
     });
     let app = Router::new()
         .fallback(handle)
@@ -157,6 +178,7 @@ pub async fn run(
         });
     accept_loop(listener, app, settings.network, shutdown).await;
     let _ = esm_task.await;
+    let _ = archiver_task.await;
     if let Some(trim_task) = trim_task {
         let _ = trim_task.await;
     }
@@ -166,14 +188,86 @@ pub async fn run(
 /// How often `serve` in memory drops the records every consumer has checkpointed past.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The archiver of `adapters`: the archive, and HISTORY when the stack keeps it.
+pub fn archiver(adapters: &Adapters, limits: Limits) -> Archiver {
+    Archiver::new(
+        adapters.archive_writer(),
+        adapters
+            .history_enabled()
+            .then(|| adapters.history_writer()),
+        limits,
+        Arc::new(SystemClock),
+    )
+}
+
+/// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
+/// the archive an earlier run left in the directory, and the in-memory stream numbered past it.
+/// The archive is the only thing kept: what a run had accepted but not yet archived when it
+/// stopped is not (README).
+pub async fn restore_from_archive(
+    adapters: &Adapters,
+    settings: ProcessorSettings,
+) -> Result<RebuildReport, RebuildError> {
+    let restore = Restore {
+        processor: adapters.processor(settings, Arc::new(SystemClock)),
+        history: Archiver::history_only(
+            adapters.history_writer(),
+            settings.limits,
+            Arc::new(SystemClock),
+        ),
+        newest: std::sync::Mutex::new(None),
+    };
+    let report = rebuild_from_archive(
+        adapters.archive_reader().as_ref(),
+        &restore,
+        TimeWindow::default(),
+        &mut RebuildProgress::default(),
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await?;
+    let newest = restore
+        .newest
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let (Some(memory), Some(newest)) = (adapters.memory_backend(), newest) {
+        memory.stream.continue_after(&newest);
+    }
+    Ok(report)
+}
+
+/// The processor and HISTORY over the same records, noting the newest sequence number.
+struct Restore {
+    processor: tidemark::processor::Processor,
+    history: Archiver,
+    newest: std::sync::Mutex<Option<SequenceNumber>>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Restore {
+    async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
+        if let Some(last) = records.iter().map(|r| &r.sequence_number).max() {
+            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            if newest.as_ref().is_none_or(|n| last > n) {
+                *newest = Some(last.clone());
+            }
+        }
+        let history = self.history.consume(shard_id, records).await;
+        if history.failure.is_some() {
+            return history;
+        }
+        self.processor.consume(shard_id, records).await
+    }
+}
+
 /// Keeps the in-memory stream to what is not yet consumed, so memory stays flat under a steady
-/// load: every `TRIM_INTERVAL`, each shard's records up to its OPLOG checkpoint are dropped. The
-/// processor is the only consumer, so its checkpoint is the bound; a second consumer (an archiver)
-/// would make it the lowest of their checkpoints. Kinesis keeps records for its retention period
-/// instead; `serve` keeps nothing across a restart anyway (README).
+/// load: every `TRIM_INTERVAL`, each shard's records up to the lowest of its consumers'
+/// checkpoints (the processor's and the archiver's) are dropped; a shard a consumer has no
+/// checkpoint for yet is kept whole. Kinesis keeps records for its retention period instead.
 async fn trim_consumed(
     stream: Arc<MemoryStream>,
-    checkpoints: Arc<dyn CheckpointReader>,
+    consumers: Vec<Arc<dyn CheckpointReader>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -185,10 +279,34 @@ async fn trim_consumed(
             return;
         }
         // An in-memory read cannot fail; if it ever did, the next round tries again.
-        if let Ok(all) = checkpoints.list().await {
-            for checkpoint in all {
-                stream.trim_through(&checkpoint.shard_id, &checkpoint.sequence_number);
-            }
+        let mut lowest: Option<HashMap<String, SequenceNumber>> = None;
+        for consumer in &consumers {
+            let Ok(checkpoints) = consumer.list().await else {
+                lowest = None;
+                break;
+            };
+            let theirs: HashMap<String, SequenceNumber> = checkpoints
+                .into_iter()
+                .map(|c| (c.shard_id, c.sequence_number))
+                .collect();
+            lowest = Some(match lowest {
+                None => theirs,
+                Some(mut so_far) => {
+                    so_far.retain(|shard, sequence| match theirs.get(shard) {
+                        Some(other) => {
+                            if other < sequence {
+                                sequence.clone_from(other);
+                            }
+                            true
+                        }
+                        None => false,
+                    });
+                    so_far
+                }
+            });
+        }
+        for (shard_id, sequence_number) in lowest.unwrap_or_default() {
+            stream.trim_through(&shard_id, &sequence_number);
         }
     }
 }

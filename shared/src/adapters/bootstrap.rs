@@ -236,5 +236,51 @@ pub async fn ensure_resources(
             created.push(table.clone());
         }
     }
+    if let Some(history) = &names.history_table {
+        if ensure_table(&dynamodb, history, "id", Some("version")).await? {
+            created.push(history.clone());
+        }
+    }
+    if ensure_bucket(&super::s3::S3Archive::client(sdk), &names.archive_bucket).await? {
+        created.push(names.archive_bucket.clone());
+    }
     Ok(created)
+}
+
+/// Creates the archive bucket if missing. Returns whether it was created.
+pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<bool, BootstrapError> {
+    let resource = format!("S3 bucket {name}");
+    match client.head_bucket().bucket(name).send().await {
+        Ok(_) => return Ok(false),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => {}
+        Err(e) => return Err(aws_error(&resource, classify(&e))),
+    }
+    // Outside us-east-1, S3 wants the region named again as the bucket's location.
+    let location = client
+        .config()
+        .region()
+        .map(|r| r.as_ref().to_owned())
+        .filter(|r| r != "us-east-1")
+        .map(|r| {
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(r.as_str()))
+                .build()
+        });
+    match client
+        .create_bucket()
+        .bucket(name)
+        .set_create_bucket_configuration(location)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().is_some_and(|e| {
+                e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
+            }) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(aws_error(&resource, classify(&e))),
+    }
 }

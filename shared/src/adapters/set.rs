@@ -11,11 +11,15 @@ use std::sync::{Arc, OnceLock};
 use aws_config::SdkConfig;
 
 use super::dynamodb::{
-    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoIdempotencyStore, DynamoStatusStore,
+    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoHistoryStore, DynamoIdempotencyStore,
+    DynamoStatusStore,
 };
 use super::kinesis::KinesisStream;
+use super::s3::S3Archive;
 use super::memory::MemoryBackend;
 use crate::config::ResourceNames;
+use crate::consumer::ConsumerCheckpoints;
+use crate::domain::progress::ConsumerName;
 use crate::domain::Clock;
 use crate::ports::*;
 use crate::processor::{Processor, ProcessorSettings};
@@ -34,6 +38,12 @@ pub struct Adapters {
     dead_letter_writer: OnceLock<Arc<dyn DeadLetterWriter>>,
     dead_letter_reader: OnceLock<Arc<dyn DeadLetterReader>>,
     idempotency_store: OnceLock<Arc<dyn IdempotencyStore>>,
+    archiver_checkpoint_writer: OnceLock<Arc<dyn CheckpointWriter>>,
+    archiver_checkpoint_reader: OnceLock<Arc<dyn CheckpointReader>>,
+    archive_writer: OnceLock<Arc<dyn ArchiveWriter>>,
+    archive_reader: OnceLock<Arc<dyn ArchiveReader>>,
+    history_writer: OnceLock<Arc<dyn HistoryWriter>>,
+    history_reader: OnceLock<Arc<dyn HistoryReader>>,
 }
 
 #[derive(Clone)]
@@ -48,6 +58,8 @@ struct AwsBackend {
     names: ResourceNames,
     kinesis: OnceLock<Arc<KinesisStream>>,
     dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    history_ttl: Option<std::time::Duration>,
 }
 
 impl AwsBackend {
@@ -87,11 +99,78 @@ impl AwsBackend {
         ))
     }
 
+    fn archive(&self) -> Arc<S3Archive> {
+        let client = self.s3.get_or_init(|| S3Archive::client(&self.sdk)).clone();
+        Arc::new(S3Archive::new(client, &self.names.archive_bucket))
+    }
+
+    fn history(&self) -> Option<Arc<DynamoHistoryStore>> {
+        let table = self.names.history_table.as_ref()?;
+        Some(Arc::new(DynamoHistoryStore::new(
+            self.dynamodb(),
+            table,
+            self.history_ttl,
+        )))
+    }
+
+    /// HISTORY; on a stack without it, every write and read fails naming why (callers ask
+    /// [`Adapters::history_enabled`] first).
+    fn history_writer(&self) -> Arc<dyn HistoryWriter> {
+        match self.history() {
+            Some(history) => history,
+            None => Arc::new(NoHistory),
+        }
+    }
+
+    fn history_reader(&self) -> Arc<dyn HistoryReader> {
+        match self.history() {
+            Some(history) => history,
+            None => Arc::new(NoHistory),
+        }
+    }
+
     fn idempotency(&self) -> Arc<DynamoIdempotencyStore> {
         Arc::new(DynamoIdempotencyStore::new(
             self.dynamodb(),
             &self.names.idempotency_table,
         ))
+    }
+}
+
+fn scoped<T: CheckpointWriter + CheckpointReader + 'static>(
+    oplog: Arc<T>,
+    consumer: ConsumerName,
+) -> Arc<ConsumerCheckpoints<Arc<T>>> {
+    Arc::new(ConsumerCheckpoints::new(oplog, consumer))
+}
+
+/// HISTORY on a stack that keeps none (`HistoryEnabled=false`).
+struct NoHistory;
+
+fn no_history() -> StoreError {
+    StoreError::Rejected(format!(
+        "this stack keeps no per-id history ({} is {})",
+        crate::config::HISTORY_TABLE_VAR,
+        crate::config::HISTORY_OFF
+    ))
+}
+
+#[async_trait::async_trait]
+impl HistoryWriter for NoHistory {
+    async fn put_many(&self, _: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError> {
+        Err(no_history())
+    }
+}
+
+#[async_trait::async_trait]
+impl HistoryReader for NoHistory {
+    async fn page(
+        &self,
+        _: &str,
+        _: Option<&crate::domain::VersionKey>,
+        _: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        Err(no_history())
     }
 }
 
@@ -127,6 +206,12 @@ impl Adapters {
             dead_letter_writer: OnceLock::new(),
             dead_letter_reader: OnceLock::new(),
             idempotency_store: OnceLock::new(),
+            archiver_checkpoint_writer: OnceLock::new(),
+            archiver_checkpoint_reader: OnceLock::new(),
+            archive_writer: OnceLock::new(),
+            archive_reader: OnceLock::new(),
+            history_writer: OnceLock::new(),
+            history_reader: OnceLock::new(),
         }
     }
 
@@ -138,6 +223,8 @@ impl Adapters {
             names: names.clone(),
             kinesis: OnceLock::new(),
             dynamodb: OnceLock::new(),
+            s3: OnceLock::new(),
+            history_ttl: None,
         })))
     }
 
@@ -169,10 +256,47 @@ impl Adapters {
         aws: |a| a.status(), memory: |m| m.status.clone());
     capability!(status_scanner, with_status_scanner: StatusScanner,
         aws: |a| a.status(), memory: |m| m.status.clone());
+    // The processor's OPLOG rows and the archiver's, each consumer seeing only its own.
     capability!(checkpoint_writer, with_checkpoint_writer: CheckpointWriter,
-        aws: |a| a.checkpoints(), memory: |m| m.checkpoints.clone());
+        aws: |a| scoped(a.checkpoints(), ConsumerName::Processor), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Processor));
     capability!(checkpoint_reader, with_checkpoint_reader: CheckpointReader,
-        aws: |a| a.checkpoints(), memory: |m| m.checkpoints.clone());
+        aws: |a| scoped(a.checkpoints(), ConsumerName::Processor), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Processor));
+    capability!(archiver_checkpoint_writer, with_archiver_checkpoint_writer: CheckpointWriter,
+        aws: |a| scoped(a.checkpoints(), ConsumerName::Archiver), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Archiver));
+    capability!(archiver_checkpoint_reader, with_archiver_checkpoint_reader: CheckpointReader,
+        aws: |a| scoped(a.checkpoints(), ConsumerName::Archiver), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Archiver));
+    capability!(archive_writer, with_archive_writer: ArchiveWriter,
+        aws: |a| a.archive(), memory: |m| m.archive.clone());
+    capability!(archive_reader, with_archive_reader: ArchiveReader,
+        aws: |a| a.archive(), memory: |m| m.archive.clone());
+    capability!(history_writer, with_history_writer: HistoryWriter,
+        aws: |a| a.history_writer(), memory: |m| m.history.clone());
+    capability!(history_reader, with_history_reader: HistoryReader,
+        aws: |a| a.history_reader(), memory: |m| m.history.clone());
+
+    /// Whether this stack keeps per-id history (`HistoryEnabled`; always in memory).
+    pub fn history_enabled(&self) -> bool {
+        match &self.backend {
+            Backend::Aws(aws) => aws.names.history_table.is_some(),
+            Backend::Memory(_) => true,
+        }
+    }
+
+    /// HISTORY items written from now on expire after `ttl` (DynamoDB TTL); `None` keeps them.
+    /// Call before the history writer is first used.
+    pub fn with_history_ttl(mut self, ttl: Option<std::time::Duration>) -> Self {
+        if let Backend::Aws(aws) = &self.backend {
+            self.backend = Backend::Aws(Arc::new(AwsBackend {
+                sdk: aws.sdk.clone(),
+                names: aws.names.clone(),
+                kinesis: OnceLock::new(),
+                dynamodb: OnceLock::new(),
+                s3: OnceLock::new(),
+                history_ttl: ttl,
+            }));
+        }
+        self
+    }
     capability!(dead_letter_writer, with_dead_letter_writer: DeadLetterWriter,
         aws: |a| a.dead_letters(), memory: |m| m.dead_letters.clone());
     capability!(dead_letter_reader, with_dead_letter_reader: DeadLetterReader,

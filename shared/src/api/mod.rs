@@ -91,6 +91,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// An idempotency key whose first request is still being put (409; retry).
     IdempotencyInProgress,
+    /// `GET /messages/{id}/history` on a stack that keeps no history (501).
+    HistoryDisabled,
 }
 
 impl ErrorCode {
@@ -109,6 +111,7 @@ impl ErrorCode {
             ErrorCode::NotYetVisible => "not_yet_visible",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyInProgress => "idempotency_in_progress",
+            ErrorCode::HistoryDisabled => "history_disabled",
         }
     }
 }
@@ -180,6 +183,9 @@ pub enum Route {
     EventsBatch,
     /// `/messages/{id}` with the id percent-decoded.
     Message(Result<String, ApiError>),
+    /// `/messages/{id}/history`: a path ending in `/history` names this route, so an id that
+    /// itself ends in `/history` must encode its slash (`%2F`).
+    History(Result<String, ApiError>),
     Shards,
     OpenApi,
     Unknown,
@@ -192,6 +198,7 @@ impl RouteKind {
             RouteKind::Events => Some(("post", "/events")),
             RouteKind::EventsBatch => Some(("post", "/events/batch")),
             RouteKind::Message => Some(("get", "/messages/{id}")),
+            RouteKind::History => Some(("get", "/messages/{id}/history")),
             RouteKind::Shards => Some(("get", "/shards")),
             RouteKind::OpenApi => Some(("get", "/openapi.json")),
             RouteKind::Unknown => None,
@@ -211,19 +218,10 @@ impl Route {
             "/shards" => Route::Shards,
             "/openapi.json" => Route::OpenApi,
             _ => match path.strip_prefix("/messages/") {
-                Some(encoded) if !encoded.is_empty() => Route::Message(
-                    percent_decode_str(encoded)
-                        .decode_utf8()
-                        .map(|id| id.into_owned())
-                        .map_err(|_| ApiError {
-                            field: Some("id".into()),
-                            ..ApiError::new(
-                                StatusCode::BAD_REQUEST,
-                                ErrorCode::InvalidEncoding,
-                                "the id in the path must be percent-encoded UTF-8",
-                            )
-                        }),
-                ),
+                Some(encoded) if !encoded.is_empty() => match encoded.strip_suffix("/history") {
+                    Some(id) if !id.is_empty() => Route::History(decode_id(id)),
+                    _ => Route::Message(decode_id(encoded)),
+                },
                 _ => Route::Unknown,
             },
         }
@@ -232,10 +230,24 @@ impl Route {
     fn allowed_method(&self) -> Option<&'static str> {
         match self {
             Route::Events | Route::EventsBatch => Some("POST"),
-            Route::Message(_) | Route::Shards | Route::OpenApi => Some("GET"),
+            Route::Message(_) | Route::History(_) | Route::Shards | Route::OpenApi => Some("GET"),
             Route::Unknown => None,
         }
     }
+}
+
+fn decode_id(encoded: &str) -> Result<String, ApiError> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .map(|id| id.into_owned())
+        .map_err(|_| ApiError {
+            field: Some("id".into()),
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidEncoding,
+                "the id in the path must be percent-encoded UTF-8",
+            )
+        })
 }
 
 /// The path to route for an HTTP API (v2) request under a named stage. API Gateway keeps the
@@ -337,6 +349,9 @@ impl Api {
             (Route::EventsBatch, Some(ingest), _) => ingest.post_batch(&request).await,
             (Route::Message(id), _, Some(query)) => {
                 query.get_message(&id?, request.query.as_deref()).await
+            }
+            (Route::History(id), _, Some(query)) => {
+                query.get_history(&id?, request.query.as_deref()).await
             }
             (Route::Shards, _, Some(query)) => query.get_shards().await,
             (Route::OpenApi, _, Some(_)) => Ok(ApiResponse::json_bytes(

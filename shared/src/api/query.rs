@@ -1,4 +1,4 @@
-//! `GET /messages/{id}` and `GET /shards`.
+//! `GET /messages/{id}`, `GET /messages/{id}/history` and `GET /shards`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +9,25 @@ use tokio::time::Instant;
 
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
-use crate::domain::limits::{DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT};
+use crate::domain::limits::{
+    DEFAULT_HISTORY_PAGE, DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT, MAX_HISTORY_PAGE,
+};
 use crate::domain::progress::assess;
 use crate::domain::rules::{set_once, validate_id};
-use crate::domain::{Clock, EventTime, FieldError, Rule, SystemClock};
+use crate::domain::{Clock, EventTime, FieldError, Rule, SystemClock, VersionKey};
 use crate::ports::{
-    Behind, Checkpoint, CheckpointReader, ShardReader, StatusReader, StatusRow, StoreError,
-    StreamError,
+    Behind, Checkpoint, CheckpointReader, HistoryEntry, HistoryReader, ShardProgress,
+    ShardReader, StatusReader, StatusRow, StoreError, StreamError,
 };
 
 pub struct QueryApi {
     status: Arc<dyn StatusReader>,
     checkpoints: Arc<dyn CheckpointReader>,
     shards: Arc<dyn ShardReader>,
+    /// `None`: the stack keeps no history, and the route says so (501).
+    history: Option<Arc<dyn HistoryReader>>,
+    /// The archiver's checkpoints, shown beside the processor's by `GET /shards`.
+    archiver_checkpoints: Option<Arc<dyn CheckpointReader>>,
     stuck_after: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -194,6 +200,111 @@ fn not_yet_visible(row: Option<&StatusRow>, waited: Duration) -> ApiResponse {
     )
 }
 
+/// One history entry's JSON; `data` spliced in verbatim as in [`status_row_body`].
+fn history_entry_body(entry: &HistoryEntry, current: bool) -> Vec<u8> {
+    let fields = json!({
+        "status": entry.status,
+        "timestamp": entry.timestamp,
+        "received_at": entry.received_at,
+        "shard_id": entry.shard_id,
+        "sequence_number": entry.sequence_number,
+        "archived_at": entry.updated_at,
+        "current": current,
+    });
+    let mut body = fields.to_string().into_bytes();
+    body.pop();
+    body.extend_from_slice(br#","data":"#);
+    body.extend_from_slice(entry.data.as_deref().unwrap_or("null").as_bytes());
+    body.push(b'}');
+    body
+}
+
+/// A version key: 22 digits of event time, `#`, 128 digits of sequence number.
+const VERSION_KEY_CHARS: usize = 22 + 1 + 128;
+
+/// The cursor is the last entry's version key, URL-safe base64: opaque to the client, and
+/// checked on the way back in so that nothing but a version key reaches the store.
+fn encode_cursor(version: &VersionKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(version.as_str())
+}
+
+fn decode_cursor(text: &str) -> Result<VersionKey, FieldError> {
+    use base64::Engine;
+    let invalid = || {
+        FieldError::new(
+            "cursor",
+            Rule::InvalidToken,
+            "cursor must be a next_cursor from an earlier page of this route",
+        )
+    };
+    // The encoded version key is 202 characters; anything longer is not one.
+    if text.len() > VERSION_KEY_CHARS * 4 / 3 + 4 {
+        return Err(invalid());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| invalid())?;
+    let well_formed = bytes.len() == VERSION_KEY_CHARS
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| if i == 22 { *b == b'#' } else { b.is_ascii_digit() });
+    match String::from_utf8(bytes) {
+        Ok(key) if well_formed => Ok(VersionKey(key)),
+        _ => Err(invalid()),
+    }
+}
+
+/// The query parameters of `GET /messages/{id}/history`.
+struct HistoryOptions {
+    limit: usize,
+    cursor: Option<VersionKey>,
+}
+
+impl HistoryOptions {
+    fn parse(query: Option<&str>) -> Result<Self, FieldError> {
+        let mut limit = None;
+        let mut cursor = None;
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match name.as_ref() {
+                "limit" => &mut limit,
+                "cursor" => &mut cursor,
+                other => {
+                    return Err(FieldError::new(
+                        other,
+                        Rule::UnknownField,
+                        format!("{other} is not a parameter of this route (limit, cursor)"),
+                    ))
+                }
+            };
+            set_once(slot, value, || name.to_string())?;
+        }
+        let limit = match limit {
+            None => DEFAULT_HISTORY_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_HISTORY_PAGE).contains(&n) => n,
+                Ok(_) => {
+                    return Err(FieldError::new(
+                        "limit",
+                        Rule::OutOfRange,
+                        format!("limit must be 1 to {MAX_HISTORY_PAGE}"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(FieldError::new(
+                        "limit",
+                        Rule::InvalidType,
+                        format!("limit must be a whole number, 1 to {MAX_HISTORY_PAGE}"),
+                    ))
+                }
+            },
+        };
+        let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
+        Ok(Self { limit, cursor })
+    }
+}
+
 impl QueryApi {
     /// `shards` lists the stream's shards for `GET /shards`; a shard is called stuck after
     /// `DEFAULT_STUCK_AFTER` ([`Self::with_stuck_after`]).
@@ -206,6 +317,8 @@ impl QueryApi {
             status,
             checkpoints,
             shards,
+            history: None,
+            archiver_checkpoints: None,
             stuck_after: DEFAULT_STUCK_AFTER,
             clock: Arc::new(SystemClock),
         }
@@ -214,6 +327,18 @@ impl QueryApi {
     /// How long a shard may be behind before `GET /shards` calls it stuck.
     pub fn with_stuck_after(mut self, stuck_after: Duration) -> Self {
         self.stuck_after = stuck_after;
+        self
+    }
+
+    /// Serves `GET /messages/{id}/history` from `history`.
+    pub fn with_history(mut self, history: Arc<dyn HistoryReader>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Shows the archiver's checkpoint of each shard in `GET /shards`.
+    pub fn with_archiver_checkpoints(mut self, checkpoints: Arc<dyn CheckpointReader>) -> Self {
+        self.archiver_checkpoints = Some(checkpoints);
         self
     }
 
@@ -268,26 +393,94 @@ impl QueryApi {
         }))
     }
 
+    /// `GET /messages/{id}/history?limit=N&cursor=C`: the events accepted for the id, newest
+    /// first, each marked `current` when it is the one STATUS holds.
+    pub(crate) async fn get_history(
+        &self,
+        id: &str,
+        query: Option<&str>,
+    ) -> Result<ApiResponse, ApiError> {
+        validate_id(id, "id")?;
+        let options = HistoryOptions::parse(query)?;
+        let Some(history) = &self.history else {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                ErrorCode::HistoryDisabled,
+                "this deployment keeps no per-id history (HistoryEnabled=false); the archive \
+                 still holds every event",
+            ));
+        };
+        let (page, row) = futures::join!(
+            history.page(id, options.cursor.as_ref(), options.limit),
+            self.status.get(id)
+        );
+        let (page, row) = (page?, row?);
+        if page.entries.is_empty() && row.is_none() && options.cursor.is_none() {
+            return Err(ApiError {
+                field: Some("id".into()),
+                ..ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    format!("no events for id {id:?}"),
+                )
+            });
+        }
+        let current = row.as_ref().map(|r| &r.version);
+        let mut body = br#"{"id":"#.to_vec();
+        body.extend_from_slice(json!(id).to_string().as_bytes());
+        body.extend_from_slice(br#","events":["#);
+        for (i, entry) in page.entries.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&history_entry_body(
+                entry,
+                current == Some(&entry.version),
+            ));
+        }
+        body.extend_from_slice(br#"],"next_cursor":"#);
+        let cursor = page.next.as_ref().map(encode_cursor);
+        body.extend_from_slice(json!(cursor).to_string().as_bytes());
+        body.push(b'}');
+        Ok(ApiResponse::json_bytes(StatusCode::OK, body))
+    }
+
     /// Every shard of the stream (open or closed, as ListShards names them) and every shard OPLOG
     /// knows, with its checkpoint (or none yet), the checkpoint's age, and whether it is behind
-    /// or stuck ([`crate::domain::progress`]).
+    /// or stuck ([`crate::domain::progress`]); the processor's at the top level (as before there
+    /// was a second consumer), the archiver's under `archiver`.
     pub(crate) async fn get_shards(&self) -> Result<ApiResponse, ApiError> {
-        let (listed, progress) =
-            futures::join!(self.shards.list_shards(), self.checkpoints.progress());
-        let (listed, progress) = (listed?, progress?);
+        let archiver = async {
+            match &self.archiver_checkpoints {
+                Some(reader) => reader.progress().await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (listed, progress, archiver) = futures::join!(
+            self.shards.list_shards(),
+            self.checkpoints.progress(),
+            archiver
+        );
+        let (listed, progress, archiver) = (listed?, progress?, archiver?);
         let now = self.clock.now();
         let mut ids: Vec<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
         ids.extend(progress.iter().map(|p| p.shard_id.as_str()));
+        ids.extend(archiver.iter().flatten().map(|p| p.shard_id.as_str()));
         ids.sort_unstable();
         ids.dedup();
         let shards: Vec<serde_json::Value> = ids
             .into_iter()
             .map(|id| {
                 let open = listed.iter().find(|s| s.shard_id == id).map(|s| s.open);
-                let row = progress.iter().find(|p| p.shard_id == id);
-                let checkpoint = row.and_then(|r| r.checkpoint.as_ref());
-                let behind = row.and_then(|r| r.behind.as_ref());
-                self.shard_json(id, open, checkpoint, behind, now)
+                let mut shard = self.progress_json(progress.iter().find(|p| p.shard_id == id), now);
+                shard["shard_id"] = json!(id);
+                // `null`: OPLOG knows the shard but the stream no longer lists it (past retention).
+                shard["open"] = json!(open);
+                if let Some(archiver) = &archiver {
+                    shard["archiver"] =
+                        self.progress_json(archiver.iter().find(|p| p.shard_id == id), now);
+                }
+                shard
             })
             .collect();
         Ok(ApiResponse::json(
@@ -296,14 +489,10 @@ impl QueryApi {
         ))
     }
 
-    fn shard_json(
-        &self,
-        id: &str,
-        open: Option<bool>,
-        checkpoint: Option<&Checkpoint>,
-        behind: Option<&Behind>,
-        now: EventTime,
-    ) -> serde_json::Value {
+    /// One consumer's progress on one shard.
+    fn progress_json(&self, row: Option<&ShardProgress>, now: EventTime) -> serde_json::Value {
+        let checkpoint: Option<&Checkpoint> = row.and_then(|r| r.checkpoint.as_ref());
+        let behind: Option<&Behind> = row.and_then(|r| r.behind.as_ref());
         let since = |text: &str| EventTime::parse_rfc3339(text);
         let health = assess(
             checkpoint.map(|c| &c.sequence_number),
@@ -312,9 +501,6 @@ impl QueryApi {
             self.stuck_after,
         );
         let mut shard = json!({
-            "shard_id": id,
-            // `null`: OPLOG knows the shard but the stream no longer lists it (past retention).
-            "open": open,
             "sequence_number": checkpoint.map(|c| c.sequence_number.as_str()),
             "updated_at": checkpoint.map(|c| c.updated_at.as_str()),
             "records_applied": checkpoint.map_or(0, |c| c.records_applied),

@@ -145,3 +145,15 @@ impl Default for Limits {
         }
     }
 }
+
+/// Largest archive object read back, decompressed: one object is one batch, at most 10,000
+/// records and 6 MB of payload (Lambda's invocation limit), which base64 and the per-line fields
+/// bring to under 10 MB. A corrupt or hostile object that inflates past this is reported, not read.
+pub const MAX_ARCHIVE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest history page a client may ask for (`limit`): 50 events of the default 64 KiB `data`
+/// are 3.2 MB, well inside Lambda's 6 MB response limit.
+pub const MAX_HISTORY_PAGE: usize = 50;
+
+/// History page size when `limit` is not given.
+pub const DEFAULT_HISTORY_PAGE: usize = 25;

@@ -5,8 +5,10 @@
 //!   `data.rs`: readable back as sent); [`limits`]: every bound, named.
 //! - [`input`]: reading events from API input; [`record`]: their bytes on the stream.
 //! - [`version`], [`sequence`], [`time`]: what "newest" means; [`batch`]: coalescing and settling.
+//! - [`archive`]: the archive's objects (every record, kept past the stream's retention).
 //! - [`consistency`]: reading one's own write; [`idempotency`]: answering a retried request once.
 
+pub mod archive;
 pub mod batch;
 pub mod consistency;
 mod data;

@@ -35,9 +35,64 @@ pub fn assess(
     }
 }
 
+/// The consumers of the stream, each with its own checkpoint per shard in OPLOG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConsumerName {
+    /// The STATUS projection. Its OPLOG rows are keyed by the bare shard id, as they were before
+    /// there was a second consumer, so a stack deployed earlier keeps its checkpoints as they are.
+    Processor,
+    /// The archive and HISTORY writer; its rows are keyed `archiver:<shard id>`.
+    Archiver,
+}
+
+impl ConsumerName {
+    pub const ALL: [ConsumerName; 2] = [ConsumerName::Processor, ConsumerName::Archiver];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerName::Processor => "processor",
+            ConsumerName::Archiver => "archiver",
+        }
+    }
+
+    /// The OPLOG key of this consumer's checkpoint of `shard_id`. Kinesis shard ids are
+    /// `[a-zA-Z0-9_.-]+`, so a `:` can only be a scope's.
+    pub fn oplog_key(self, shard_id: &str) -> String {
+        match self {
+            ConsumerName::Processor => shard_id.to_owned(),
+            other => format!("{}:{shard_id}", other.as_str()),
+        }
+    }
+
+    /// The shard of an OPLOG key, when the key is this consumer's.
+    pub fn shard_of(self, key: &str) -> Option<&str> {
+        match self {
+            ConsumerName::Processor => (!key.contains(':')).then_some(key),
+            other => key
+                .strip_prefix(other.as_str())
+                .and_then(|rest| rest.strip_prefix(':')),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn each_consumer_reads_back_only_its_own_oplog_keys() {
+        use super::ConsumerName::*;
+        let shard = "shardId-000000000002";
+        for consumer in super::ConsumerName::ALL {
+            let key = consumer.oplog_key(shard);
+            assert_eq!(consumer.shard_of(&key), Some(shard));
+            for other in super::ConsumerName::ALL.into_iter().filter(|o| *o != consumer) {
+                assert_eq!(other.shard_of(&key), None, "{other:?} reads {key}");
+            }
+        }
+        assert_eq!(Processor.oplog_key(shard), shard, "deployed stacks keep their rows");
+        assert_eq!(Archiver.shard_of("archiverX:s"), None);
+    }
     use super::*;
 
     fn seq(n: &str) -> SequenceNumber {

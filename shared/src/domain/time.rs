@@ -42,6 +42,10 @@ impl EventTime {
         self.0
     }
 
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(d.as_nanos() as i128))
+    }
+
     pub fn saturating_add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(d.as_nanos() as i128))
     }

@@ -1,4 +1,5 @@
-//! `tidemark rebuild`: STATUS again, from every record the stream still holds, into a new table.
+//! `tidemark rebuild`: STATUS again, from every archived record and then every record the
+//! stream still holds, into a new table.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,13 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tidemark::adapters::bootstrap::ensure_table;
 use tidemark::adapters::dynamodb::DynamoStatusStore;
 use tidemark::adapters::kinesis::KinesisStream;
-use tidemark::adapters::memory::MemoryDeadLetterStore;
+use tidemark::adapters::memory::{MemoryArchive, MemoryDeadLetterStore};
+use tidemark::adapters::s3::S3Archive;
 use tidemark::adapters::sdk::load_sdk_config;
-use tidemark::config::{processor_settings_from_env, STATUS_TABLE_VAR, STREAM_NAME_VAR};
-use tidemark::domain::SystemClock;
-use tidemark::ports::DeadLetterReader;
+use tidemark::config::{
+    processor_settings_from_env, ARCHIVE_BUCKET_VAR, STATUS_TABLE_VAR, STREAM_NAME_VAR,
+};
+use tidemark::domain::{EventTime, SystemClock};
+use tidemark::ports::{ArchiveReader, DeadLetterReader};
 use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild, RebuildProgress};
+use tidemark::rebuild::{rebuild, rebuild_from_archive, RebuildProgress, RebuildReport, TimeWindow};
 
 use super::fail;
 
@@ -24,9 +28,22 @@ use super::fail;
 pub struct RebuildArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
-    /// The stream to read (default: TIDEMARK_STREAM_NAME).
+    /// The stream to read after the archive (default: TIDEMARK_STREAM_NAME); without one, only
+    /// the archive is read.
     #[arg(long, env = STREAM_NAME_VAR)]
-    stream: String,
+    stream: Option<String>,
+    /// The archive bucket to read first (default: TIDEMARK_ARCHIVE_BUCKET).
+    #[arg(long, env = ARCHIVE_BUCKET_VAR, conflicts_with = "archive_dir")]
+    archive_bucket: Option<String>,
+    /// A local archive instead: the `archive` directory under `tidemark serve --data-dir`.
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
+    /// Apply only records that arrived at or after this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<EventTime>,
+    /// Apply only records that arrived before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<EventTime>,
     /// The STATUS table to rebuild into; created when missing. Never the live one.
     #[arg(long)]
     into: String,
@@ -34,6 +51,21 @@ pub struct RebuildArgs {
     /// interruption (default: rebuild-<TABLE>.json).
     #[arg(long)]
     state: Option<PathBuf>,
+}
+
+fn parse_time(text: &str) -> Result<EventTime, String> {
+    EventTime::parse_rfc3339(text)
+        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2024-05-01T12:00:00Z)"))
+}
+
+fn add(total: &mut RebuildReport, part: RebuildReport) {
+    total.shards += part.shards;
+    total.objects += part.objects;
+    total.records += part.records;
+    total.applied += part.applied;
+    total.stale += part.stale;
+    total.set_aside += part.set_aside;
+    total.corrupt_objects.extend(part.corrupt_objects);
 }
 
 fn load(path: &PathBuf) -> Result<RebuildProgress, String> {
@@ -79,7 +111,24 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     if let Err(e) = ensure_table(&dynamodb, &args.into, "id", None).await {
         return fail(&e);
     }
-    let stream = KinesisStream::new(aws_sdk_kinesis::Client::new(&sdk), &args.stream);
+    let archive: Option<Box<dyn ArchiveReader>> = match (&args.archive_dir, &args.archive_bucket) {
+        (Some(dir), _) => match MemoryArchive::in_directory(dir) {
+            Ok(archive) => Some(Box::new(archive)),
+            Err(e) => return fail(&e),
+        },
+        (None, Some(bucket)) => Some(Box::new(S3Archive::new(S3Archive::client(&sdk), bucket))),
+        (None, None) => None,
+    };
+    if archive.is_none() && args.stream.is_none() {
+        return fail(&format!(
+            "nothing to read: give --archive-bucket ({ARCHIVE_BUCKET_VAR}), --archive-dir or \
+             --stream ({STREAM_NAME_VAR})"
+        ));
+    }
+    let window = TimeWindow {
+        from: args.from,
+        until: args.until,
+    };
     // Poison is listed at the end rather than written to the live DEADLETTER a second time.
     let set_aside = Arc::new(MemoryDeadLetterStore::default());
     let processor = Processor::new(
@@ -94,27 +143,59 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let result = rebuild(
-        &stream,
-        &processor,
-        &mut progress,
-        |progress| save(&state, progress),
-        |shard, records| {
-            bar.inc(records as u64);
-            bar.set_message(format!("(reading {shard})"));
-        },
-    )
-    .await;
+    let mut report = RebuildReport::default();
+    if let Some(archive) = &archive {
+        let mut last = 0;
+        let result = rebuild_from_archive(
+            archive.as_ref(),
+            &processor,
+            window,
+            &mut progress,
+            |progress| save(&state, progress),
+            |key, records| {
+                bar.inc((records - last) as u64);
+                last = records;
+                bar.set_message(format!("(archive: {key})"));
+            },
+        )
+        .await;
+        match result {
+            Ok(part) => add(&mut report, part),
+            Err(e) => {
+                bar.finish_and_clear();
+                return fail(&format!("{e} (state: {})", state.display()));
+            }
+        }
+    }
+    if let Some(stream_name) = &args.stream {
+        let stream = KinesisStream::new(aws_sdk_kinesis::Client::new(&sdk), stream_name);
+        let result = rebuild(
+            &stream,
+            &processor,
+            window,
+            &mut progress,
+            |progress| save(&state, progress),
+            |shard, records| {
+                bar.inc(records as u64);
+                bar.set_message(format!("(stream: {shard})"));
+            },
+        )
+        .await;
+        match result {
+            Ok(part) => add(&mut report, part),
+            Err(e) => {
+                bar.finish_and_clear();
+                return fail(&format!("{e} (state: {})", state.display()));
+            }
+        }
+    }
     bar.finish_and_clear();
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => return fail(&format!("{e} (state: {})", state.display())),
-    };
     println!(
-        "rebuilt {} from {} shards of {}: {} records, {} rows written, {} stale, {} set aside",
+        "rebuilt {}: {} archive objects, {} shards of the stream, {} records, {} rows written, \
+         {} stale, {} set aside",
         args.into,
+        report.objects,
         report.shards,
-        args.stream,
         report.records,
         report.applied,
         report.stale,
@@ -128,9 +209,19 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             );
         }
     }
+    for corrupt in &report.corrupt_objects {
+        println!("  unreadable archive object {}: {}", corrupt.key, corrupt.reason);
+    }
     println!(
         "compare it with the live table: tidemark verify --against {}",
         args.into
     );
+    if !report.corrupt_objects.is_empty() {
+        return fail(&format!(
+            "{} archive objects could not be read (listed above): their records are not in {}",
+            report.corrupt_objects.len(),
+            args.into
+        ));
+    }
     ExitCode::SUCCESS
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tidemark::adapters::memory::{MemoryArchive, MemoryBackend};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
     idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, stuck_after_from_env,
@@ -12,7 +13,7 @@ use tidemark::config::{
 };
 use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
-    aws_adapters, default_poll_interval, run as serve, NetworkSettings, ServeSettings,
+    aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings, ServeSettings,
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_GRACE,
 };
@@ -71,6 +72,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
+    /// In memory: keep the archive in DIR/archive (one gzip file per batch), and at start-up
+    /// rebuild STATUS and HISTORY from what an earlier run left there.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
@@ -88,10 +93,29 @@ impl ServeArgs {
     async fn adapters(&self) -> Result<(Adapters, String), String> {
         let shards = self.shards;
         if self.in_memory() {
+            let Some(dir) = &self.data_dir else {
+                return Ok((
+                    Adapters::memory(shards as usize),
+                    format!("in-memory, {shards} shards"),
+                ));
+            };
+            let archive_dir = dir.join("archive");
+            let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
+            let backend = MemoryBackend::new(shards as usize).with_archive(archive);
             return Ok((
-                Adapters::memory(shards as usize),
-                format!("in-memory, {shards} shards"),
+                Adapters::in_memory(backend),
+                format!(
+                    "in-memory, {shards} shards, archive in {}",
+                    archive_dir.display()
+                ),
             ));
+        }
+        if self.data_dir.is_some() {
+            return Err(
+                "--data-dir is for the in-memory backend; against an endpoint the archive is \
+                 the S3 bucket (TIDEMARK_ARCHIVE_BUCKET)"
+                    .into(),
+            );
         }
         let names = ResourceNames::from_env_or_defaults();
         let endpoint = self.endpoint_url.as_deref();
@@ -99,12 +123,14 @@ impl ServeArgs {
             .await
             .map_err(|e| e.to_string())?;
         let description = format!(
-            "stream {} and tables {}, {}, {}, {} at {}",
+            "stream {}, tables {}, {}, {}, {}, {} and bucket {} at {}",
             names.stream,
             names.status_table,
             names.oplog_table,
             names.deadletter_table,
             names.idempotency_table,
+            names.history_table.as_deref().unwrap_or("(no history)"),
+            names.archive_bucket,
             endpoint.unwrap_or("the AWS environment's endpoints")
         );
         Ok((adapters, description))
@@ -154,6 +180,23 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(built) => built,
         Err(e) => return fail(&e),
     };
+    if args.data_dir.is_some() {
+        match restore_from_archive(&adapters, processor).await {
+            Ok(report) => {
+                println!(
+                    "restored from the archive: {} objects, {} records, {} STATUS rows",
+                    report.objects, report.records, report.applied
+                );
+                for corrupt in &report.corrupt_objects {
+                    eprintln!(
+                        "warning: archive object {} could not be read and was skipped: {}",
+                        corrupt.key, corrupt.reason
+                    );
+                }
+            }
+            Err(e) => return fail(&format!("restoring from the archive: {e}")),
+        }
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),

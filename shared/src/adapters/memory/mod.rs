@@ -4,9 +4,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod archive;
 mod stream;
 mod tables;
 
+pub use archive::{MemoryArchive, MemoryHistoryStore};
 pub use stream::{hash_key, MemoryStream};
 pub use tables::{
     MemoryCheckpointStore, MemoryDeadLetterStore, MemoryIdempotencyStore, MemoryStatusStore,
@@ -28,6 +30,8 @@ pub struct MemoryBackend {
     pub checkpoints: Arc<MemoryCheckpointStore>,
     pub dead_letters: Arc<MemoryDeadLetterStore>,
     pub idempotency: Arc<MemoryIdempotencyStore>,
+    pub archive: Arc<MemoryArchive>,
+    pub history: Arc<MemoryHistoryStore>,
 }
 
 impl MemoryBackend {
@@ -39,7 +43,15 @@ impl MemoryBackend {
             checkpoints: Arc::default(),
             dead_letters: Arc::default(),
             idempotency: Arc::default(),
+            archive: Arc::default(),
+            history: Arc::default(),
         }
+    }
+
+    /// As [`Self::new`], with the archive kept in (and first read from) `directory`.
+    pub fn with_archive(mut self, archive: MemoryArchive) -> Self {
+        self.archive = Arc::new(archive);
+        self
     }
 }
 

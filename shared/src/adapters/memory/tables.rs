@@ -84,7 +84,7 @@ impl StatusScanner for MemoryStatusStore {
 }
 
 /// A STATUS row's size as DynamoDB counts it: attribute names and values, in bytes.
-fn item_size(row: &StatusRow) -> usize {
+pub(super) fn item_size(row: &StatusRow) -> usize {
     let attribute = |name: &str, value: &str| name.len() + value.len();
     attribute("id", &row.id)
         + attribute("status", &row.status)
