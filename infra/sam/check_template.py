@@ -26,6 +26,8 @@ REQUIRED_NAMES = [
     "OPLOG_TABLE_VAR",
     "DEADLETTER_TABLE_VAR",
     "IDEMPOTENCY_TABLE_VAR",
+    "ARCHIVE_BUCKET_VAR",
+    "HISTORY_TABLE_VAR",
 ]
 
 problems = []
@@ -33,7 +35,15 @@ problems = []
 
 def statements(policy_document):
     found = policy_document.get("Statement", [])
-    return found if isinstance(found, list) else [found]
+    found = found if isinstance(found, list) else [found]
+    # A statement only some stacks have (Fn::If: [condition, statement, AWS::NoValue]).
+    flat = []
+    for statement in found:
+        if isinstance(statement, dict) and "Fn::If" in statement:
+            flat.extend(s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Ref" not in s)
+        else:
+            flat.append(statement)
+    return flat
 
 
 def wildcard_resources(statement):
@@ -77,8 +87,9 @@ def main():
             problems.append(f"{name}: Metadata.BuildMethod should be rust-cargolambda")
 
     mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    if len(mappings) != 1:
-        problems.append(f"expected one event source mapping, found {len(mappings)}")
+    # The processor's and the archiver's: each consumer of the stream has its own.
+    if len(mappings) != 2:
+        problems.append(f"expected two event source mappings, found {len(mappings)}")
     for mapping in mappings:
         props = mapping["Properties"]
         expected = {
