@@ -19,9 +19,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::adapters::Adapters;
-use crate::domain::progress::ConsumerName;
 use crate::consumer::{CheckpointedConsumer, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
+use crate::domain::progress::ConsumerName;
 use crate::domain::SequenceNumber;
 use crate::ports::{CheckpointReader, ShardReader, StartPosition, StreamError, StreamRecord};
 

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::consumer::Consumer;
 use crate::domain::archive::{decode_object, hour_prefix};
 use crate::domain::{EventTime, SequenceNumber};
-use crate::ports::{ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord};
+use crate::ports::{
+    ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
+};
 use crate::replay::{EMPTY_PAGES_AT_TIP, REPLAY_PAGE_RECORDS};
 
 /// Throttled reads are retried this many times, a second apart: the rebuild shares each shard's
@@ -123,9 +125,11 @@ pub async fn rebuild_from_archive(
     let mut report = RebuildReport::default();
     // Objects are under their first record's hour: one that starts in the hour before `from`
     // can still hold records after it, so listing starts an hour early.
-    let first_hour = window
-        .from
-        .map(|from| hour_prefix(Some(from.saturating_sub(std::time::Duration::from_secs(3600)))));
+    let first_hour = window.from.map(|from| {
+        hour_prefix(Some(
+            from.saturating_sub(std::time::Duration::from_secs(3600)),
+        ))
+    });
     let last_hour = window.until.map(|until| hour_prefix(Some(until)));
     let mut start_after = progress.archive_after.clone().max(first_hour);
     loop {
@@ -134,7 +138,10 @@ pub async fn rebuild_from_archive(
             .await
             .map_err(RebuildError::Archive)?;
         for key in &page.keys {
-            if last_hour.as_deref().is_some_and(|last| key.as_str() > last && !key.starts_with(last)) {
+            if last_hour
+                .as_deref()
+                .is_some_and(|last| key.as_str() > last && !key.starts_with(last))
+            {
                 return Ok(report);
             }
             let body = archive.get(key).await.map_err(RebuildError::Archive)?;
@@ -292,7 +299,15 @@ mod tests {
         consumer: &dyn Consumer,
         progress: &mut RebuildProgress,
     ) -> Result<RebuildReport, RebuildError> {
-        rebuild(stream, consumer, TimeWindow::default(), progress, |_| Ok(()), |_, _| {}).await
+        rebuild(
+            stream,
+            consumer,
+            TimeWindow::default(),
+            progress,
+            |_| Ok(()),
+            |_, _| {},
+        )
+        .await
     }
 
     async fn put(memory: &MemoryBackend, id: &str, status: &str, second: u32) {

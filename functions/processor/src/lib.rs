@@ -14,9 +14,9 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use lambda_runtime::LambdaEvent;
 use tidemark::adapters::Adapters;
 use tidemark::archiver::Archiver;
+use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::Limits;
-use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
 use tidemark::processor::ProcessorSettings;

@@ -12,6 +12,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
 use tidemark::adapters::memory::MemoryStream;
 use tidemark::adapters::sdk::load_sdk_config;
@@ -20,19 +21,20 @@ use tidemark::api::{
     content_type, idempotency_key, Api, ApiError, ApiRequest, ApiResponse, ErrorCode, IngestApi,
     QueryApi,
 };
-use tidemark::config::ResourceNames;
-use tidemark::domain::limits::{DEFAULT_STUCK_AFTER, MAX_BODY_BYTES};
-use std::collections::HashMap;
 use tidemark::archiver::Archiver;
+use tidemark::config::ResourceNames;
 use tidemark::consumer::{BatchOutcome, Consumer};
-use tidemark::ports::StreamRecord;
-use tidemark::rebuild::{rebuild_from_archive, RebuildError, RebuildProgress, RebuildReport, TimeWindow};
+use tidemark::domain::limits::{DEFAULT_STUCK_AFTER, MAX_BODY_BYTES};
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Limits, SequenceNumber, SystemClock};
 use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::ports::CheckpointReader;
+use tidemark::ports::StreamRecord;
 use tidemark::processor::ProcessorSettings;
 use tidemark::publish::{Publisher, RetryPolicy};
+use tidemark::rebuild::{
+    rebuild_from_archive, RebuildError, RebuildProgress, RebuildReport, TimeWindow,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 

@@ -248,7 +248,10 @@ pub async fn ensure_resources(
 }
 
 /// Creates the archive bucket if missing. Returns whether it was created.
-pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<bool, BootstrapError> {
+pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    name: &str,
+) -> Result<bool, BootstrapError> {
     let resource = format!("S3 bucket {name}");
     match client.head_bucket().bucket(name).send().await {
         Ok(_) => return Ok(false),
@@ -263,7 +266,9 @@ pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<bo
         .filter(|r| r != "us-east-1")
         .map(|r| {
             aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(r.as_str()))
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    r.as_str(),
+                ))
                 .build()
         });
     match client

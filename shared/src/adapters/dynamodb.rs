@@ -437,13 +437,19 @@ impl DynamoHistoryStore {
             ("version".to_owned(), AttributeValue::S(entry.version.0)),
             ("status".to_owned(), AttributeValue::S(entry.status)),
             ("timestamp".to_owned(), AttributeValue::S(entry.timestamp)),
-            ("received_at".to_owned(), AttributeValue::S(entry.received_at)),
+            (
+                "received_at".to_owned(),
+                AttributeValue::S(entry.received_at),
+            ),
             ("shard_id".to_owned(), AttributeValue::S(entry.shard_id)),
             (
                 "sequence_number".to_owned(),
                 AttributeValue::S(entry.sequence_number.as_str().to_owned()),
             ),
-            ("archived_at".to_owned(), AttributeValue::S(entry.updated_at)),
+            (
+                "archived_at".to_owned(),
+                AttributeValue::S(entry.updated_at),
+            ),
         ]);
         if let Some(data) = entry.data {
             item.insert("data".to_owned(), AttributeValue::S(data));
@@ -570,10 +576,7 @@ impl HistoryReader for DynamoHistoryStore {
                 .expression_attribute_values(":before", s(before.as_str())),
             None => query.key_condition_expression("#id = :id"),
         };
-        let output = query
-            .send()
-            .await
-            .map_err(|e| store_error(classify(&e)))?;
+        let output = query.send().await.map_err(|e| store_error(classify(&e)))?;
         let mut entries = output
             .items()
             .iter()

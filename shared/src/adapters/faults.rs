@@ -159,6 +159,17 @@ impl<S: CheckpointWriter> CheckpointWriter for Faulty<S> {
     }
 }
 faulty_store_write!(DeadLetterWriter::put(letter: &DeadLetter) -> ());
+faulty_store_write!(HistoryWriter::put_many(entries: Vec<HistoryEntry>) -> HistoryWrite);
+
+#[async_trait]
+impl<S: ArchiveWriter> ArchiveWriter for Faulty<S> {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        if self.faults.strikes() {
+            return Err(self.faults.store_error());
+        }
+        self.inner.put(key, body).await
+    }
+}
 
 /// Every idempotency-key call can fail, so tests reach each crash point of a keyed request:
 /// before the claim, between the put and the answer being stored, and at release.

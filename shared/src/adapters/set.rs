@@ -15,8 +15,8 @@ use super::dynamodb::{
     DynamoStatusStore,
 };
 use super::kinesis::KinesisStream;
-use super::s3::S3Archive;
 use super::memory::MemoryBackend;
+use super::s3::S3Archive;
 use crate::config::ResourceNames;
 use crate::consumer::ConsumerCheckpoints;
 use crate::domain::progress::ConsumerName;

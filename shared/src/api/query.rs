@@ -16,8 +16,8 @@ use crate::domain::progress::assess;
 use crate::domain::rules::{set_once, validate_id};
 use crate::domain::{Clock, EventTime, FieldError, Rule, SystemClock, VersionKey};
 use crate::ports::{
-    Behind, Checkpoint, CheckpointReader, HistoryEntry, HistoryReader, ShardProgress,
-    ShardReader, StatusReader, StatusRow, StoreError, StreamError,
+    Behind, Checkpoint, CheckpointReader, HistoryEntry, HistoryReader, ShardProgress, ShardReader,
+    StatusReader, StatusRow, StoreError, StreamError,
 };
 
 pub struct QueryApi {
@@ -246,10 +246,13 @@ fn decode_cursor(text: &str) -> Result<VersionKey, FieldError> {
         .decode(text)
         .map_err(|_| invalid())?;
     let well_formed = bytes.len() == VERSION_KEY_CHARS
-        && bytes
-            .iter()
-            .enumerate()
-            .all(|(i, b)| if i == 22 { *b == b'#' } else { b.is_ascii_digit() });
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == 22 {
+                *b == b'#'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     match String::from_utf8(bytes) {
         Ok(key) if well_formed => Ok(VersionKey(key)),
         _ => Err(invalid()),
@@ -433,10 +436,7 @@ impl QueryApi {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&history_entry_body(
-                entry,
-                current == Some(&entry.version),
-            ));
+            body.extend_from_slice(&history_entry_body(entry, current == Some(&entry.version)));
         }
         body.extend_from_slice(br#"],"next_cursor":"#);
         let cursor = page.next.as_ref().map(encode_cursor);

@@ -11,8 +11,8 @@
 use std::io::{Read, Write};
 
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use base64::Engine;
+use bytes::Bytes;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;

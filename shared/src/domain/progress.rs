@@ -86,11 +86,18 @@ mod tests {
         for consumer in super::ConsumerName::ALL {
             let key = consumer.oplog_key(shard);
             assert_eq!(consumer.shard_of(&key), Some(shard));
-            for other in super::ConsumerName::ALL.into_iter().filter(|o| *o != consumer) {
+            for other in super::ConsumerName::ALL
+                .into_iter()
+                .filter(|o| *o != consumer)
+            {
                 assert_eq!(other.shard_of(&key), None, "{other:?} reads {key}");
             }
         }
-        assert_eq!(Processor.oplog_key(shard), shard, "deployed stacks keep their rows");
+        assert_eq!(
+            Processor.oplog_key(shard),
+            shard,
+            "deployed stacks keep their rows"
+        );
         assert_eq!(Archiver.shard_of("archiverX:s"), None);
     }
     use super::*;

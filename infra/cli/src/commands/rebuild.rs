@@ -20,7 +20,9 @@ use tidemark::config::{
 use tidemark::domain::{EventTime, SystemClock};
 use tidemark::ports::{ArchiveReader, DeadLetterReader};
 use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild, rebuild_from_archive, RebuildProgress, RebuildReport, TimeWindow};
+use tidemark::rebuild::{
+    rebuild, rebuild_from_archive, RebuildProgress, RebuildReport, TimeWindow,
+};
 
 use super::fail;
 
@@ -210,7 +212,10 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         }
     }
     for corrupt in &report.corrupt_objects {
-        println!("  unreadable archive object {}: {}", corrupt.key, corrupt.reason);
+        println!(
+            "  unreadable archive object {}: {}",
+            corrupt.key, corrupt.reason
+        );
     }
     println!(
         "compare it with the live table: tidemark verify --against {}",

@@ -13,8 +13,8 @@ use tidemark::config::{
 };
 use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
-    aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings, ServeSettings,
-    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings,
+    ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
