@@ -144,9 +144,23 @@ impl Drop for Resources {
                     &names.oplog_table,
                     &names.deadletter_table,
                     &names.idempotency_table,
-                ] {
+                ]
+                .into_iter()
+                .chain(&names.history_table)
+                {
                     let _ = dynamodb.delete_table().table_name(table).send().await;
                 }
+                // A bucket is deleted only once empty.
+                let s3 = tidemark::adapters::s3::S3Archive::client(&sdk);
+                let bucket = &names.archive_bucket;
+                if let Ok(listed) = s3.list_objects_v2().bucket(bucket).send().await {
+                    for object in listed.contents() {
+                        if let Some(key) = object.key() {
+                            let _ = s3.delete_object().bucket(bucket).key(key).send().await;
+                        }
+                    }
+                }
+                let _ = s3.delete_bucket().bucket(bucket).send().await;
             })
         })
         .join();
