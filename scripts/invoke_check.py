@@ -6,6 +6,7 @@ Every check names the fixture and what was expected, and the first failure stops
 """
 
 import base64
+import gzip
 import json
 import os
 import subprocess
@@ -139,6 +140,26 @@ def processor_checks():
     return last_sequence
 
 
+def archiver_checks():
+    fixture = "processor/kinesis-batch.json"
+    # The same batch twice, as a redelivery: its object is rewritten, not added.
+    for attempt in ("first delivery", "redelivery"):
+        answer = invoke("archiver", fixture)
+        check(answer == {"batchItemFailures": []},
+              f"archiver {fixture} ({attempt}): expected no batch item failures, got {answer}")
+        print(f"ok   archiver  {fixture:<40} {attempt}: batchItemFailures []")
+    records = json.load(open(os.path.join(EVENTS, fixture)))["Records"]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    objects = s3.list_objects_v2(Bucket=os.environ["TIDEMARK_ARCHIVE_BUCKET"]).get("Contents", [])
+    check(len(objects) == 1, f"the archive should hold one object for the batch, holds {objects}")
+    body = s3.get_object(Bucket=os.environ["TIDEMARK_ARCHIVE_BUCKET"], Key=objects[0]["Key"])["Body"].read()
+    lines = gzip.decompress(body).decode().splitlines()
+    check([base64.b64decode(json.loads(line)["data"]) for line in lines]
+          == [base64.b64decode(r["kinesis"]["data"]) for r in records],
+          f"the archive object should hold the batch's records, bytes as sent: {lines}")
+    print(f"ok   archive holds {objects[0]['Key']} with the {len(lines)} records")
+
+
 def decodes_to_event(data):
     try:
         event = json.loads(base64.b64decode(data))
@@ -167,17 +188,26 @@ def query_checks(last_sequence):
     body = http("query", "query/apigw-v2-get-unknown.json", 404)
     check(body.get("error", {}).get("code"), f"a 404 should carry an error code: {body}")
 
+    body = http("query", "query/apigw-v2-get-history.json", 200)
+    events = body.get("events", [])
+    check(events and events[0].get("status") == "shipped" and events[0].get("current") is True,
+          f"order-1's history should start with the event STATUS holds: {body}")
+    check(len(events) >= 2, f"order-1's history should hold each of its events: {body}")
+
     body = http("query", "query/alb-get-shards.json", 200)
     shards = {s.get("shard_id"): s for s in body.get("shards", [])}
     check(SHARD in shards, f"GET /shards should list {SHARD}: {body}")
     check(shards[SHARD].get("sequence_number") == last_sequence,
           f"OPLOG for {SHARD} should be at the batch's last record {last_sequence}: {shards[SHARD]}")
+    check(shards[SHARD].get("archiver", {}).get("sequence_number") == last_sequence,
+          f"the archiver's checkpoint of {SHARD} should be at {last_sequence}: {shards[SHARD]}")
 
 
 def main():
     ingest_checks()
     stream_holds_the_accepted_events()
     last_sequence = processor_checks()
+    archiver_checks()
     query_checks(last_sequence)
     print("invoke check passed: every function answered as expected through cargo lambda")
 

@@ -1,4 +1,4 @@
-"""Deletes the stream and tables named by TIDEMARK_* on AWS_ENDPOINT_URL (scripts/invoke-check's cleanup)."""
+"""Deletes the stream, tables and bucket named by TIDEMARK_* on AWS_ENDPOINT_URL (scripts/invoke-check's cleanup)."""
 
 import os
 
@@ -16,8 +16,19 @@ for var in (
     "TIDEMARK_OPLOG_TABLE",
     "TIDEMARK_DEADLETTER_TABLE",
     "TIDEMARK_IDEMPOTENCY_TABLE",
+    "TIDEMARK_HISTORY_TABLE",
 ):
     try:
         dynamodb.delete_table(TableName=os.environ[var])
     except dynamodb.exceptions.ResourceNotFoundException:
         pass
+
+s3 = boto3.client("s3", endpoint_url=endpoint)
+bucket = os.environ["TIDEMARK_ARCHIVE_BUCKET"]
+try:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+except s3.exceptions.NoSuchBucket:
+    pass

@@ -214,6 +214,8 @@ impl ColdStart {
             .env("TIDEMARK_OPLOG_TABLE", "oplog")
             .env("TIDEMARK_DEADLETTER_TABLE", "deadletter")
             .env("TIDEMARK_IDEMPOTENCY_TABLE", "idempotency")
+            .env("TIDEMARK_ARCHIVE_BUCKET", "archive")
+            .env("TIDEMARK_HISTORY_TABLE", "history")
             // The processor's allocator settings from template.yaml, so its peak is Lambda's.
             .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .env("MIMALLOC_PURGE_DELAY", "0")

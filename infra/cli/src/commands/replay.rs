@@ -25,6 +25,16 @@ pub struct ReplayArgs {
     /// Last sequence number of the range.
     #[arg(long, value_parser = parse_sequence)]
     to: SequenceNumber,
+    /// Which consumer gave the range up: the processor (STATUS) or the archiver (the archive and
+    /// HISTORY). The on-failure message's `requestContext.functionArn` names it.
+    #[arg(long, value_enum, default_value = "processor")]
+    consumer: ReplayConsumer,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReplayConsumer {
+    Processor,
+    Archiver,
 }
 
 fn parse_sequence(text: &str) -> Result<SequenceNumber, String> {
@@ -40,15 +50,27 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
     };
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names);
-    let processor = adapters.processor(settings, Arc::new(SystemClock));
+    let consumer: Box<dyn tidemark::consumer::Consumer> = match args.consumer {
+        ReplayConsumer::Processor => Box::new(adapters.processor(settings, Arc::new(SystemClock))),
+        ReplayConsumer::Archiver => Box::new(tidemark_cli::serve::archiver(
+            &adapters,
+            settings.limits,
+        )),
+    };
     let shards = adapters.shard_reader();
     let shard = &args.shard;
-    match replay_range(shards.as_ref(), &processor, shard, &args.from, &args.to).await {
+    match replay_range(shards.as_ref(), consumer.as_ref(), shard, &args.from, &args.to).await {
         Ok(report) => {
-            println!(
-                "replayed {} records of {shard}: {} applied, {} stale (a newer version was already there), {} dead-lettered",
-                report.records, report.applied, report.stale, report.dead_lettered
-            );
+            match args.consumer {
+                ReplayConsumer::Processor => println!(
+                    "replayed {} records of {shard}: {} applied, {} stale (a newer version was already there), {} dead-lettered",
+                    report.records, report.applied, report.stale, report.dead_lettered
+                ),
+                ReplayConsumer::Archiver => println!(
+                    "archived {} records of {shard}: {} HISTORY entries written, {} not events (archived only)",
+                    report.records, report.applied, report.dead_lettered
+                ),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
