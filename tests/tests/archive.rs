@@ -277,3 +277,98 @@ async fn an_archiver_killed_mid_run_loses_nothing() {
     let all = archived(adapters.archive_reader().as_ref()).await;
     assert_eq!(all, put, "every record archived, bytes as put");
 }
+
+/// `serve --data-dir`: the archive is written to the directory, and a restart over it has
+/// STATUS and HISTORY back before it serves; new records never take the archived ones' keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarted_over_its_data_dir_keeps_the_archive_history_and_status() {
+    use tidemark::adapters::memory::{MemoryArchive, MemoryBackend};
+    use tidemark::adapters::Adapters;
+    let dir = std::env::temp_dir().join(format!(
+        "tidemark-data-dir-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let http = reqwest::Client::new();
+    let open = || {
+        Adapters::in_memory(
+            MemoryBackend::new(2).with_archive(MemoryArchive::in_directory(&dir).unwrap()),
+        )
+    };
+    let post = |base: String, id: &'static str, status: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/events"))
+                .json(&json!({"id": id, "status": status}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }
+    };
+    let history = |base: String, id: &'static str, count: usize| {
+        let http = http.clone();
+        async move {
+            wait_for(
+                &format!("{count} events in the history of {id}"),
+                30,
+                || async {
+                    let body: Value = http
+                        .get(format!("{base}/messages/{id}/history"))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    (body["events"].as_array()?.len() == count).then_some(body)
+                },
+            )
+            .await
+        }
+    };
+
+    let first = open();
+    let running = Running::start(first, quick_settings()).await;
+    post(running.base.clone(), "a", "created").await;
+    post(running.base.clone(), "a", "shipped").await;
+    post(running.base.clone(), "b", "created").await;
+    history(running.base.clone(), "a", 2).await;
+    history(running.base.clone(), "b", 1).await;
+    running.stop().await;
+    let files_before = MemoryArchive::in_directory(&dir).unwrap().sizes();
+    assert!(!files_before.is_empty());
+
+    // Restarted over the same directory, in a new process's state.
+    let second = open();
+    let report = tidemark_cli::serve::restore_from_archive(&second, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(report.records, 3);
+    let running = Running::start(second, quick_settings()).await;
+    let row: Value = http
+        .get(format!("{}/messages/a", running.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(row["status"], "shipped", "STATUS is back: {row}");
+    let body = history(running.base.clone(), "a", 2).await;
+    assert_eq!(body["events"][0]["current"], true);
+    post(running.base.clone(), "a", "delivered").await;
+    let body = history(running.base.clone(), "a", 3).await;
+    assert_eq!(body["events"][0]["status"], "delivered");
+    running.stop().await;
+    let files_after = MemoryArchive::in_directory(&dir).unwrap().sizes();
+    for file in &files_before {
+        assert!(
+            files_after.contains(file),
+            "{file:?} was overwritten or lost"
+        );
+    }
+    assert!(files_after.len() > files_before.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

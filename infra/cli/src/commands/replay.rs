@@ -52,14 +52,21 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
     let adapters = Adapters::aws(&sdk, &names);
     let consumer: Box<dyn tidemark::consumer::Consumer> = match args.consumer {
         ReplayConsumer::Processor => Box::new(adapters.processor(settings, Arc::new(SystemClock))),
-        ReplayConsumer::Archiver => Box::new(tidemark_cli::serve::archiver(
-            &adapters,
-            settings.limits,
-        )),
+        ReplayConsumer::Archiver => {
+            Box::new(tidemark_cli::serve::archiver(&adapters, settings.limits))
+        }
     };
     let shards = adapters.shard_reader();
     let shard = &args.shard;
-    match replay_range(shards.as_ref(), consumer.as_ref(), shard, &args.from, &args.to).await {
+    match replay_range(
+        shards.as_ref(),
+        consumer.as_ref(),
+        shard,
+        &args.from,
+        &args.to,
+    )
+    .await
+    {
         Ok(report) => {
             match args.consumer {
                 ReplayConsumer::Processor => println!(
