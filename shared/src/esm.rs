@@ -108,6 +108,8 @@ impl FinishedShards {
 pub struct EventSourceMapping {
     shards: Arc<dyn ShardReader>,
     consumer: CheckpointedConsumer,
+    /// Whose records these are: named in the `replay` command logged for a range given up on.
+    name: ConsumerName,
     checkpoint_reader: Arc<dyn CheckpointReader>,
     settings: EsmSettings,
     given_up: Mutex<Vec<GivenUp>>,
@@ -149,6 +151,7 @@ impl EventSourceMapping {
         Self {
             shards: adapters.shard_reader(),
             consumer: CheckpointedConsumer::new(consumer, writer),
+            name,
             checkpoint_reader: reader,
             settings,
             given_up: Mutex::default(),
@@ -206,11 +209,13 @@ impl EventSourceMapping {
     }
 
     fn give_up(&self, shard_id: &str, from: SequenceNumber, to: SequenceNumber, attempts: u32) {
+        let consumer = self.name.as_str();
         tracing::error!(
-            %shard_id, from = %from, to = %to, attempts,
-            "gave up on these records after every retry failed: they are NOT applied, and the \
-             shard's checkpoint will pass over them. Once the cause is fixed, apply them with: \
-             tidemark replay --shard {shard_id} --from {from} --to {to}"
+            %shard_id, from = %from, to = %to, attempts, consumer,
+            "gave up on these records after every retry failed: the {consumer} has NOT applied \
+             them, and its checkpoint of the shard will pass over them. Once the cause is fixed, \
+             apply them with: tidemark replay --consumer {consumer} --shard {shard_id} \
+             --from {from} --to {to}"
         );
         self.given_up
             .lock()

@@ -12,7 +12,9 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use commands::{bench, bench_dynamodb, bootstrap, coldstart, rebuild, replay, serve, verify};
+use commands::{
+    bench, bench_archive, bench_dynamodb, bootstrap, coldstart, rebuild, replay, serve, verify,
+};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,9 @@ enum Command {
     /// conditional writes from its SDK adapter alone and from a minimal client; print writes/s
     /// and client CPU per write (run by scripts/bench-dynamodb).
     BenchDynamodb(bench_dynamodb::BenchDynamoArgs),
+    /// What the archive costs per batch size (S3 and DynamoDB calls, bytes stored) and how fast
+    /// a rebuild reads it back, into memory and (with --dynamodb-endpoint) into DynamoDB.
+    BenchArchive(bench_archive::BenchArchiveArgs),
     /// Start each function binary against a minimal local Lambda Runtime API, many times, and
     /// print its size, the time from exec to its first `next` request, and its peak memory after
     /// one invocation (a Kinesis batch of --batch-records records for the processor).
@@ -46,8 +51,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Create the stream and tables at an endpoint if they are missing.
     Bootstrap(bootstrap::BootstrapArgs),
-    /// Rebuild STATUS into a new table from every record the stream still holds, through the
-    /// same processor; resumable (--state), and set-aside records listed at the end.
+    /// Rebuild STATUS into a new table from the archive (S3 or a directory) and then every record
+    /// the stream still holds, through the same processor; resumable (--state), set-aside
+    /// records and unreadable archive objects listed at the end.
     Rebuild(rebuild::RebuildArgs),
     /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
     /// every id that differs; exits 1 when any does.
@@ -61,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
+        Command::BenchArchive(args) => bench_archive::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,

@@ -1,6 +1,7 @@
 //! One module per subcommand of the `tidemark` CLI: its arguments and what it does.
 
 pub mod bench;
+pub mod bench_archive;
 pub mod bench_dynamodb;
 pub mod bootstrap;
 pub mod coldstart;
