@@ -20,8 +20,11 @@ use crate::ports::*;
 const LIST_PAGE_KEYS: usize = 1000;
 
 /// The archive's objects in memory, or in files under a directory (one file per key, its
-/// slashes as subdirectories), which outlive the process.
+/// slashes as subdirectories), which outlive the process. In a directory only the keys are held
+/// in memory: the bodies are read from the files, so a long `serve --data-dir` run does not keep
+/// its whole archive in memory.
 pub struct MemoryArchive {
+    /// Every key; with its body in memory, or empty when the body is a file.
     objects: Mutex<BTreeMap<String, Bytes>>,
     directory: Option<PathBuf>,
     put_calls: AtomicU64,
@@ -63,18 +66,34 @@ impl MemoryArchive {
     pub fn sizes(&self) -> Vec<(String, usize)> {
         lock(&self.objects)
             .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
+            .map(|(key, body)| {
+                let size = match &self.directory {
+                    Some(directory) => file_of(directory, key)
+                        .ok()
+                        .and_then(|file| std::fs::metadata(file).ok())
+                        .map_or(0, |m| m.len() as usize),
+                    None => body.len(),
+                };
+                (key.clone(), size)
+            })
             .collect()
     }
 
     /// Replaces an object's bytes (tests: a corrupt object).
     pub fn overwrite(&self, key: &str, body: Bytes) {
-        lock(&self.objects).insert(key.to_owned(), body);
+        if let Some(directory) = &self.directory {
+            if let Ok(file) = file_of(directory, key) {
+                let _ = std::fs::write(file, &body);
+            }
+            lock(&self.objects).insert(key.to_owned(), Bytes::new());
+        } else {
+            lock(&self.objects).insert(key.to_owned(), body);
+        }
     }
 }
 
-/// Reads every file under `root` as an object keyed by its path below it (`/`-separated). Files
-/// a crash left half-written (`*.tmp`) are not objects.
+/// Lists every file under `root` as an object keyed by its path below it (`/`-separated), its
+/// body left on disk. Files a crash left half-written (`*.tmp`) are not objects.
 fn load(
     root: &Path,
     directory: &Path,
@@ -93,8 +112,7 @@ fn load(
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            let body = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-            objects.insert(key, body.into());
+            objects.insert(key, Bytes::new());
         }
     }
     Ok(())
@@ -127,8 +145,10 @@ impl ArchiveWriter for MemoryArchive {
             let temporary = file.with_extension("tmp");
             std::fs::write(&temporary, &body).map_err(|e| io_error(&temporary, e))?;
             std::fs::rename(&temporary, &file).map_err(|e| io_error(&file, e))?;
+            lock(&self.objects).insert(key.to_owned(), Bytes::new());
+        } else {
+            lock(&self.objects).insert(key.to_owned(), body);
         }
-        lock(&self.objects).insert(key.to_owned(), body);
         Ok(())
     }
 }
@@ -148,10 +168,19 @@ impl ArchiveReader for MemoryArchive {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        lock(&self.objects)
+        let body = lock(&self.objects)
             .get(key)
             .cloned()
-            .ok_or_else(|| StoreError::Rejected(format!("no archive object {key:?}")))
+            .ok_or_else(|| StoreError::Rejected(format!("no archive object {key:?}")))?;
+        match &self.directory {
+            Some(directory) => {
+                let file = file_of(directory, key)?;
+                std::fs::read(&file)
+                    .map(Bytes::from)
+                    .map_err(|e| io_error(&file, e))
+            }
+            None => Ok(body),
+        }
     }
 }
 
@@ -231,5 +260,53 @@ impl HistoryReader for MemoryHistoryStore {
             },
             entries: newer_first,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What one run writes, the next run over the same directory reads back; a half-written
+    /// file is not an object, and a key cannot leave the directory.
+    #[tokio::test]
+    async fn a_directory_archive_outlives_its_process() {
+        let dir = std::env::temp_dir().join(format!(
+            "tidemark-archive-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let first = MemoryArchive::in_directory(&dir).unwrap();
+        first
+            .put("2024/05/01/12/s/1.jsonl.gz", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        first
+            .put("2024/05/01/13/s/9.jsonl.gz", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        assert!(first.put("../escape", Bytes::new()).await.is_err());
+        assert!(first.put("a//b", Bytes::new()).await.is_err());
+        std::fs::write(dir.join("2024/05/01/12/s/5.jsonl.tmp"), b"half").unwrap();
+
+        let second = MemoryArchive::in_directory(&dir).unwrap();
+        let page = second.list(None).await.unwrap();
+        assert_eq!(
+            page.keys,
+            ["2024/05/01/12/s/1.jsonl.gz", "2024/05/01/13/s/9.jsonl.gz"]
+        );
+        assert!(!page.more);
+        assert_eq!(
+            second.get("2024/05/01/13/s/9.jsonl.gz").await.unwrap(),
+            Bytes::from_static(b"two")
+        );
+        let after = second
+            .list(Some("2024/05/01/12/s/1.jsonl.gz"))
+            .await
+            .unwrap();
+        assert_eq!(after.keys, ["2024/05/01/13/s/9.jsonl.gz"]);
+        assert_eq!(second.sizes()[0].1, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
