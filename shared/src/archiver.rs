@@ -85,16 +85,7 @@ impl Archiver {
         let started = Instant::now();
         let now = self.clock.now();
         let now_text = now.to_rfc3339();
-        let mut report = BatchReport {
-            shard_id: shard_id.to_owned(),
-            records: records.len(),
-            oldest_record_age_ms: records
-                .iter()
-                .filter_map(|r| r.approximate_arrival)
-                .min()
-                .map(|arrival| now.millis_since(arrival)),
-            ..BatchReport::default()
-        };
+        let mut report = BatchReport::for_batch(shard_id, records, now);
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return BatchOutcome {
                 failure: None,

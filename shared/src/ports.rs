@@ -386,6 +386,23 @@ pub struct HistoryPage {
     pub next: Option<VersionKey>,
 }
 
+impl HistoryPage {
+    /// A page of at most `limit` of `entries` (newest first); `more` says whether entries past
+    /// them exist, and then `next` is the last one's version.
+    pub fn of(mut entries: Vec<HistoryEntry>, limit: usize, more: bool) -> Self {
+        let more = more || entries.len() > limit;
+        entries.truncate(limit);
+        Self {
+            next: if more {
+                entries.last().map(|e| e.version.clone())
+            } else {
+                None
+            },
+            entries,
+        }
+    }
+}
+
 /// Reading HISTORY (strongly consistent): what `GET /messages/{id}/history` needs.
 #[async_trait]
 pub trait HistoryReader: Send + Sync {

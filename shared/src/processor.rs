@@ -109,16 +109,7 @@ impl Processor {
         let now = self.clock.now();
         // The batch's time as text, formatted once: dead letters, STATUS rows and OPLOG share it.
         let now_text = now.to_rfc3339();
-        let mut report = BatchReport {
-            shard_id: shard_id.to_owned(),
-            records: records.len(),
-            oldest_record_age_ms: records
-                .iter()
-                .filter_map(|r| r.approximate_arrival)
-                .min()
-                .map(|arrival| now.millis_since(arrival)),
-            ..BatchReport::default()
-        };
+        let mut report = BatchReport::for_batch(shard_id, records, now);
 
         // 1. Decode; what can never be applied becomes a dead letter.
         let mut decoded = Vec::with_capacity(records.len());

@@ -111,6 +111,28 @@ pub enum RebuildError {
     Archive(StoreError),
 }
 
+/// Runs `records` of `shard_id` through `consumer` and counts them; a record it could not apply
+/// stops the rebuild there (the saved progress is before it).
+async fn apply(
+    consumer: &dyn Consumer,
+    shard_id: &str,
+    records: &[StreamRecord],
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let outcome = consumer.consume(shard_id, records).await;
+    report.records += records.len();
+    report.applied += outcome.report.applied;
+    report.stale += outcome.report.stale;
+    report.set_aside += outcome.report.dead_lettered;
+    match outcome.failure {
+        Some(sequence_number) => Err(RebuildError::Failed {
+            shard_id: shard_id.to_owned(),
+            sequence_number,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Applies every archived record (in `window`) through `consumer`, object by object in key
 /// order (time order), starting after `progress.archive_after`. An object that cannot be read
 /// is listed in the report with its key and reason, and the rebuild goes on.
@@ -167,17 +189,7 @@ pub async fn rebuild_from_archive(
                             });
                     }
                     for (shard_id, records) in by_shard {
-                        let outcome = consumer.consume(&shard_id, &records).await;
-                        report.records += records.len();
-                        report.applied += outcome.report.applied;
-                        report.stale += outcome.report.stale;
-                        report.set_aside += outcome.report.dead_lettered;
-                        if let Some(sequence_number) = outcome.failure {
-                            return Err(RebuildError::Failed {
-                                shard_id,
-                                sequence_number,
-                            });
-                        }
+                        apply(consumer, &shard_id, &records, &mut report).await?;
                     }
                 }
             }
@@ -247,17 +259,7 @@ pub async fn rebuild(
                     .filter(|r| window.contains(r.approximate_arrival))
                     .cloned()
                     .collect();
-                let outcome = consumer.consume(&shard_id, &in_window).await;
-                report.records += in_window.len();
-                report.applied += outcome.report.applied;
-                report.stale += outcome.report.stale;
-                report.set_aside += outcome.report.dead_lettered;
-                if let Some(sequence_number) = outcome.failure {
-                    return Err(RebuildError::Failed {
-                        shard_id,
-                        sequence_number,
-                    });
-                }
+                apply(consumer, &shard_id, &in_window, &mut report).await?;
                 progress
                     .shards
                     .insert(shard_id.clone(), last.sequence_number.as_str().to_owned());

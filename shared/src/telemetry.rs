@@ -30,6 +30,24 @@ impl Eq for BatchReport {}
 pub const METRICS_NAMESPACE: &str = "Tidemark";
 
 impl BatchReport {
+    /// The report of a batch of `records` of `shard_id` processed at `now`, before any outcome.
+    pub fn for_batch(
+        shard_id: &str,
+        records: &[crate::ports::StreamRecord],
+        now: crate::domain::EventTime,
+    ) -> Self {
+        Self {
+            shard_id: shard_id.to_owned(),
+            records: records.len(),
+            oldest_record_age_ms: records
+                .iter()
+                .filter_map(|r| r.approximate_arrival)
+                .min()
+                .map(|arrival| now.millis_since(arrival)),
+            ..Self::default()
+        }
+    }
+
     /// One line of CloudWatch Embedded Metric Format: a structured log line whose counts
     /// CloudWatch also turns into metrics, with no API call from the function. `function_name`
     /// (the Lambda's own) adds a per-function `failed` metric: the namespace is shared by every

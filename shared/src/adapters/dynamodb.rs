@@ -577,22 +577,17 @@ impl HistoryReader for DynamoHistoryStore {
             None => query.key_condition_expression("#id = :id"),
         };
         let output = query.send().await.map_err(|e| store_error(classify(&e)))?;
-        let mut entries = output
+        let entries = output
             .items()
             .iter()
             .map(|item| row_of(item, &self.table))
             .collect::<Result<Vec<_>, _>>()?;
         // A Query page also stops at 1 MB: then there is more even with fewer items.
-        let more = entries.len() > limit || output.last_evaluated_key().is_some();
-        entries.truncate(limit);
-        Ok(HistoryPage {
-            next: if more {
-                entries.last().map(|e| e.version.clone())
-            } else {
-                None
-            },
+        Ok(HistoryPage::of(
             entries,
-        })
+            limit,
+            output.last_evaluated_key().is_some(),
+        ))
     }
 }
 

@@ -60,7 +60,12 @@ fn parse_time(text: &str) -> Result<EventTime, String> {
         .ok_or_else(|| format!("{text:?} is not an RFC 3339 time (2024-05-01T12:00:00Z)"))
 }
 
-fn add(total: &mut RebuildReport, part: RebuildReport) {
+/// Adds a part's counts to the total, or hands its error back.
+fn add(
+    total: &mut RebuildReport,
+    part: Result<RebuildReport, tidemark::rebuild::RebuildError>,
+) -> Result<(), tidemark::rebuild::RebuildError> {
+    let part = part?;
     total.shards += part.shards;
     total.objects += part.objects;
     total.records += part.records;
@@ -68,6 +73,7 @@ fn add(total: &mut RebuildReport, part: RebuildReport) {
     total.stale += part.stale;
     total.set_aside += part.set_aside;
     total.corrupt_objects.extend(part.corrupt_objects);
+    Ok(())
 }
 
 fn load(path: &PathBuf) -> Result<RebuildProgress, String> {
@@ -161,12 +167,9 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             },
         )
         .await;
-        match result {
-            Ok(part) => add(&mut report, part),
-            Err(e) => {
-                bar.finish_and_clear();
-                return fail(&format!("{e} (state: {})", state.display()));
-            }
+        if let Err(e) = add(&mut report, result) {
+            bar.finish_and_clear();
+            return fail(&format!("{e} (state: {})", state.display()));
         }
     }
     if let Some(stream_name) = &args.stream {
@@ -183,12 +186,9 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             },
         )
         .await;
-        match result {
-            Ok(part) => add(&mut report, part),
-            Err(e) => {
-                bar.finish_and_clear();
-                return fail(&format!("{e} (state: {})", state.display()));
-            }
+        if let Err(e) = add(&mut report, result) {
+            bar.finish_and_clear();
+            return fail(&format!("{e} (state: {})", state.display()));
         }
     }
     bar.finish_and_clear();

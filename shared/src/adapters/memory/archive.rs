@@ -250,16 +250,7 @@ impl HistoryReader for MemoryHistoryStore {
             .map(|(_, entry)| entry.clone())
             .collect::<Vec<_>>();
         newer_first.reverse();
-        let more = newer_first.len() > limit;
-        newer_first.truncate(limit);
-        Ok(HistoryPage {
-            next: if more {
-                newer_first.last().map(|e| e.version.clone())
-            } else {
-                None
-            },
-            entries: newer_first,
-        })
+        Ok(HistoryPage::of(newer_first, limit, false))
     }
 }
 
