@@ -208,6 +208,60 @@ impl EventSourceMapping {
         while pollers.join_next().await.is_some() {}
     }
 
+    /// Once the pollers have stopped: consumes every shard from its checkpoint to the end of
+    /// what the stream holds, batch by batch, so that what was accepted before a graceful stop is
+    /// consumed before the process ends (`serve` in memory, whose stream does not outlive it). A
+    /// shard whose batch fails is left there, with a warning; the others go on.
+    pub async fn drain(&self) {
+        let shards = match self.shards.list_shards().await {
+            Ok(shards) => shards,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing shards to drain them failed");
+                return;
+            }
+        };
+        for shard in shards {
+            let shard_id = shard.shard_id;
+            if let Err(e) = self.drain_shard(&shard_id).await {
+                tracing::warn!(%shard_id, consumer = self.name.as_str(), error = %e,
+                    "records accepted before the stop were not all consumed");
+            }
+        }
+    }
+
+    async fn drain_shard(&self, shard_id: &str) -> Result<(), String> {
+        let mut position = match self
+            .checkpoint_reader
+            .get(shard_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(checkpoint) => StartPosition::AfterSequence(checkpoint.sequence_number),
+            None => StartPosition::TrimHorizon,
+        };
+        loop {
+            let iterator = self
+                .shards
+                .shard_iterator(shard_id, &position)
+                .await
+                .map_err(|e| e.to_string())?;
+            let page = self
+                .shards
+                .get_records(&iterator, self.settings.batch_size)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.records.last() else {
+                return Ok(());
+            };
+            let outcome = self.consumer.run_batch(shard_id, &page.records).await;
+            outcome.report.log();
+            if let Some(failed) = outcome.failure {
+                return Err(format!("the batch failed at {failed}"));
+            }
+            position = StartPosition::AfterSequence(last.sequence_number.clone());
+        }
+    }
+
     fn give_up(&self, shard_id: &str, from: SequenceNumber, to: SequenceNumber, attempts: u32) {
         let consumer = self.name.as_str();
         tracing::error!(

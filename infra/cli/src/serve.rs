@@ -127,7 +127,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let processor = Arc::new(adapters.processor(settings.processor, Arc::new(SystemClock)));
     let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings.esm));
-    let esm_task = tokio::spawn(esm.run(shutdown.clone()));
+    let esm_task = tokio::spawn(esm.clone().run(shutdown.clone()));
     // The second consumer: the archive and HISTORY, with its own checkpoints.
     let archiver = Arc::new(archiver(&adapters, settings.processor.limits));
     let archiver_esm = Arc::new(EventSourceMapping::for_consumer(
@@ -136,7 +136,7 @@ pub async fn run(
         archiver,
         settings.esm,
     ));
-    let archiver_task = tokio::spawn(archiver_esm.run(shutdown.clone()));
+    let archiver_task = tokio::spawn(archiver_esm.clone().run(shutdown.clone()));
     let trim_task = adapters.memory_backend().map(|memory| {
         tokio::spawn(trim_consumed(
             memory.stream.clone(),
@@ -181,6 +181,13 @@ pub async fn run(
     accept_loop(listener, app, settings.network, shutdown).await;
     let _ = esm_task.await;
     let _ = archiver_task.await;
+    // In memory the stream ends with the process: what was accepted is consumed first, so a
+    // graceful stop of `serve --data-dir` archives everything it answered 202 to. Against an
+    // endpoint the stream outlives the process, and each consumer resumes from OPLOG instead.
+    if adapters.memory_backend().is_some() {
+        esm.drain().await;
+        archiver_esm.drain().await;
+    }
     if let Some(trim_task) = trim_task {
         let _ = trim_task.await;
     }
