@@ -56,8 +56,9 @@ impl ArchiveWriter for S3Archive {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/x-ndjson")
-            .content_encoding("gzip")
+            // A gzip file (`.jsonl.gz`), not gzip-encoded JSON: no Content-Encoding, so no
+            // client decompresses it on the way and every tool gets the bytes that were stored.
+            .content_type("application/gzip")
             .body(ByteStream::from(body))
             .send()
             .await
