@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consumer::Consumer;
 use crate::domain::archive::{decode_object, hour_prefix};
+use crate::domain::limits::MAX_BATCH_SPAN;
 use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
@@ -145,13 +146,11 @@ pub async fn rebuild_from_archive(
     mut on_object: impl FnMut(&str, usize),
 ) -> Result<RebuildReport, RebuildError> {
     let mut report = RebuildReport::default();
-    // Objects are under their first record's hour: one that starts in the hour before `from`
-    // can still hold records after it, so listing starts an hour early.
-    let first_hour = window.from.map(|from| {
-        hour_prefix(Some(
-            from.saturating_sub(std::time::Duration::from_secs(3600)),
-        ))
-    });
+    // Objects are filed under their first record's hour: one that starts before `from` can
+    // still hold records after it, up to the longest a batch can span.
+    let first_hour = window
+        .from
+        .map(|from| hour_prefix(Some(from.saturating_sub(MAX_BATCH_SPAN))));
     let last_hour = window.until.map(|until| hour_prefix(Some(until)));
     let mut start_after = progress.archive_after.clone().max(first_hour);
     loop {

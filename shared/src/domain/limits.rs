@@ -157,3 +157,9 @@ pub const MAX_HISTORY_PAGE: usize = 50;
 
 /// History page size when `limit` is not given.
 pub const DEFAULT_HISTORY_PAGE: usize = 25;
+
+/// The longest a batch's records can span in arrival time: the event source mapping hands a
+/// record to a consumer at most `MaximumRecordAgeSeconds` after it arrived, and the template
+/// allows at most 604,800 s (Lambda's own ceiling). An archive object is filed under its first
+/// record's hour, so a rebuild `--from` a time lists objects from this much earlier.
+pub const MAX_BATCH_SPAN: Duration = Duration::from_secs(604_800);
