@@ -356,6 +356,8 @@ pub trait ArchiveWriter: Send + Sync {
 pub trait ArchiveReader: Send + Sync {
     /// Keys after `start_after` (from the first without one), at most 1,000 per page.
     async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError>;
+    /// The object's bytes; `StoreError::ItemRejected` for an object too large to be one the
+    /// archiver wrote (a rebuild reports it and goes on).
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
 }
 

@@ -165,11 +165,15 @@ pub async fn rebuild_from_archive(
             {
                 return Ok(report);
             }
-            let body = archive.get(key).await.map_err(RebuildError::Archive)?;
-            match decode_object(&body) {
-                Err(e) => report.corrupt_objects.push(CorruptObject {
+            let decoded = match archive.get(key).await {
+                Ok(body) => decode_object(&body).map_err(|e| e.to_string()),
+                Err(StoreError::ItemRejected(reason)) => Err(reason),
+                Err(e) => return Err(RebuildError::Archive(e)),
+            };
+            match decoded {
+                Err(reason) => report.corrupt_objects.push(CorruptObject {
                     key: key.clone(),
-                    reason: e.to_string(),
+                    reason,
                 }),
                 Ok(records) => {
                     let mut by_shard: BTreeMap<String, Vec<StreamRecord>> = BTreeMap::new();

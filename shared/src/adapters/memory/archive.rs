@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::lock;
 use super::tables::item_size;
-use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
+use crate::domain::limits::{MAX_ARCHIVE_OBJECT_BYTES, MAX_DYNAMODB_ITEM_BYTES};
 use crate::domain::VersionKey;
 use crate::ports::*;
 
@@ -175,6 +175,16 @@ impl ArchiveReader for MemoryArchive {
         match &self.directory {
             Some(directory) => {
                 let file = file_of(directory, key)?;
+                // As on S3: a file this large is not one the archiver wrote; not read.
+                let limit = MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024;
+                let size = std::fs::metadata(&file)
+                    .map_err(|e| io_error(&file, e))?
+                    .len();
+                if size > limit {
+                    return Err(StoreError::ItemRejected(format!(
+                        "{key} is {size} bytes, more than an archive object can be ({limit})"
+                    )));
+                }
                 std::fs::read(&file)
                     .map(Bytes::from)
                     .map_err(|e| io_error(&file, e))
