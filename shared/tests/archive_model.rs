@@ -612,3 +612,78 @@ async fn a_rebuild_window_applies_the_records_that_arrived_in_it() {
     );
     assert_eq!(report.records, 2);
 }
+
+/// Events with large `data` (a stack with `MaxDataBytes` raised): a page stops before Lambda's
+/// response limit and the next one continues from there; every event is read exactly once.
+#[tokio::test]
+async fn a_history_page_stays_under_the_answer_size_bound() {
+    use tidemark::domain::limits::MAX_HISTORY_ANSWER_BYTES;
+    use tidemark::domain::Version;
+    let adapters = Adapters::memory(1);
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(300 * 1024));
+    let entries: Vec<HistoryEntry> = (1..=40u32)
+        .map(|n| {
+            let time = base().saturating_add(Duration::from_secs(u64::from(n)));
+            let sequence = SequenceNumber::parse(&n.to_string()).unwrap();
+            HistoryEntry {
+                id: "big".into(),
+                status: format!("s{n}"),
+                timestamp: time.to_rfc3339(),
+                data: Some(big.clone()),
+                received_at: time.to_rfc3339(),
+                shard_id: "shardId-000000000000".into(),
+                version: Version::new(time, sequence.clone()).key(),
+                sequence_number: sequence,
+                updated_at: time.to_rfc3339(),
+            }
+        })
+        .collect();
+    adapters.history_writer().put_many(entries).await.unwrap();
+    let api = Api {
+        ingest: None,
+        query: Some(
+            QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            )
+            .with_history(adapters.history_reader()),
+        ),
+    };
+    let mut statuses = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit=50&cursor={c}"),
+            None => "limit=50".to_owned(),
+        };
+        let response = api
+            .handle(ApiRequest {
+                method: http::Method::GET,
+                path: "/messages/big/history".into(),
+                query: Some(query),
+                content_type: None,
+                idempotency_key: None,
+                body: Bytes::new(),
+            })
+            .await;
+        assert_eq!(response.status, http::StatusCode::OK);
+        assert!(response.body.len() <= MAX_HISTORY_ANSWER_BYTES);
+        pages += 1;
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        for event in body["events"].as_array().unwrap() {
+            statuses.push(event["status"].as_str().unwrap().to_owned());
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..=40u32).rev().map(|n| format!("s{n}")).collect();
+    assert_eq!(statuses, expected);
+    assert!(
+        pages >= 3,
+        "40 events of 300 KB take at least three 5 MiB pages"
+    );
+}

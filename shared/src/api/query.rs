@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
 use crate::domain::limits::{
-    DEFAULT_HISTORY_PAGE, DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT, MAX_HISTORY_PAGE,
+    DEFAULT_HISTORY_PAGE, DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT, MAX_HISTORY_ANSWER_BYTES,
+    MAX_HISTORY_PAGE,
 };
 use crate::domain::progress::assess;
 use crate::domain::rules::{set_once, validate_id};
@@ -432,14 +433,21 @@ impl QueryApi {
         let mut body = br#"{"id":"#.to_vec();
         body.extend_from_slice(json!(id).to_string().as_bytes());
         body.extend_from_slice(br#","events":["#);
+        let mut next = page.next.as_ref();
         for (i, entry) in page.entries.iter().enumerate() {
+            let json = history_entry_body(entry, current == Some(&entry.version));
+            // A page stops short of the answer-size bound; the next one starts where it stopped.
+            if i > 0 && body.len() + json.len() > MAX_HISTORY_ANSWER_BYTES {
+                next = Some(&page.entries[i - 1].version);
+                break;
+            }
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&history_entry_body(entry, current == Some(&entry.version)));
+            body.extend_from_slice(&json);
         }
         body.extend_from_slice(br#"],"next_cursor":"#);
-        let cursor = page.next.as_ref().map(encode_cursor);
+        let cursor = next.map(encode_cursor);
         body.extend_from_slice(json!(cursor).to_string().as_bytes());
         body.push(b'}');
         Ok(ApiResponse::json_bytes(StatusCode::OK, body))

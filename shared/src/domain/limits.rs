@@ -155,6 +155,11 @@ pub const MAX_ARCHIVE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
 /// are 3.2 MB, well inside Lambda's 6 MB response limit.
 pub const MAX_HISTORY_PAGE: usize = 50;
 
+/// Largest history answer body: with `MaxDataBytes` raised (to 384 KiB at most), 50 events
+/// would pass Lambda's 6 MB response limit, so a page stops early at 5 MiB (room for the
+/// response envelope) and its `next_cursor` continues from there. One event always fits.
+pub const MAX_HISTORY_ANSWER_BYTES: usize = 5 * 1024 * 1024;
+
 /// History page size when `limit` is not given.
 pub const DEFAULT_HISTORY_PAGE: usize = 25;
 
