@@ -66,6 +66,17 @@ pub struct Resources {
     pub endpoint: String,
 }
 
+/// An S3 bucket name from a unique name: 3–63 lowercase letters, digits and hyphens, starting
+/// with a letter or digit. The end of the name is kept: it holds what makes it unique.
+fn bucket_name(unique: &str) -> String {
+    let name = format!("{unique}-archive")
+        .to_ascii_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    name[name.len().saturating_sub(63)..]
+        .trim_start_matches('-')
+        .to_owned()
+}
+
 impl Resources {
     /// Creates a stream of `shards` shards and the tables under names unique to this run.
     pub async fn create(test: &str, shards: u32) -> Self {
@@ -82,19 +93,7 @@ impl Resources {
             oplog_table: format!("{unique}-oplog"),
             deadletter_table: format!("{unique}-deadletter"),
             idempotency_table: format!("{unique}-idempotency"),
-            // S3 bucket names: 3–63 lowercase letters, digits and hyphens.
-            archive_bucket: format!("{unique}-archive")
-                .to_ascii_lowercase()
-                .replace('_', "-")
-                .chars()
-                .rev()
-                .take(63)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<String>()
-                .trim_start_matches('-')
-                .to_owned(),
+            archive_bucket: bucket_name(&unique),
             history_table: Some(format!("{unique}-history")),
         };
         let sdk = load_sdk_config(Some(&endpoint)).await;
