@@ -187,6 +187,54 @@ async fn drain(
     }
 }
 
+/// The query API over `adapters`, with HISTORY.
+fn history_api(adapters: &Adapters) -> Api {
+    Api {
+        ingest: None,
+        query: Some(
+            QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            )
+            .with_history(adapters.history_reader()),
+        ),
+    }
+}
+
+/// Every page of an id's history through the route, `limit` per page, following `next_cursor`:
+/// the events in order, and each answer's size in bytes.
+async fn read_history(api: &Api, id: &str, limit: usize) -> (Vec<serde_json::Value>, Vec<usize>) {
+    let mut events = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _page in 0..1000 {
+        let query = match &cursor {
+            Some(c) => format!("limit={limit}&cursor={c}"),
+            None => format!("limit={limit}"),
+        };
+        let response = api
+            .handle(ApiRequest {
+                method: http::Method::GET,
+                path: format!("/messages/{id}/history"),
+                query: Some(query),
+                content_type: None,
+                idempotency_key: None,
+                body: Bytes::new(),
+            })
+            .await;
+        assert_eq!(response.status, http::StatusCode::OK);
+        sizes.push(response.body.len());
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (events, sizes),
+        }
+    }
+    panic!("the history of {id} never ended");
+}
+
 async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseError> {
     let memory = MemoryBackend::new(chaos.shards);
     let (model_history, all_records) = produce(&memory, &records).await;
@@ -289,17 +337,7 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
     prop_assert_eq!(&archived, &all_records, "the archive is not every record");
 
     // 2. Each id's history, read page by page through the route, is the model's list.
-    let api = Api {
-        ingest: None,
-        query: Some(
-            QueryApi::new(
-                adapters.status_reader(),
-                adapters.checkpoint_reader(),
-                adapters.shard_reader(),
-            )
-            .with_history(adapters.history_reader()),
-        ),
-    };
+    let api = history_api(&adapters);
     for (id, events) in &model_history {
         let mut expected: Vec<(String, String)> = events
             .iter()
@@ -314,40 +352,17 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
             (millis, SequenceNumber::parse(seq).unwrap())
         });
         expected.reverse();
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        let mut currents = 0;
-        for _page in 0..100 {
-            let query = match &cursor {
-                Some(c) => format!("limit=3&cursor={c}"),
-                None => "limit=3".to_owned(),
-            };
-            let response = api
-                .handle(ApiRequest {
-                    method: http::Method::GET,
-                    path: format!("/messages/{id}/history"),
-                    query: Some(query),
-                    content_type: None,
-                    idempotency_key: None,
-                    body: Bytes::new(),
-                })
-                .await;
-            prop_assert_eq!(response.status, http::StatusCode::OK);
-            let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-            for event in body["events"].as_array().unwrap() {
-                seen.push((
-                    event["sequence_number"].as_str().unwrap().to_owned(),
-                    event["status"].as_str().unwrap().to_owned(),
-                ));
-                if event["current"] == true {
-                    currents += 1;
-                }
-            }
-            match body["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
+        let (read, _) = read_history(&api, id, 3).await;
+        let seen: Vec<(String, String)> = read
+            .iter()
+            .map(|e| {
+                (
+                    e["sequence_number"].as_str().unwrap().to_owned(),
+                    e["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let currents = read.iter().filter(|e| e["current"] == true).count();
         prop_assert_eq!(&seen, &expected, "history of {}", id);
         prop_assert_eq!(currents, 1, "exactly one event of {} is STATUS's", id);
         let statuses: BTreeSet<_> = seen.iter().map(|(_, s)| s).collect();
@@ -498,17 +513,7 @@ async fn get(api: &Api, path: &str, query: Option<&str>) -> (http::StatusCode, s
 #[tokio::test]
 async fn the_history_route_refuses_bad_input_clearly() {
     let adapters = Adapters::memory(1);
-    let query = || {
-        QueryApi::new(
-            adapters.status_reader(),
-            adapters.checkpoint_reader(),
-            adapters.shard_reader(),
-        )
-    };
-    let api = Api {
-        ingest: None,
-        query: Some(query().with_history(adapters.history_reader())),
-    };
+    let api = history_api(&adapters);
     let cases: &[(&str, &str)] = &[
         ("limit=0", "limit"),
         ("limit=51", "limit"),
@@ -542,7 +547,11 @@ async fn the_history_route_refuses_bad_input_clearly() {
 
     let without = Api {
         ingest: None,
-        query: Some(query()),
+        query: Some(QueryApi::new(
+            adapters.status_reader(),
+            adapters.checkpoint_reader(),
+            adapters.shard_reader(),
+        )),
     };
     let (status, body) = get(&without, "/messages/a/history", None).await;
     assert_eq!(status, http::StatusCode::NOT_IMPLEMENTED);
@@ -639,51 +648,19 @@ async fn a_history_page_stays_under_the_answer_size_bound() {
         })
         .collect();
     adapters.history_writer().put_many(entries).await.unwrap();
-    let api = Api {
-        ingest: None,
-        query: Some(
-            QueryApi::new(
-                adapters.status_reader(),
-                adapters.checkpoint_reader(),
-                adapters.shard_reader(),
-            )
-            .with_history(adapters.history_reader()),
-        ),
-    };
-    let mut statuses = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let query = match &cursor {
-            Some(c) => format!("limit=50&cursor={c}"),
-            None => "limit=50".to_owned(),
-        };
-        let response = api
-            .handle(ApiRequest {
-                method: http::Method::GET,
-                path: "/messages/big/history".into(),
-                query: Some(query),
-                content_type: None,
-                idempotency_key: None,
-                body: Bytes::new(),
-            })
-            .await;
-        assert_eq!(response.status, http::StatusCode::OK);
-        assert!(response.body.len() <= MAX_HISTORY_ANSWER_BYTES);
-        pages += 1;
-        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-        for event in body["events"].as_array().unwrap() {
-            statuses.push(event["status"].as_str().unwrap().to_owned());
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    let expected: Vec<String> = (1..=40u32).rev().map(|n| format!("s{n}")).collect();
-    assert_eq!(statuses, expected);
+    let (events, sizes) = read_history(&history_api(&adapters), "big", 50).await;
     assert!(
-        pages >= 3,
+        sizes.iter().all(|size| *size <= MAX_HISTORY_ANSWER_BYTES),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes.len() >= 3,
         "40 events of 300 KB take at least three 5 MiB pages"
     );
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=40u32).rev().map(|n| format!("s{n}")).collect();
+    assert_eq!(statuses, expected);
 }
