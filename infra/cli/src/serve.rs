@@ -211,8 +211,8 @@ pub fn archiver(adapters: &Adapters, limits: Limits) -> Archiver {
 
 /// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
 /// the archive an earlier run left in the directory, and the in-memory stream numbered past it.
-/// The archive is the only thing kept: what a run had accepted but not yet archived when it
-/// stopped is not (README).
+/// The archive is the only thing kept; a graceful stop archives everything first, so only a
+/// crash loses what was accepted but not yet archived (README).
 pub async fn restore_from_archive(
     adapters: &Adapters,
     settings: ProcessorSettings,
