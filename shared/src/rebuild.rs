@@ -134,6 +134,44 @@ async fn apply(
     }
 }
 
+/// Every archive key after a starting key, in key order (time order), listed a page at a time
+/// as it is needed: how a rebuild, and the tests, walk the archive.
+pub struct ArchiveKeys<'a> {
+    archive: &'a dyn ArchiveReader,
+    start_after: Option<String>,
+    page: std::vec::IntoIter<String>,
+    more: bool,
+}
+
+impl<'a> ArchiveKeys<'a> {
+    /// Keys after `start_after`, or from the first without one.
+    pub fn after(archive: &'a dyn ArchiveReader, start_after: Option<String>) -> Self {
+        Self {
+            archive,
+            start_after,
+            page: Vec::new().into_iter(),
+            more: true,
+        }
+    }
+
+    /// The next key; `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<String>, StoreError> {
+        loop {
+            if let Some(key) = self.page.next() {
+                self.start_after = Some(key.clone());
+                return Ok(Some(key));
+            }
+            if !self.more {
+                return Ok(None);
+            }
+            let page = self.archive.list(self.start_after.as_deref()).await?;
+            // An empty page that claims more would otherwise be asked for again forever.
+            self.more = page.more && !page.keys.is_empty();
+            self.page = page.keys.into_iter();
+        }
+    }
+}
+
 /// Applies every archived record (in `window`) through `consumer`, object by object in key
 /// order (time order), starting after `progress.archive_after`. An object that cannot be read
 /// is listed in the report with its key and reason, and the rebuild goes on.
@@ -152,60 +190,51 @@ pub async fn rebuild_from_archive(
         .from
         .map(|from| hour_prefix(Some(from.saturating_sub(MAX_BATCH_SPAN))));
     let last_hour = window.until.map(|until| hour_prefix(Some(until)));
-    let mut start_after = progress.archive_after.clone().max(first_hour);
-    loop {
-        let page = archive
-            .list(start_after.as_deref())
-            .await
-            .map_err(RebuildError::Archive)?;
-        for key in &page.keys {
-            if last_hour
-                .as_deref()
-                .is_some_and(|last| key.as_str() > last && !key.starts_with(last))
-            {
-                return Ok(report);
-            }
-            let decoded = match archive.get(key).await {
-                Ok(body) => decode_object(&body).map_err(|e| e.to_string()),
-                Err(StoreError::ItemRejected(reason)) => Err(reason),
-                Err(e) => return Err(RebuildError::Archive(e)),
-            };
-            match decoded {
-                Err(reason) => report.corrupt_objects.push(CorruptObject {
-                    key: key.clone(),
-                    reason,
-                }),
-                Ok(records) => {
-                    let mut by_shard: BTreeMap<String, Vec<StreamRecord>> = BTreeMap::new();
-                    for record in records
-                        .into_iter()
-                        .filter(|r| window.contains(r.approximate_arrival))
-                    {
-                        by_shard
-                            .entry(record.shard_id)
-                            .or_default()
-                            .push(StreamRecord {
-                                sequence_number: record.sequence_number,
-                                partition_key: record.partition_key,
-                                data: record.data,
-                                approximate_arrival: record.approximate_arrival,
-                            });
-                    }
-                    for (shard_id, records) in by_shard {
-                        apply(consumer, &shard_id, &records, &mut report).await?;
-                    }
+    let mut keys = ArchiveKeys::after(archive, progress.archive_after.clone().max(first_hour));
+    while let Some(key) = keys.next().await.map_err(RebuildError::Archive)? {
+        if last_hour
+            .as_deref()
+            .is_some_and(|last| key.as_str() > last && !key.starts_with(last))
+        {
+            break;
+        }
+        let decoded = match archive.get(&key).await {
+            Ok(body) => decode_object(&body).map_err(|e| e.to_string()),
+            Err(StoreError::ItemRejected(reason)) => Err(reason),
+            Err(e) => return Err(RebuildError::Archive(e)),
+        };
+        match decoded {
+            Err(reason) => report.corrupt_objects.push(CorruptObject {
+                key: key.clone(),
+                reason,
+            }),
+            Ok(records) => {
+                let mut by_shard: BTreeMap<String, Vec<StreamRecord>> = BTreeMap::new();
+                for record in records
+                    .into_iter()
+                    .filter(|r| window.contains(r.approximate_arrival))
+                {
+                    by_shard
+                        .entry(record.shard_id)
+                        .or_default()
+                        .push(StreamRecord {
+                            sequence_number: record.sequence_number,
+                            partition_key: record.partition_key,
+                            data: record.data,
+                            approximate_arrival: record.approximate_arrival,
+                        });
+                }
+                for (shard_id, records) in by_shard {
+                    apply(consumer, &shard_id, &records, &mut report).await?;
                 }
             }
-            report.objects += 1;
-            progress.archive_after = Some(key.clone());
-            save(progress).map_err(RebuildError::Save)?;
-            on_object(key, report.records);
         }
-        match page.keys.last() {
-            Some(last) if page.more => start_after = Some(last.clone()),
-            _ => return Ok(report),
-        }
+        report.objects += 1;
+        on_object(&key, report.records);
+        progress.archive_after = Some(key);
+        save(progress).map_err(RebuildError::Save)?;
     }
+    Ok(report)
 }
 
 /// Rebuilds through `consumer`, starting each shard after its position in `progress` (from the
@@ -294,7 +323,7 @@ mod tests {
     use crate::adapters::Adapters;
     use crate::consumer::CheckpointedConsumer;
     use crate::domain::{Event, EventTime, SystemClock};
-    use crate::ports::{OutgoingRecord, StreamWriter};
+    use crate::ports::{ArchivePage, OutgoingRecord, StreamWriter};
     use crate::processor::Processor;
     use crate::verify::verify;
 
@@ -432,5 +461,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.records, 0);
+    }
+
+    /// Lists `keys` two at a time; with `stalls`, answers an empty page that claims more.
+    struct PagedKeys {
+        keys: Vec<String>,
+        stalls: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl ArchiveReader for PagedKeys {
+        async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError> {
+            if self.stalls {
+                return Ok(ArchivePage {
+                    keys: Vec::new(),
+                    more: true,
+                });
+            }
+            let mut after = self
+                .keys
+                .iter()
+                .filter(|key| start_after.is_none_or(|start| key.as_str() > start));
+            let keys: Vec<String> = after.by_ref().take(2).cloned().collect();
+            Ok(ArchivePage {
+                more: after.next().is_some(),
+                keys,
+            })
+        }
+
+        async fn get(&self, _key: &str) -> Result<bytes::Bytes, StoreError> {
+            unreachable!("only listed")
+        }
+    }
+
+    async fn walk(archive: &dyn ArchiveReader, start_after: Option<&str>) -> Vec<String> {
+        let mut keys = ArchiveKeys::after(archive, start_after.map(str::to_owned));
+        let mut walked = Vec::new();
+        while let Some(key) = keys.next().await.unwrap() {
+            walked.push(key);
+        }
+        walked
+    }
+
+    #[tokio::test]
+    async fn archive_keys_walks_every_page_in_order_from_its_start() {
+        let keys: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let archive = PagedKeys {
+            keys: keys.clone(),
+            stalls: false,
+        };
+        assert_eq!(walk(&archive, None).await, keys);
+        assert_eq!(walk(&archive, Some("b")).await, keys[2..]);
+        assert_eq!(walk(&archive, Some("e")).await, Vec::<String>::new());
+        let stalling = PagedKeys { keys, stalls: true };
+        assert_eq!(walk(&stalling, None).await, Vec::<String>::new());
     }
 }

@@ -24,7 +24,7 @@ use tidemark::consumer::CheckpointedConsumer;
 use tidemark::domain::archive::decode_object;
 use tidemark::domain::{Event, EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::*;
-use tidemark::rebuild::{rebuild_from_archive, RebuildProgress, TimeWindow};
+use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
 use tidemark::verify::verify;
 
 fn base() -> EventTime {
@@ -315,23 +315,16 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
 
     // 1. The archive holds every record, bytes as they were.
     let mut archived = BTreeMap::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = memory.archive.list(start.as_deref()).await.unwrap();
-        for key in &page.keys {
-            for record in decode_object(&memory.archive.get(key).await.unwrap()).unwrap() {
-                archived.insert(
-                    (
-                        record.shard_id.clone(),
-                        record.sequence_number.as_str().to_owned(),
-                    ),
-                    record.data,
-                );
-            }
-        }
-        match page.keys.last() {
-            Some(last) if page.more => start = Some(last.clone()),
-            _ => break,
+    let mut keys = ArchiveKeys::after(&memory.archive, None);
+    while let Some(key) = keys.next().await.unwrap() {
+        for record in decode_object(&memory.archive.get(&key).await.unwrap()).unwrap() {
+            archived.insert(
+                (
+                    record.shard_id.clone(),
+                    record.sequence_number.as_str().to_owned(),
+                ),
+                record.data,
+            );
         }
     }
     prop_assert_eq!(&archived, &all_records, "the archive is not every record");

@@ -18,32 +18,25 @@ use tidemark::domain::SystemClock;
 use tidemark::esm::EventSourceMapping;
 use tidemark::ports::*;
 use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild_from_archive, RebuildProgress, TimeWindow};
+use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
 use tidemark_tests::{quick_settings, wait_for, Resources, Running};
 
 /// Every record in the archive, by (shard, sequence number), with its bytes.
 async fn archived(archive: &dyn ArchiveReader) -> BTreeMap<(String, String), Bytes> {
     let mut all = BTreeMap::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = archive.list(start.as_deref()).await.unwrap();
-        for key in &page.keys {
-            let body = archive.get(key).await.unwrap();
-            for record in decode_object(&body).unwrap() {
-                all.insert(
-                    (
-                        record.shard_id.clone(),
-                        record.sequence_number.as_str().to_owned(),
-                    ),
-                    record.data,
-                );
-            }
-        }
-        match page.keys.last() {
-            Some(last) if page.more => start = Some(last.clone()),
-            _ => return all,
+    let mut keys = ArchiveKeys::after(archive, None);
+    while let Some(key) = keys.next().await.unwrap() {
+        for record in decode_object(&archive.get(&key).await.unwrap()).unwrap() {
+            all.insert(
+                (
+                    record.shard_id.clone(),
+                    record.sequence_number.as_str().to_owned(),
+                ),
+                record.data,
+            );
         }
     }
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
