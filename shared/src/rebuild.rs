@@ -165,8 +165,16 @@ impl<'a> ArchiveKeys<'a> {
                 return Ok(None);
             }
             let page = self.archive.list(self.start_after.as_deref()).await?;
-            // An empty page that claims more would otherwise be asked for again forever.
-            self.more = page.more && !page.keys.is_empty();
+            // Asking again would get the same page forever, and stopping would skip the rest
+            // unsaid: neither S3 (listing without a delimiter) nor the memory archive answers
+            // this, so it is an error.
+            if page.keys.is_empty() && page.more {
+                return Err(StoreError::Rejected(format!(
+                    "the archive listed no keys after {:?} yet said there are more",
+                    self.start_after
+                )));
+            }
+            self.more = page.more;
             self.page = page.keys.into_iter();
         }
     }
@@ -494,26 +502,35 @@ mod tests {
         }
     }
 
-    async fn walk(archive: &dyn ArchiveReader, start_after: Option<&str>) -> Vec<String> {
+    async fn walk(
+        archive: &dyn ArchiveReader,
+        start_after: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut keys = ArchiveKeys::after(archive, start_after.map(str::to_owned));
         let mut walked = Vec::new();
-        while let Some(key) = keys.next().await.unwrap() {
+        while let Some(key) = keys.next().await? {
             walked.push(key);
         }
-        walked
+        Ok(walked)
     }
 
     #[tokio::test]
-    async fn archive_keys_walks_every_page_in_order_from_its_start() {
+    async fn archive_keys_walks_every_page_in_order_and_refuses_an_endless_listing() {
         let keys: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
         let archive = PagedKeys {
             keys: keys.clone(),
             stalls: false,
         };
-        assert_eq!(walk(&archive, None).await, keys);
-        assert_eq!(walk(&archive, Some("b")).await, keys[2..]);
-        assert_eq!(walk(&archive, Some("e")).await, Vec::<String>::new());
+        assert_eq!(walk(&archive, None).await.unwrap(), keys);
+        assert_eq!(walk(&archive, Some("b")).await.unwrap(), keys[2..]);
+        assert_eq!(
+            walk(&archive, Some("e")).await.unwrap(),
+            Vec::<String>::new()
+        );
         let stalling = PagedKeys { keys, stalls: true };
-        assert_eq!(walk(&stalling, None).await, Vec::<String>::new());
+        assert!(matches!(
+            walk(&stalling, None).await,
+            Err(StoreError::Rejected(_))
+        ));
     }
 }
