@@ -19,28 +19,7 @@ use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
 };
-use crate::replay::{EMPTY_PAGES_AT_TIP, REPLAY_PAGE_RECORDS};
-
-/// Throttled reads are retried this many times, a second apart: the rebuild shares each shard's
-/// five reads per second with the live mapping, so a throttle is expected, not an error.
-const THROTTLED_READ_ATTEMPTS: u32 = 30;
-const THROTTLED_READ_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
-
-async fn read_page(
-    stream: &dyn ShardReader,
-    iterator: &str,
-) -> Result<crate::ports::RecordsPage, StreamError> {
-    let mut attempt = 1;
-    loop {
-        match stream.get_records(iterator, REPLAY_PAGE_RECORDS).await {
-            Err(StreamError::Throttled(_)) if attempt < THROTTLED_READ_ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(THROTTLED_READ_PAUSE).await;
-            }
-            result => return result,
-        }
-    }
-}
+use crate::replay::ShardPages;
 
 /// How far a rebuild got: the last archive object applied, and each shard's last record read
 /// from the stream, as text (a JSON file).
@@ -284,37 +263,24 @@ pub async fn rebuild(
             }
             None => StartPosition::TrimHorizon,
         };
-        let mut iterator = stream
-            .shard_iterator(&shard_id, &start)
+        let mut pages = ShardPages::open(stream, &shard_id, &start)
             .await
             .map_err(stream_error)?;
-        let mut empty_pages = 0;
-        loop {
-            let page = read_page(stream, &iterator).await.map_err(stream_error)?;
-            if let Some(last) = page.records.last() {
-                empty_pages = 0;
-                let in_window: Vec<StreamRecord> = page
-                    .records
-                    .iter()
-                    .filter(|r| window.contains(r.approximate_arrival))
-                    .cloned()
-                    .collect();
-                apply(consumer, &shard_id, &in_window, &mut report).await?;
-                progress
-                    .shards
-                    .insert(shard_id.clone(), last.sequence_number.as_str().to_owned());
-                save(progress).map_err(RebuildError::Save)?;
-                on_page(&shard_id, page.records.len());
-            } else {
-                empty_pages += 1;
+        while let Some(records) = pages.next().await.map_err(stream_error)? {
+            let read = records.len();
+            let last = records
+                .last()
+                .map(|r| r.sequence_number.as_str().to_owned());
+            let in_window: Vec<StreamRecord> = records
+                .into_iter()
+                .filter(|r| window.contains(r.approximate_arrival))
+                .collect();
+            apply(consumer, &shard_id, &in_window, &mut report).await?;
+            if let Some(last) = last {
+                progress.shards.insert(shard_id.clone(), last);
             }
-            let at_tip =
-                empty_pages >= EMPTY_PAGES_AT_TIP && page.millis_behind_latest.unwrap_or(0) == 0;
-            match page.next_iterator {
-                Some(next) if !at_tip => iterator = next,
-                // A closed shard read to its end, or an open one read to its tip.
-                _ => break,
-            }
+            save(progress).map_err(RebuildError::Save)?;
+            on_page(&shard_id, read);
         }
     }
     Ok(report)

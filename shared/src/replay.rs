@@ -8,9 +8,11 @@
 //! it alone): the shard's checkpoint has already moved past a given-up range, and moving it to
 //! the range's end could otherwise claim records in between that were never applied.
 
+use std::time::Duration;
+
 use crate::consumer::Consumer;
 use crate::domain::SequenceNumber;
-use crate::ports::{ShardReader, StartPosition, StreamError};
+use crate::ports::{RecordsPage, ShardReader, StartPosition, StreamError, StreamRecord};
 
 /// Records asked for per GetRecords call: the most Kinesis returns.
 pub const REPLAY_PAGE_RECORDS: usize = crate::domain::limits::MAX_GET_RECORDS;
@@ -18,6 +20,68 @@ pub const REPLAY_PAGE_RECORDS: usize = crate::domain::limits::MAX_GET_RECORDS;
 /// Empty pages in a row after which the range is taken to be read to the shard's tip. Kinesis
 /// may return an empty page before later records, so one empty page proves nothing.
 pub(crate) const EMPTY_PAGES_AT_TIP: usize = 3;
+
+/// Throttled reads are retried this many times, a second apart: replay and rebuild share each
+/// shard's five reads per second with the live mappings, so a throttle is expected, not an error.
+const THROTTLED_READ_ATTEMPTS: u32 = 30;
+const THROTTLED_READ_PAUSE: Duration = Duration::from_secs(1);
+
+/// One shard read page by page from a start position to its end: the last record of a closed
+/// shard, or the tip of an open one (after [`EMPTY_PAGES_AT_TIP`] empty pages with nothing
+/// behind). How replay and rebuild read the stream.
+pub struct ShardPages<'a> {
+    stream: &'a dyn ShardReader,
+    iterator: Option<String>,
+    empty_pages: usize,
+}
+
+impl<'a> ShardPages<'a> {
+    pub async fn open(
+        stream: &'a dyn ShardReader,
+        shard_id: &str,
+        start: &StartPosition,
+    ) -> Result<Self, StreamError> {
+        Ok(Self {
+            stream,
+            iterator: Some(stream.shard_iterator(shard_id, start).await?),
+            empty_pages: 0,
+        })
+    }
+
+    /// The next page's records (never empty); `None` at the shard's end.
+    pub async fn next(&mut self) -> Result<Option<Vec<StreamRecord>>, StreamError> {
+        while let Some(iterator) = self.iterator.take() {
+            let page = self.read(&iterator).await?;
+            if page.records.is_empty() {
+                self.empty_pages += 1;
+            } else {
+                self.empty_pages = 0;
+            }
+            let at_tip = self.empty_pages >= EMPTY_PAGES_AT_TIP
+                && page.millis_behind_latest.unwrap_or(0) == 0;
+            if !at_tip {
+                self.iterator = page.next_iterator;
+            }
+            if !page.records.is_empty() {
+                return Ok(Some(page.records));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn read(&self, iterator: &str) -> Result<RecordsPage, StreamError> {
+        let mut attempt = 1;
+        loop {
+            match self.stream.get_records(iterator, REPLAY_PAGE_RECORDS).await {
+                Err(StreamError::Throttled(_)) if attempt < THROTTLED_READ_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(THROTTLED_READ_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayReport {
@@ -61,27 +125,18 @@ pub async fn replay_range(
         shard_id: shard_id.to_owned(),
         source,
     };
-    let mut iterator = stream
-        .shard_iterator(shard_id, &StartPosition::AtSequence(from.clone()))
+    let mut pages = ShardPages::open(stream, shard_id, &StartPosition::AtSequence(from.clone()))
         .await
         .map_err(stream_error)?;
     let mut report = ReplayReport::default();
-    let mut empty_pages = 0;
-    loop {
-        let page = stream
-            .get_records(&iterator, REPLAY_PAGE_RECORDS)
-            .await
-            .map_err(stream_error)?;
+    while let Some(records) = pages.next().await.map_err(stream_error)? {
         // A shard's records come in sequence order: the range ends at the first one past `to`.
-        let page_records = page.records.len();
-        let in_range: Vec<_> = page
-            .records
+        let page_records = records.len();
+        let in_range: Vec<_> = records
             .into_iter()
             .take_while(|record| &record.sequence_number <= to)
             .collect();
-        let past_end = in_range.len() < page_records;
         if !in_range.is_empty() {
-            empty_pages = 0;
             let outcome = consumer.consume(shard_id, &in_range).await;
             report.records += in_range.len();
             report.applied += outcome.report.applied;
@@ -90,16 +145,12 @@ pub async fn replay_range(
             if let Some(sequence_number) = outcome.failure {
                 return Err(ReplayError::Failed { sequence_number });
             }
-        } else {
-            empty_pages += 1;
         }
-        let at_tip =
-            empty_pages >= EMPTY_PAGES_AT_TIP && page.millis_behind_latest.unwrap_or(0) == 0;
-        match page.next_iterator {
-            Some(next) if !past_end && !at_tip => iterator = next,
-            _ => return Ok(report),
+        if in_range.len() < page_records {
+            break;
         }
     }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -262,5 +313,84 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(matches!(err, ReplayError::EmptyRange { .. }), "{err}");
+    }
+
+    /// Pages of at most two records, and every other read throttled (or every one).
+    struct Throttling<'a> {
+        inner: &'a dyn ShardReader,
+        reads: std::sync::atomic::AtomicUsize,
+        always: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl ShardReader for Throttling<'_> {
+        async fn list_shards(&self) -> Result<Vec<crate::ports::ShardInfo>, StreamError> {
+            self.inner.list_shards().await
+        }
+
+        async fn shard_iterator(
+            &self,
+            shard_id: &str,
+            start: &StartPosition,
+        ) -> Result<String, StreamError> {
+            self.inner.shard_iterator(shard_id, start).await
+        }
+
+        async fn get_records(
+            &self,
+            iterator: &str,
+            _limit: usize,
+        ) -> Result<RecordsPage, StreamError> {
+            let read = self
+                .reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.always || read.is_multiple_of(2) {
+                return Err(StreamError::Throttled(
+                    "ProvisionedThroughputExceeded".into(),
+                ));
+            }
+            self.inner.get_records(iterator, 2).await
+        }
+    }
+
+    /// Replay and rebuild share the shard's reads with the live mappings: a throttle is waited
+    /// out, page after page, and only one that never ends is an error.
+    #[tokio::test(start_paused = true)]
+    async fn shard_pages_wait_out_throttles_and_read_every_record_in_order() {
+        let s = setup();
+        let acks: Vec<PutAck> = (0..5)
+            .map(|minute| put(&s.memory.stream, "a", "created", minute))
+            .collect();
+        let shard = acks[0].shard_id.clone();
+        let throttling = Throttling {
+            inner: s.memory.stream.as_ref(),
+            reads: Default::default(),
+            always: false,
+        };
+        let mut pages = ShardPages::open(&throttling, &shard, &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        while let Some(records) = pages.next().await.unwrap() {
+            assert!(records.len() <= 2);
+            read.extend(records.into_iter().map(|r| r.sequence_number));
+        }
+        let put: Vec<SequenceNumber> = acks.into_iter().map(|a| a.sequence_number).collect();
+        assert_eq!(read, put);
+
+        let always = Throttling {
+            inner: s.memory.stream.as_ref(),
+            reads: Default::default(),
+            always: true,
+        };
+        let mut pages = ShardPages::open(&always, &shard, &StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert!(matches!(pages.next().await, Err(StreamError::Throttled(_))));
+        assert_eq!(
+            always.reads.load(std::sync::atomic::Ordering::Relaxed),
+            THROTTLED_READ_ATTEMPTS as usize,
+            "tried as often as the bound says, then gave up"
+        );
     }
 }
