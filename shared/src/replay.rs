@@ -375,8 +375,8 @@ mod tests {
             assert!(records.len() <= 2);
             read.extend(records.into_iter().map(|r| r.sequence_number));
         }
-        let put: Vec<SequenceNumber> = acks.into_iter().map(|a| a.sequence_number).collect();
-        assert_eq!(read, put);
+        let written: Vec<SequenceNumber> = acks.into_iter().map(|a| a.sequence_number).collect();
+        assert_eq!(read, written);
 
         let always = Throttling {
             inner: s.memory.stream.as_ref(),
