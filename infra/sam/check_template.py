@@ -1,8 +1,8 @@
 """Project rules for template.yaml that the generic linters do not know.
 
 1. Least privilege: no IAM statement in a role grants an action on Resource "*" or any other
-   wildcard, other than the objects of one of the stack's resources ("${ArchiveBucket.Arn}/*"); every branch of
-   an Fn::If and the template of an Fn::Sub are checked.
+   wildcard, other than the objects of one of the stack's resources ("${ArchiveBucket.Arn}/*").
+   Every branch of an Fn::If, the template of an Fn::Sub and the parts of an Fn::Join are read.
 2. Every function gets every TIDEMARK_* name the Lambdas require (shared/src/config.rs); a
    missing one would only show up as a function that refuses to start after deploy.
 3. The event source mapping keeps the settings the processor's guarantees depend on.
@@ -50,7 +50,8 @@ def statements(policy_document):
 
 
 def resource_texts(value):
-    """Every text a Resource can become: each branch of an Fn::If, the template of an Fn::Sub."""
+    """Every text a Resource can become: each branch of an Fn::If, the template of an Fn::Sub,
+    each literal part of an Fn::Join (so a "/*" joined on is caught, if conservatively)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, list):
@@ -62,6 +63,8 @@ def resource_texts(value):
         elif "Fn::Sub" in value:
             sub = value["Fn::Sub"]
             yield from resource_texts(sub if isinstance(sub, str) else sub[0])
+        elif "Fn::Join" in value:
+            yield from resource_texts(value["Fn::Join"][1])
 
 
 def wildcard_resources(statement):
