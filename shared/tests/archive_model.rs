@@ -191,14 +191,7 @@ async fn drain(
 fn history_api(adapters: &Adapters) -> Api {
     Api {
         ingest: None,
-        query: Some(
-            QueryApi::new(
-                adapters.status_reader(),
-                adapters.checkpoint_reader(),
-                adapters.shard_reader(),
-            )
-            .with_history(adapters.history_reader()),
-        ),
+        query: Some(adapters.query_api()),
     }
 }
 

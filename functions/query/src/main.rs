@@ -3,7 +3,7 @@
 
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
-use tidemark::api::{Api, QueryApi};
+use tidemark::api::Api;
 use tidemark::config::{stuck_after_from_env, ResourceNames};
 
 #[tokio::main]
@@ -13,19 +13,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let stuck_after = stuck_after_from_env()?;
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names);
-    let mut query = QueryApi::new(
-        adapters.status_reader(),
-        adapters.checkpoint_reader(),
-        adapters.shard_reader(),
-    )
-    .with_stuck_after(stuck_after)
-    .with_archiver_checkpoints(adapters.archiver_checkpoint_reader());
-    if adapters.history_enabled() {
-        query = query.with_history(adapters.history_reader());
-    }
     let api = Api {
         ingest: None,
-        query: Some(query),
+        query: Some(adapters.query_api().with_stuck_after(stuck_after)),
     };
     tidemark::adapters::lambda_http::run(api).await
 }

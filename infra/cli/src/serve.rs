@@ -19,7 +19,6 @@ use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::api::{
     content_type, idempotency_key, Api, ApiError, ApiRequest, ApiResponse, ErrorCode, IngestApi,
-    QueryApi,
 };
 use tidemark::archiver::Archiver;
 use tidemark::config::ResourceNames;
@@ -157,16 +156,9 @@ pub async fn run(
     if let Some(ttl) = settings.idempotency_ttl {
         ingest = ingest.with_idempotency_ttl(ttl);
     }
-    let mut query = QueryApi::new(
-        adapters.status_reader(),
-        adapters.checkpoint_reader(),
-        adapters.shard_reader(),
-    )
-    .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER))
-    .with_archiver_checkpoints(adapters.archiver_checkpoint_reader());
-    if adapters.history_enabled() {
-        query = query.with_history(adapters.history_reader());
-    }
+    let query = adapters
+        .query_api()
+        .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER));
     let api = Arc::new(Api {
         ingest: Some(ingest),
         query: Some(query),

@@ -17,6 +17,7 @@ use super::dynamodb::{
 use super::kinesis::KinesisStream;
 use super::memory::MemoryBackend;
 use super::s3::S3Archive;
+use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
 use crate::consumer::ConsumerCheckpoints;
 use crate::domain::progress::ConsumerName;
@@ -312,5 +313,21 @@ impl Adapters {
             settings,
             clock,
         )
+    }
+
+    /// The query routes over this set's readers: STATUS, both consumers' checkpoints, the
+    /// stream's shards, and HISTORY when the set keeps it (otherwise the route answers 501).
+    pub fn query_api(&self) -> QueryApi {
+        let query = QueryApi::new(
+            self.status_reader(),
+            self.checkpoint_reader(),
+            self.shard_reader(),
+        )
+        .with_archiver_checkpoints(self.archiver_checkpoint_reader());
+        if self.history_enabled() {
+            query.with_history(self.history_reader())
+        } else {
+            query
+        }
     }
 }
