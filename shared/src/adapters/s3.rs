@@ -8,7 +8,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::sdk::{classify, Failure};
-use crate::domain::limits::MAX_ARCHIVE_OBJECT_BYTES;
+use crate::domain::archive::oversize_object;
 use crate::ports::*;
 
 fn store_error(failure: Failure) -> StoreError {
@@ -98,17 +98,11 @@ impl ArchiveReader for S3Archive {
             .send()
             .await
             .map_err(|e| store_error(classify(&e)))?;
-        // gzip never shrinks data that would inflate past the bound to under it: an object this
-        // large is not one the archiver wrote, and is not read into memory.
-        let limit = MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024;
-        if output
+        let stored = output
             .content_length()
-            .is_some_and(|length| u64::try_from(length).unwrap_or(0) > limit)
-        {
-            return Err(StoreError::ItemRejected(format!(
-                "{key} is {} bytes, more than an archive object can be ({limit})",
-                output.content_length().unwrap_or_default()
-            )));
+            .map_or(0, |length| u64::try_from(length).unwrap_or(0));
+        if let Some(reason) = oversize_object(key, stored) {
+            return Err(StoreError::ItemRejected(reason));
         }
         let body = output
             .body

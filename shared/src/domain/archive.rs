@@ -141,6 +141,16 @@ pub fn decode_object(bytes: &[u8]) -> Result<Vec<ArchivedRecord>, ArchiveFormatE
         .collect()
 }
 
+/// Why an object stored as `stored_bytes` is not read: more than gzip's framing over
+/// [`MAX_ARCHIVE_OBJECT_BYTES`], so not one the archiver wrote (gzip never shrinks data that
+/// would inflate past the bound to under it). Checked before the bytes are read into memory.
+pub fn oversize_object(key: &str, stored_bytes: u64) -> Option<String> {
+    let limit = MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024;
+    (stored_bytes > limit).then(|| {
+        format!("{key} is {stored_bytes} bytes, more than an archive object can be ({limit})")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -220,5 +230,13 @@ mod tests {
         let bomb = gzip.finish().unwrap();
         assert!(bomb.len() < 1024 * 1024);
         assert_eq!(decode_object(&bomb), Err(ArchiveFormatError::TooLarge));
+    }
+
+    #[test]
+    fn an_object_larger_than_the_bound_allows_is_not_read() {
+        let limit = MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024;
+        assert_eq!(oversize_object("k", limit), None);
+        let reason = oversize_object("k", limit + 1).unwrap();
+        assert!(reason.starts_with("k is "), "{reason}");
     }
 }

@@ -12,7 +12,8 @@ use bytes::Bytes;
 
 use super::lock;
 use super::tables::item_size;
-use crate::domain::limits::{MAX_ARCHIVE_OBJECT_BYTES, MAX_DYNAMODB_ITEM_BYTES};
+use crate::domain::archive::oversize_object;
+use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
 use crate::domain::VersionKey;
 use crate::ports::*;
 
@@ -176,14 +177,11 @@ impl ArchiveReader for MemoryArchive {
             Some(directory) => {
                 let file = file_of(directory, key)?;
                 // As on S3: a file this large is not one the archiver wrote; not read.
-                let limit = MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024;
                 let size = std::fs::metadata(&file)
                     .map_err(|e| io_error(&file, e))?
                     .len();
-                if size > limit {
-                    return Err(StoreError::ItemRejected(format!(
-                        "{key} is {size} bytes, more than an archive object can be ({limit})"
-                    )));
+                if let Some(reason) = oversize_object(key, size) {
+                    return Err(StoreError::ItemRejected(reason));
                 }
                 std::fs::read(&file)
                     .map(Bytes::from)
@@ -308,6 +306,24 @@ mod tests {
             .unwrap();
         assert_eq!(after.keys, ["2024/05/01/13/s/9.jsonl.gz"]);
         assert_eq!(second.sizes()[0].1, 3);
+
+        // A file grown past what an archive object can be is refused before it is read (a
+        // sparse file: no disk is spent on it).
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("2024/05/01/13/s/9.jsonl.gz"))
+            .unwrap()
+            .set_len(crate::domain::limits::MAX_ARCHIVE_OBJECT_BYTES + 1024 * 1024 + 1)
+            .unwrap();
+        match second.get("2024/05/01/13/s/9.jsonl.gz").await {
+            Err(StoreError::ItemRejected(reason)) => {
+                assert!(
+                    reason.contains("more than an archive object can be"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected the oversize file refused, got {other:?}"),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
