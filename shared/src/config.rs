@@ -16,6 +16,8 @@ pub const OPLOG_TABLE_VAR: &str = "TIDEMARK_OPLOG_TABLE";
 pub const DEADLETTER_TABLE_VAR: &str = "TIDEMARK_DEADLETTER_TABLE";
 pub const IDEMPOTENCY_TABLE_VAR: &str = "TIDEMARK_IDEMPOTENCY_TABLE";
 pub const ARCHIVE_BUCKET_VAR: &str = "TIDEMARK_ARCHIVE_BUCKET";
+/// The status view's table (ids and counts by status).
+pub const STATUS_VIEW_TABLE_VAR: &str = "TIDEMARK_STATUS_VIEW_TABLE";
 /// The HISTORY table, or `none` for a stack that keeps the archive only (`HistoryEnabled=false`).
 pub const HISTORY_TABLE_VAR: &str = "TIDEMARK_HISTORY_TABLE";
 /// What [`HISTORY_TABLE_VAR`] says when the stack keeps no history.
@@ -54,6 +56,7 @@ pub struct ResourceNames {
     pub deadletter_table: String,
     pub idempotency_table: String,
     pub archive_bucket: String,
+    pub status_view_table: String,
     /// `None`: the stack keeps no per-id history ([`HISTORY_OFF`]).
     pub history_table: Option<String>,
 }
@@ -77,6 +80,7 @@ impl ResourceNames {
             deadletter_table: required(DEADLETTER_TABLE_VAR, "DEADLETTER table")?,
             idempotency_table: required(IDEMPOTENCY_TABLE_VAR, "IDEMPOTENCY table")?,
             archive_bucket: required(ARCHIVE_BUCKET_VAR, "archive S3 bucket")?,
+            status_view_table: required(STATUS_VIEW_TABLE_VAR, "status view table")?,
             history_table: Some(required(
                 HISTORY_TABLE_VAR,
                 "HISTORY table (or `none` when the stack keeps no history)",
@@ -100,6 +104,7 @@ impl ResourceNames {
             deadletter_table: get(DEADLETTER_TABLE_VAR, "tidemark-deadletter"),
             idempotency_table: get(IDEMPOTENCY_TABLE_VAR, "tidemark-idempotency"),
             archive_bucket: get(ARCHIVE_BUCKET_VAR, "tidemark-archive"),
+            status_view_table: get(STATUS_VIEW_TABLE_VAR, "tidemark-status-view"),
             history_table: Some(get(HISTORY_TABLE_VAR, "tidemark-history"))
                 .filter(|name| name.trim() != HISTORY_OFF),
         }
@@ -255,6 +260,7 @@ mod tests {
             (STATUS_TABLE_VAR, "t"),
             (OPLOG_TABLE_VAR, "o"),
             (DEADLETTER_TABLE_VAR, "d"),
+            (STATUS_VIEW_TABLE_VAR, "v"),
             (IDEMPOTENCY_TABLE_VAR, "i"),
             (ARCHIVE_BUCKET_VAR, "b"),
         ];

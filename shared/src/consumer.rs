@@ -13,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::domain::progress::ConsumerName;
-use crate::domain::SequenceNumber;
+use crate::domain::{settle, EventTime, SequenceNumber};
 use crate::ports::{
     AdvanceOutcome, Behind, Checkpoint, CheckpointReader, CheckpointWriter, ShardProgress,
     StoreError, StreamRecord,
@@ -32,6 +32,45 @@ pub struct BatchOutcome {
     /// When the batch was processed (RFC 3339), for OPLOG's record of a shard falling behind.
     pub processed_at: String,
     pub report: BatchReport,
+}
+
+impl BatchOutcome {
+    /// The outcome of a batch whose records at `failed` (any order, duplicates allowed) could not
+    /// be applied: the lowest is reported, and the checkpoint covers only what lies below it
+    /// ([`crate::domain::settle`]).
+    pub fn settled(
+        shard_id: &str,
+        records: &[StreamRecord],
+        failed: &[SequenceNumber],
+        now: EventTime,
+        now_text: String,
+        mut report: BatchReport,
+    ) -> Self {
+        let settlement = settle(records.iter().map(|r| &r.sequence_number), failed);
+        let checkpoint = settlement.checkpoint.map(|sequence_number| {
+            let arrival = records
+                .iter()
+                .find(|r| r.sequence_number == sequence_number)
+                .and_then(|r| r.approximate_arrival);
+            Checkpoint {
+                shard_id: shard_id.to_owned(),
+                sequence_number,
+                updated_at: now_text.clone(),
+                records_applied: settlement.records_covered as u64,
+                lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
+            }
+        });
+        report.reported_failure = settlement
+            .report_failure
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
+        BatchOutcome {
+            failure: settlement.report_failure,
+            checkpoint,
+            processed_at: now_text,
+            report,
+        }
+    }
 }
 
 #[async_trait]
@@ -59,6 +98,13 @@ async fn commit_checkpoint(checkpoints: &dyn CheckpointWriter, outcome: &mut Bat
         Err(e) => outcome.report.checkpoint_error = Some(e.to_string()),
     }
     outcome.report.duration_ms += started.elapsed().as_secs_f64() * 1000.0;
+}
+
+/// One consumer's checkpoints: what its loop writes after each batch and reads to resume.
+#[derive(Clone)]
+pub struct Checkpoints {
+    pub writer: Arc<dyn CheckpointWriter>,
+    pub reader: Arc<dyn CheckpointReader>,
 }
 
 /// A consumer and the OPLOG it checkpoints into: one batch the way a consumer loop runs it
@@ -125,9 +171,6 @@ impl<T> ConsumerCheckpoints<T> {
 #[async_trait]
 impl<T: CheckpointWriter> CheckpointWriter for ConsumerCheckpoints<T> {
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
-        if self.consumer == ConsumerName::Processor {
-            return self.oplog.advance(checkpoint).await;
-        }
         let scoped = Checkpoint {
             shard_id: self.consumer.oplog_key(&checkpoint.shard_id),
             ..checkpoint.clone()

@@ -18,8 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::adapters::Adapters;
-use crate::consumer::{CheckpointedConsumer, Consumer};
+use crate::consumer::{CheckpointedConsumer, Checkpoints, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
 use crate::domain::progress::ConsumerName;
 use crate::domain::SequenceNumber;
@@ -127,32 +126,21 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool
 }
 
 impl EventSourceMapping {
-    /// Reads the shards and OPLOG of `adapters` and feeds `consumer`, the processor (its
-    /// checkpoints are the processor's).
-    pub fn new(adapters: &Adapters, consumer: Arc<dyn Consumer>, settings: EsmSettings) -> Self {
-        Self::for_consumer(adapters, ConsumerName::Processor, consumer, settings)
-    }
-
-    /// A mapping for the consumer `name`, with its own checkpoints in OPLOG.
-    pub fn for_consumer(
-        adapters: &Adapters,
+    /// A mapping for the consumer `name` over the stream's `shards`, resuming from and writing to
+    /// its own `checkpoints`. Usually built by [`crate::registry::Registration::mapping`].
+    pub fn new(
         name: ConsumerName,
         consumer: Arc<dyn Consumer>,
+        checkpoints: Checkpoints,
+        shards: Arc<dyn ShardReader>,
         mut settings: EsmSettings,
     ) -> Self {
         settings.batch_size = settings.batch_size.clamp(1, MAX_BATCH_SIZE);
-        let (writer, reader) = match name {
-            ConsumerName::Processor => (adapters.checkpoint_writer(), adapters.checkpoint_reader()),
-            ConsumerName::Archiver => (
-                adapters.archiver_checkpoint_writer(),
-                adapters.archiver_checkpoint_reader(),
-            ),
-        };
         Self {
-            shards: adapters.shard_reader(),
-            consumer: CheckpointedConsumer::new(consumer, writer),
+            shards,
+            consumer: CheckpointedConsumer::new(consumer, checkpoints.writer),
             name,
-            checkpoint_reader: reader,
+            checkpoint_reader: checkpoints.reader,
             settings,
             given_up: Mutex::default(),
         }

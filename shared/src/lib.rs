@@ -19,6 +19,8 @@ pub mod ports;
 pub mod processor;
 pub mod publish;
 pub mod rebuild;
+pub mod registry;
 pub mod replay;
 pub mod telemetry;
 pub mod verify;
+pub mod views;

@@ -11,8 +11,7 @@ use async_trait::async_trait;
 
 use crate::consumer::{BatchOutcome, Consumer};
 use crate::domain::{
-    coalesce, decode_record, settle, Clock, EventTime, Limits, SequenceNumber, Version,
-    VersionedEvent,
+    coalesce, decode_record, Clock, EventTime, Limits, SequenceNumber, Version, VersionedEvent,
 };
 use crate::ports::*;
 use crate::telemetry::BatchReport;
@@ -176,31 +175,8 @@ impl Processor {
         }
 
         // 4. Settle: report the lowest failed record; checkpoint only what is fully applied.
-        let settlement = settle(records.iter().map(|r| &r.sequence_number), &failed);
-        let checkpoint = settlement.checkpoint.map(|sequence_number| {
-            let arrival = records
-                .iter()
-                .find(|r| r.sequence_number == sequence_number)
-                .and_then(|r| r.approximate_arrival);
-            Checkpoint {
-                shard_id: shard_id.to_owned(),
-                sequence_number,
-                updated_at: now_text.clone(),
-                records_applied: settlement.records_covered as u64,
-                lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
-            }
-        });
-        report.reported_failure = settlement
-            .report_failure
-            .as_ref()
-            .map(|s| s.as_str().to_owned());
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        BatchOutcome {
-            failure: settlement.report_failure,
-            checkpoint,
-            processed_at: now_text,
-            report,
-        }
+        BatchOutcome::settled(shard_id, records, &failed, now, now_text, report)
     }
 
     fn dead_letter(

@@ -22,6 +22,7 @@ use tidemark::api::{Api, ApiRequest, QueryApi};
 use tidemark::archiver::Archiver;
 use tidemark::consumer::CheckpointedConsumer;
 use tidemark::domain::archive::decode_object;
+use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Event, EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::*;
 use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
@@ -248,11 +249,11 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
         Limits::default(),
         clock.clone(),
     );
-    let archiver_checkpoints = adapters.archiver_checkpoint_reader();
+    let archiver_checkpoints = adapters.checkpoints_of(ConsumerName::ARCHIVER).reader;
     let archiving = CheckpointedConsumer::new(
         Arc::new(archiver),
         Arc::new(Faulty::new(
-            adapters.archiver_checkpoint_writer(),
+            adapters.checkpoints_of(ConsumerName::ARCHIVER).writer,
             &faults[2],
         )),
     );
@@ -432,8 +433,10 @@ async fn a_corrupt_archive_object_is_reported_and_the_rest_rebuilt() {
         Limits::default(),
         clock.clone(),
     );
-    let consumer =
-        CheckpointedConsumer::new(Arc::new(archiver), adapters.archiver_checkpoint_writer());
+    let consumer = CheckpointedConsumer::new(
+        Arc::new(archiver),
+        adapters.checkpoints_of(ConsumerName::ARCHIVER).writer,
+    );
     let shard = memory.stream.list_shards().await.unwrap()[0]
         .shard_id
         .clone();

@@ -17,6 +17,21 @@ use tidemark::ports::*;
 use tidemark::processor::ProcessorSettings;
 use tokio::sync::watch;
 
+/// The processor's mapping over `adapters`: its checkpoints, the stream's shards.
+fn processor_mapping(
+    adapters: &Adapters,
+    processor: Arc<dyn tidemark::consumer::Consumer>,
+    settings: EsmSettings,
+) -> EventSourceMapping {
+    EventSourceMapping::new(
+        tidemark::domain::progress::ConsumerName::PROCESSOR,
+        processor,
+        adapters.checkpoints_of(tidemark::domain::progress::ConsumerName::PROCESSOR),
+        adapters.shard_reader(),
+        settings,
+    )
+}
+
 struct Harness {
     memory: MemoryBackend,
     /// STATUS writes go through here (recording their order) into `memory.status`.
@@ -65,7 +80,7 @@ impl Harness {
             max_backoff: Duration::from_millis(10),
             max_retry_attempts,
         };
-        let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings));
+        let esm = Arc::new(processor_mapping(&adapters, processor, settings));
         let (stop, shutdown) = watch::channel(false);
         (stop, esm.clone(), tokio::spawn(esm.run(shutdown)))
     }
@@ -319,7 +334,7 @@ async fn records_status_refuses_are_set_aside_and_the_shard_moves_on() {
         max_retry_attempts: None,
         ..EsmSettings::default()
     };
-    let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings));
+    let esm = Arc::new(processor_mapping(&adapters, processor, settings));
     let (stop, shutdown) = watch::channel(false);
     let task = tokio::spawn(esm.run(shutdown));
     h.wait_until_caught_up(&[last]).await;

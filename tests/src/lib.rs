@@ -94,6 +94,7 @@ impl Resources {
             deadletter_table: format!("{unique}-deadletter"),
             idempotency_table: format!("{unique}-idempotency"),
             archive_bucket: bucket_name(&unique),
+            status_view_table: format!("{unique}-status-view"),
             history_table: Some(format!("{unique}-history")),
         };
         let sdk = load_sdk_config(Some(&endpoint)).await;
@@ -143,6 +144,7 @@ impl Drop for Resources {
                     &names.oplog_table,
                     &names.deadletter_table,
                     &names.idempotency_table,
+                    &names.status_view_table,
                 ]
                 .into_iter()
                 .chain(&names.history_table)
@@ -240,12 +242,22 @@ pub struct Running {
 
 impl Running {
     pub async fn start(adapters: Adapters, settings: tidemark_cli::serve::ServeSettings) -> Self {
+        Self::start_registry(tidemark::registry::Registry::standard(), adapters, settings).await
+    }
+
+    /// As [`Self::start`], running the consumers of `registry`.
+    pub async fn start_registry(
+        registry: tidemark::registry::Registry,
+        adapters: Adapters,
+        settings: tidemark_cli::serve::ServeSettings,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(tidemark_cli::serve::run(
-            adapters, listener, settings, shutdown,
-        ));
+        let task = tokio::spawn(async move {
+            tidemark_cli::serve::run_registry(&registry, adapters, listener, settings, shutdown)
+                .await
+        });
         Self { base, stop, task }
     }
 

@@ -15,10 +15,10 @@ use tidemark::adapters::memory::MemoryDeadLetterStore;
 use tidemark::domain::archive::decode_object;
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::SystemClock;
-use tidemark::esm::EventSourceMapping;
 use tidemark::ports::*;
 use tidemark::processor::Processor;
 use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
+use tidemark::registry::{ConsumerSettings, Registration};
 use tidemark_tests::{quick_settings, wait_for, Resources, Running};
 
 /// Every record in the archive, by (shard, sequence number), with its bytes.
@@ -131,7 +131,7 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
         .key(
             "shard_id",
             aws_sdk_dynamodb::types::AttributeValue::S(
-                ConsumerName::Archiver.oplog_key(&first_shard),
+                ConsumerName::ARCHIVER.oplog_key(&first_shard),
             ),
         )
         .consistent_read(true)
@@ -218,17 +218,16 @@ async fn an_archiver_killed_mid_run_loses_nothing() {
     let mut settings = quick_settings().esm;
     settings.batch_size = 7;
     let start = || {
-        let archiver = tidemark_cli::serve::archiver(&adapters, Default::default());
-        let mapping = Arc::new(EventSourceMapping::for_consumer(
-            &adapters,
-            ConsumerName::Archiver,
-            Arc::new(archiver),
-            settings,
-        ));
+        let consumer_settings = ConsumerSettings {
+            processor: Default::default(),
+            clock: Arc::new(SystemClock),
+        };
+        let mapping =
+            Arc::new(Registration::archiver().mapping(&adapters, &consumer_settings, settings));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         (stop, tokio::spawn(mapping.run(shutdown)))
     };
-    let checkpoints = adapters.archiver_checkpoint_reader();
+    let checkpoints = adapters.checkpoints_of(ConsumerName::ARCHIVER).reader;
     let (_stop, first) = start();
     wait_for("the archiver's first checkpoint", 60, || async {
         (!checkpoints.list().await.ok()?.is_empty()).then_some(())

@@ -1,7 +1,7 @@
-//! The stream consumers' Lambda handler: a Kinesis batch → STATUS / DEADLETTER through the
-//! processor (the `processor` binary) or → the archive / HISTORY through the archiver (the
-//! `archiver` binary), then OPLOG through the checkpoint the batch earned (each consumer its
-//! own), reporting the lowest failed record in `batchItemFailures` (the mapping needs
+//! The stream consumers' Lambda handler: a Kinesis batch → whichever registered consumer the
+//! binary names ([`run`]; `processor`: STATUS / DEADLETTER, `archiver`: the archive / HISTORY,
+//! `status-view`: ids and counts by status), then OPLOG through the checkpoint the batch earned
+//! (each consumer its own), reporting the lowest failed record in `batchItemFailures` (the mapping needs
 //! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
 //! runs.
 
@@ -12,14 +12,15 @@ use std::sync::Arc;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use lambda_runtime::LambdaEvent;
+use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
-use tidemark::archiver::Archiver;
+use tidemark::config::{history_ttl_from_env, processor_settings_from_env, ResourceNames};
 use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
 use tidemark::domain::progress::ConsumerName;
-use tidemark::domain::Limits;
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
 use tidemark::processor::ProcessorSettings;
+use tidemark::registry::{ConsumerSettings, Metrics, Registration, Registry};
 use tidemark::telemetry::BatchReport;
 
 /// A Kinesis event Lambda could not have sent: the invocation fails loudly (the mapping retries,
@@ -39,35 +40,28 @@ pub enum InvalidEvent {
 /// The consumer loop of the Lambda: a consumer, and the OPLOG it checkpoints into.
 pub struct Handler {
     consumer: CheckpointedConsumer,
-    name: ConsumerName,
+    metrics: Metrics,
 }
 
 impl Handler {
     /// The processor: STATUS and DEADLETTER.
     pub fn new(adapters: &Adapters, settings: ProcessorSettings, clock: Arc<dyn Clock>) -> Self {
-        let processor = Arc::new(adapters.processor(settings, clock));
-        Self {
-            consumer: CheckpointedConsumer::new(processor, adapters.checkpoint_writer()),
-            name: ConsumerName::Processor,
-        }
+        let settings = ConsumerSettings {
+            processor: settings,
+            clock,
+        };
+        Self::registered(&Registration::processor(), adapters, &settings)
     }
 
-    /// The archiver: the archive, and HISTORY when the stack keeps it.
-    pub fn archiver(adapters: &Adapters, limits: Limits, clock: Arc<dyn Clock>) -> Self {
-        let archiver = Archiver::new(
-            adapters.archive_writer(),
-            adapters
-                .history_enabled()
-                .then(|| adapters.history_writer()),
-            limits,
-            clock,
-        );
+    /// The handler of any registered consumer, with its own checkpoints.
+    pub fn registered(
+        registration: &Registration,
+        adapters: &Adapters,
+        settings: &ConsumerSettings,
+    ) -> Self {
         Self {
-            consumer: CheckpointedConsumer::new(
-                Arc::new(archiver),
-                adapters.archiver_checkpoint_writer(),
-            ),
-            name: ConsumerName::Archiver,
+            consumer: registration.checkpointed(adapters, settings),
+            metrics: registration.metrics,
         }
     }
 
@@ -81,10 +75,10 @@ impl Handler {
         let (response, report) = self.process(event.payload).await?;
         // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
         let now = SystemClock.now().unix_millis();
-        let line = match self.name {
-            ConsumerName::Processor => report.to_emf_line(now, Some(&function_name)),
+        let line = match self.metrics {
+            Metrics::Pipeline => report.to_emf_line(now, Some(&function_name)),
             // Not the processor's stack-wide counts: only this function's own metrics.
-            ConsumerName::Archiver => report.to_function_emf_line(now, &function_name),
+            Metrics::FunctionOnly => report.to_function_emf_line(now, &function_name),
         };
         println!("{line}");
         Ok(response)
@@ -100,6 +94,30 @@ impl Handler {
         };
         Ok(response(self.consumer.run_batch(&shard, &records).await))
     }
+}
+
+/// The Lambda of the registered consumer `name`: its configuration from the environment, its
+/// adapters built once, then one [`Handler::handle`] per invocation. Each consumer's binary is
+/// this one call.
+pub async fn run(name: ConsumerName) -> Result<(), lambda_runtime::Error> {
+    tidemark::telemetry::init_tracing(true);
+    let registry = Registry::standard();
+    let registration = registry
+        .get(name.as_str())
+        .ok_or_else(|| format!("no consumer named {:?} is registered", name.as_str()))?;
+    let names = ResourceNames::from_env()?;
+    let settings = ConsumerSettings {
+        processor: processor_settings_from_env()?,
+        clock: Arc::new(SystemClock),
+    };
+    let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
+    let adapters = Adapters::aws(&sdk, &names).with_history_ttl(history_ttl_from_env()?);
+    let handler = Handler::registered(registration, &adapters, &settings);
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler.handle(event)
+    }))
+    .await
 }
 
 /// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.

@@ -143,6 +143,7 @@ async fn fresh_tables(
         deadletter_table: format!("{unique}-deadletter"),
         idempotency_table: format!("{unique}-idempotency"),
         archive_bucket: format!("{unique}-archive"),
+        status_view_table: format!("{unique}-status-view"),
         history_table: Some(format!("{unique}-history")),
     };
     let client = aws_sdk_dynamodb::Client::new(sdk);

@@ -34,6 +34,7 @@ use tidemark::publish::{Publisher, RetryPolicy};
 use tidemark::rebuild::{
     rebuild_from_archive, RebuildError, RebuildProgress, RebuildReport, TimeWindow,
 };
+use tidemark::registry::{ConsumerSettings, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -115,34 +116,50 @@ struct AppState {
     body_read_timeout: Duration,
 }
 
-/// Serves HTTP on `listener` and drives the processor until `shutdown` turns true; then stops
-/// accepting connections, lets requests in flight finish (for at most the shutdown grace), and
-/// lets each shard finish its current batch.
+/// Serves HTTP on `listener` and drives Tidemark's consumers ([`Registry::standard`]) until
+/// `shutdown` turns true; then stops accepting connections, lets requests in flight finish (for
+/// at most the shutdown grace), and lets each shard finish its current batch.
 pub async fn run(
     adapters: Adapters,
     listener: TcpListener,
     settings: ServeSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let processor = Arc::new(adapters.processor(settings.processor, Arc::new(SystemClock)));
-    let esm = Arc::new(EventSourceMapping::new(&adapters, processor, settings.esm));
-    let esm_task = tokio::spawn(esm.clone().run(shutdown.clone()));
-    // The second consumer: the archive and HISTORY, with its own checkpoints.
-    let archiver = Arc::new(archiver(&adapters, settings.processor.limits));
-    let archiver_esm = Arc::new(EventSourceMapping::for_consumer(
-        &adapters,
-        ConsumerName::Archiver,
-        archiver,
-        settings.esm,
-    ));
-    let archiver_task = tokio::spawn(archiver_esm.clone().run(shutdown.clone()));
+    run_registry(
+        &Registry::standard(),
+        adapters,
+        listener,
+        settings,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with the consumers of `registry`: one mapping each, with its own checkpoints, its
+/// entry in `GET /shards`, and a say in what the in-memory stream may drop.
+pub async fn run_registry(
+    registry: &Registry,
+    adapters: Adapters,
+    listener: TcpListener,
+    settings: ServeSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let consumer_settings = consumer_settings(settings.processor);
+    let mappings: Vec<Arc<EventSourceMapping>> = registry
+        .iter()
+        .map(|r| Arc::new(r.mapping(&adapters, &consumer_settings, settings.esm)))
+        .collect();
+    let tasks: Vec<_> = mappings
+        .iter()
+        .map(|m| tokio::spawn(m.clone().run(shutdown.clone())))
+        .collect();
     let trim_task = adapters.memory_backend().map(|memory| {
         tokio::spawn(trim_consumed(
             memory.stream.clone(),
-            vec![
-                adapters.checkpoint_reader(),
-                adapters.archiver_checkpoint_reader(),
-            ],
+            registry
+                .names()
+                .map(|name| adapters.checkpoints_of(name).reader)
+                .collect(),
             shutdown.clone(),
         ))
     });
@@ -156,8 +173,8 @@ pub async fn run(
     if let Some(ttl) = settings.idempotency_ttl {
         ingest = ingest.with_idempotency_ttl(ttl);
     }
-    let query = adapters
-        .query_api()
+    let query = registry
+        .query_api(&adapters)
         .with_stuck_after(settings.stuck_after.unwrap_or(DEFAULT_STUCK_AFTER));
     let api = Arc::new(Api {
         ingest: Some(ingest),
@@ -171,14 +188,16 @@ pub async fn run(
             body_read_timeout: settings.network.body_read_timeout,
         });
     accept_loop(listener, app, settings.network, shutdown).await;
-    let _ = esm_task.await;
-    let _ = archiver_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     // In memory the stream ends with the process: what was accepted is consumed first, so a
     // graceful stop of `serve --data-dir` archives everything it answered 202 to. Against an
     // endpoint the stream outlives the process, and each consumer resumes from OPLOG instead.
     if adapters.memory_backend().is_some() {
-        esm.drain().await;
-        archiver_esm.drain().await;
+        for mapping in &mappings {
+            mapping.drain().await;
+        }
     }
     if let Some(trim_task) = trim_task {
         let _ = trim_task.await;
@@ -189,16 +208,11 @@ pub async fn run(
 /// How often `serve` in memory drops the records every consumer has checkpointed past.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The archiver of `adapters`: the archive, and HISTORY when the stack keeps it.
-pub fn archiver(adapters: &Adapters, limits: Limits) -> Archiver {
-    Archiver::new(
-        adapters.archive_writer(),
-        adapters
-            .history_enabled()
-            .then(|| adapters.history_writer()),
-        limits,
-        Arc::new(SystemClock),
-    )
+fn consumer_settings(processor: ProcessorSettings) -> ConsumerSettings {
+    ConsumerSettings {
+        processor,
+        clock: Arc::new(SystemClock),
+    }
 }
 
 /// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
@@ -209,13 +223,26 @@ pub async fn restore_from_archive(
     adapters: &Adapters,
     settings: ProcessorSettings,
 ) -> Result<RebuildReport, RebuildError> {
+    let registry = Registry::standard();
+    let consumer_settings = consumer_settings(settings);
+    // Every consumer again over the archive, except that the archiver only rewrites HISTORY:
+    // the archive is what is being read.
+    let consumers = registry
+        .iter()
+        .map(|r| -> Arc<dyn Consumer> {
+            if r.name == ConsumerName::ARCHIVER {
+                Arc::new(Archiver::history_only(
+                    adapters.history_writer(),
+                    settings.limits,
+                    Arc::new(SystemClock),
+                ))
+            } else {
+                r.consumer(adapters, &consumer_settings)
+            }
+        })
+        .collect();
     let restore = Restore {
-        processor: adapters.processor(settings, Arc::new(SystemClock)),
-        history: Archiver::history_only(
-            adapters.history_writer(),
-            settings.limits,
-            Arc::new(SystemClock),
-        ),
+        consumers,
         newest: std::sync::Mutex::new(None),
     };
     let report = rebuild_from_archive(
@@ -238,10 +265,9 @@ pub async fn restore_from_archive(
     Ok(report)
 }
 
-/// The processor and HISTORY over the same records, noting the newest sequence number.
+/// Every consumer over the same records, noting the newest sequence number.
 struct Restore {
-    processor: tidemark::processor::Processor,
-    history: Archiver,
+    consumers: Vec<Arc<dyn Consumer>>,
     newest: std::sync::Mutex<Option<SequenceNumber>>,
 }
 
@@ -254,11 +280,21 @@ impl Consumer for Restore {
                 *newest = Some(last.clone());
             }
         }
-        let history = self.history.consume(shard_id, records).await;
-        if history.failure.is_some() {
-            return history;
+        // The last consumer's outcome stands for the batch; any failure stops it first.
+        let mut outcome = None;
+        for consumer in &self.consumers {
+            let this = consumer.consume(shard_id, records).await;
+            if this.failure.is_some() {
+                return this;
+            }
+            outcome = Some(this);
         }
-        self.processor.consume(shard_id, records).await
+        outcome.unwrap_or_else(|| BatchOutcome {
+            failure: None,
+            checkpoint: None,
+            processed_at: String::new(),
+            report: Default::default(),
+        })
     }
 }
 

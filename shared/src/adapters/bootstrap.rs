@@ -231,6 +231,7 @@ pub async fn ensure_resources(
         (&names.oplog_table, "shard_id", None),
         (&names.deadletter_table, "shard_id", Some("sequence_number")),
         (&names.idempotency_table, "key", None),
+        (&names.status_view_table, "pk", Some("sk")),
     ] {
         if ensure_table(&dynamodb, table, hash, range).await? {
             created.push(table.clone());

@@ -12,14 +12,14 @@ use aws_config::SdkConfig;
 
 use super::dynamodb::{
     DynamoCheckpointStore, DynamoDeadLetterStore, DynamoHistoryStore, DynamoIdempotencyStore,
-    DynamoStatusStore,
+    DynamoStatusStore, DynamoStatusView,
 };
 use super::kinesis::KinesisStream;
 use super::memory::MemoryBackend;
 use super::s3::S3Archive;
 use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
-use crate::consumer::ConsumerCheckpoints;
+use crate::consumer::{Checkpoints, ConsumerCheckpoints};
 use crate::domain::progress::ConsumerName;
 use crate::domain::Clock;
 use crate::ports::*;
@@ -39,12 +39,12 @@ pub struct Adapters {
     dead_letter_writer: OnceLock<Arc<dyn DeadLetterWriter>>,
     dead_letter_reader: OnceLock<Arc<dyn DeadLetterReader>>,
     idempotency_store: OnceLock<Arc<dyn IdempotencyStore>>,
-    archiver_checkpoint_writer: OnceLock<Arc<dyn CheckpointWriter>>,
-    archiver_checkpoint_reader: OnceLock<Arc<dyn CheckpointReader>>,
     archive_writer: OnceLock<Arc<dyn ArchiveWriter>>,
     archive_reader: OnceLock<Arc<dyn ArchiveReader>>,
     history_writer: OnceLock<Arc<dyn HistoryWriter>>,
     history_reader: OnceLock<Arc<dyn HistoryReader>>,
+    status_view_writer: OnceLock<Arc<dyn StatusViewWriter>>,
+    status_view_reader: OnceLock<Arc<dyn StatusViewReader>>,
 }
 
 #[derive(Clone)]
@@ -130,6 +130,13 @@ impl AwsBackend {
         }
     }
 
+    fn status_view(&self) -> Arc<DynamoStatusView> {
+        Arc::new(DynamoStatusView::new(
+            self.dynamodb(),
+            &self.names.status_view_table,
+        ))
+    }
+
     fn idempotency(&self) -> Arc<DynamoIdempotencyStore> {
         Arc::new(DynamoIdempotencyStore::new(
             self.dynamodb(),
@@ -207,12 +214,12 @@ impl Adapters {
             dead_letter_writer: OnceLock::new(),
             dead_letter_reader: OnceLock::new(),
             idempotency_store: OnceLock::new(),
-            archiver_checkpoint_writer: OnceLock::new(),
-            archiver_checkpoint_reader: OnceLock::new(),
             archive_writer: OnceLock::new(),
             archive_reader: OnceLock::new(),
             history_writer: OnceLock::new(),
             history_reader: OnceLock::new(),
+            status_view_writer: OnceLock::new(),
+            status_view_reader: OnceLock::new(),
         }
     }
 
@@ -257,15 +264,39 @@ impl Adapters {
         aws: |a| a.status(), memory: |m| m.status.clone());
     capability!(status_scanner, with_status_scanner: StatusScanner,
         aws: |a| a.status(), memory: |m| m.status.clone());
-    // The processor's OPLOG rows and the archiver's, each consumer seeing only its own.
+    // The processor's OPLOG rows (every other consumer's: `checkpoints_of`).
     capability!(checkpoint_writer, with_checkpoint_writer: CheckpointWriter,
-        aws: |a| scoped(a.checkpoints(), ConsumerName::Processor), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Processor));
+        aws: |a| scoped(a.checkpoints(), ConsumerName::PROCESSOR), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::PROCESSOR));
     capability!(checkpoint_reader, with_checkpoint_reader: CheckpointReader,
-        aws: |a| scoped(a.checkpoints(), ConsumerName::Processor), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Processor));
-    capability!(archiver_checkpoint_writer, with_archiver_checkpoint_writer: CheckpointWriter,
-        aws: |a| scoped(a.checkpoints(), ConsumerName::Archiver), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Archiver));
-    capability!(archiver_checkpoint_reader, with_archiver_checkpoint_reader: CheckpointReader,
-        aws: |a| scoped(a.checkpoints(), ConsumerName::Archiver), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::Archiver));
+        aws: |a| scoped(a.checkpoints(), ConsumerName::PROCESSOR), memory: |m| scoped(m.checkpoints.clone(), ConsumerName::PROCESSOR));
+
+    /// The consumer `name`'s own rows of OPLOG, each consumer seeing only its own. The
+    /// processor's are the `checkpoint_writer`/`checkpoint_reader` above, so a test that
+    /// replaces those (faults) reaches every loop of the processor.
+    pub fn checkpoints_of(&self, name: ConsumerName) -> Checkpoints {
+        if name == ConsumerName::PROCESSOR {
+            return Checkpoints {
+                writer: self.checkpoint_writer(),
+                reader: self.checkpoint_reader(),
+            };
+        }
+        match &self.backend {
+            Backend::Aws(a) => {
+                let own = scoped(a.checkpoints(), name);
+                Checkpoints {
+                    writer: own.clone(),
+                    reader: own,
+                }
+            }
+            Backend::Memory(m) => {
+                let own = scoped(m.checkpoints.clone(), name);
+                Checkpoints {
+                    writer: own.clone(),
+                    reader: own,
+                }
+            }
+        }
+    }
     capability!(archive_writer, with_archive_writer: ArchiveWriter,
         aws: |a| a.archive(), memory: |m| m.archive.clone());
     capability!(archive_reader, with_archive_reader: ArchiveReader,
@@ -302,6 +333,10 @@ impl Adapters {
         aws: |a| a.dead_letters(), memory: |m| m.dead_letters.clone());
     capability!(dead_letter_reader, with_dead_letter_reader: DeadLetterReader,
         aws: |a| a.dead_letters(), memory: |m| m.dead_letters.clone());
+    capability!(status_view_writer, with_status_view_writer: StatusViewWriter,
+        aws: |a| a.status_view(), memory: |m| m.status_view.clone());
+    capability!(status_view_reader, with_status_view_reader: StatusViewReader,
+        aws: |a| a.status_view(), memory: |m| m.status_view.clone());
     capability!(idempotency_store, with_idempotency_store: IdempotencyStore,
         aws: |a| a.idempotency(), memory: |m| m.idempotency.clone());
 
@@ -315,15 +350,16 @@ impl Adapters {
         )
     }
 
-    /// The query routes over this set's readers: STATUS, both consumers' checkpoints, the
+    /// The query routes over this set's readers: STATUS, the processor's checkpoints, the
     /// stream's shards, and HISTORY when the set keeps it (otherwise the route answers 501).
+    /// [`crate::registry::Registry::query_api`] adds every registered consumer's checkpoints
+    /// and the views' routes.
     pub fn query_api(&self) -> QueryApi {
         let query = QueryApi::new(
             self.status_reader(),
             self.checkpoint_reader(),
             self.shard_reader(),
-        )
-        .with_archiver_checkpoints(self.archiver_checkpoint_reader());
+        );
         if self.history_enabled() {
             query.with_history(self.history_reader())
         } else {

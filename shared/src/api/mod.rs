@@ -5,6 +5,7 @@
 mod idempotent;
 pub mod ingest;
 pub mod query;
+pub mod statuses;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
@@ -186,6 +187,10 @@ pub enum Route {
     /// `/messages/{id}/history`: a path ending in `/history` names this route, so an id that
     /// itself ends in `/history` must encode its slash (`%2F`).
     History(Result<String, ApiError>),
+    /// `/statuses`: the status view's counts.
+    Statuses,
+    /// `/statuses/{status}/messages` with the status percent-decoded (a `/` in it is `%2F`).
+    StatusMessages(Result<String, ApiError>),
     Shards,
     OpenApi,
     Unknown,
@@ -199,6 +204,8 @@ impl RouteKind {
             RouteKind::EventsBatch => Some(("post", "/events/batch")),
             RouteKind::Message => Some(("get", "/messages/{id}")),
             RouteKind::History => Some(("get", "/messages/{id}/history")),
+            RouteKind::Statuses => Some(("get", "/statuses")),
+            RouteKind::StatusMessages => Some(("get", "/statuses/{status}/messages")),
             RouteKind::Shards => Some(("get", "/shards")),
             RouteKind::OpenApi => Some(("get", "/openapi.json")),
             RouteKind::Unknown => None,
@@ -216,7 +223,17 @@ impl Route {
             "/events" => Route::Events,
             "/events/batch" => Route::EventsBatch,
             "/shards" => Route::Shards,
+            "/statuses" => Route::Statuses,
             "/openapi.json" => Route::OpenApi,
+            _ if path.starts_with("/statuses/") => match path
+                .strip_prefix("/statuses/")
+                .and_then(|rest| rest.strip_suffix("/messages"))
+            {
+                Some(status) if !status.is_empty() => {
+                    Route::StatusMessages(decode_path_part(status, "status"))
+                }
+                _ => Route::Unknown,
+            },
             _ => match path.strip_prefix("/messages/") {
                 Some(encoded) if !encoded.is_empty() => match encoded.strip_suffix("/history") {
                     Some(id) if !id.is_empty() => Route::History(decode_id(id)),
@@ -230,22 +247,31 @@ impl Route {
     fn allowed_method(&self) -> Option<&'static str> {
         match self {
             Route::Events | Route::EventsBatch => Some("POST"),
-            Route::Message(_) | Route::History(_) | Route::Shards | Route::OpenApi => Some("GET"),
+            Route::Message(_)
+            | Route::History(_)
+            | Route::Statuses
+            | Route::StatusMessages(_)
+            | Route::Shards
+            | Route::OpenApi => Some("GET"),
             Route::Unknown => None,
         }
     }
 }
 
 fn decode_id(encoded: &str) -> Result<String, ApiError> {
+    decode_path_part(encoded, "id")
+}
+
+fn decode_path_part(encoded: &str, field: &'static str) -> Result<String, ApiError> {
     percent_decode_str(encoded)
         .decode_utf8()
-        .map(|id| id.into_owned())
+        .map(|text| text.into_owned())
         .map_err(|_| ApiError {
-            field: Some("id".into()),
+            field: Some(field.into()),
             ..ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidEncoding,
-                "the id in the path must be percent-encoded UTF-8",
+                format!("the {field} in the path must be percent-encoded UTF-8"),
             )
         })
 }
@@ -354,6 +380,12 @@ impl Api {
                 query.get_history(&id?, request.query.as_deref()).await
             }
             (Route::Shards, _, Some(query)) => query.get_shards().await,
+            (Route::Statuses, _, Some(query)) => query.get_statuses(request.query.as_deref()).await,
+            (Route::StatusMessages(status), _, Some(query)) => {
+                query
+                    .get_status_messages(&status?, request.query.as_deref())
+                    .await
+            }
             (Route::OpenApi, _, Some(_)) => Ok(ApiResponse::json_bytes(
                 StatusCode::OK,
                 OPENAPI_DOCUMENT.as_bytes().to_vec(),

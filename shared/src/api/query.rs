@@ -7,13 +7,14 @@ use http::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::statuses::StatusViewRoutes;
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
 use crate::domain::limits::{
     DEFAULT_HISTORY_PAGE, DEFAULT_STUCK_AFTER, MAX_CONSISTENCY_WAIT, MAX_HISTORY_ANSWER_BYTES,
     MAX_HISTORY_PAGE,
 };
-use crate::domain::progress::assess;
+use crate::domain::progress::{assess, ConsumerName};
 use crate::domain::rules::{set_once, validate_id};
 use crate::domain::{Clock, EventTime, FieldError, Rule, SystemClock, VersionKey};
 use crate::ports::{
@@ -22,13 +23,16 @@ use crate::ports::{
 };
 
 pub struct QueryApi {
-    status: Arc<dyn StatusReader>,
-    checkpoints: Arc<dyn CheckpointReader>,
-    shards: Arc<dyn ShardReader>,
+    pub(super) status: Arc<dyn StatusReader>,
+    pub(super) checkpoints: Arc<dyn CheckpointReader>,
+    pub(super) shards: Arc<dyn ShardReader>,
+    /// The status view and its checkpoints; `None`: its routes answer 404.
+    pub(super) status_view: Option<StatusViewRoutes>,
     /// `None`: the stack keeps no history, and the route says so (501).
     history: Option<Arc<dyn HistoryReader>>,
-    /// The archiver's checkpoints, shown beside the processor's by `GET /shards`.
-    archiver_checkpoints: Option<Arc<dyn CheckpointReader>>,
+    /// Every other consumer's checkpoints (the archiver, each view), shown beside the
+    /// processor's by `GET /shards`, each under its name.
+    consumer_checkpoints: Vec<(ConsumerName, Arc<dyn CheckpointReader>)>,
     stuck_after: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -90,9 +94,9 @@ pub fn status_row_body(row: &StatusRow) -> Vec<u8> {
 
 /// First pause between reads while waiting for a token: about one in-memory or DynamoDB round
 /// trip, so a write that is nearly applied is seen almost at once.
-const FIRST_POLL_PAUSE: Duration = Duration::from_millis(10);
+pub(super) const FIRST_POLL_PAUSE: Duration = Duration::from_millis(10);
 /// Longest pause between reads: a wait of seconds costs at most a few reads per second.
-const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
+pub(super) const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
 
 /// The query parameters of `GET /messages/{id}`.
 struct ReadOptions {
@@ -118,42 +122,91 @@ impl ReadOptions {
             };
             set_once(slot, value, || name.to_string())?;
         }
-        let max_ms = MAX_CONSISTENCY_WAIT.as_millis();
-        let wait = match wait_ms {
-            None => Duration::ZERO,
-            Some(text) => {
-                let ms: u64 = text.parse().map_err(|_| {
-                    FieldError::new(
-                        "wait_ms",
-                        Rule::InvalidType,
-                        format!("wait_ms must be a whole number of milliseconds, 0 to {max_ms}"),
-                    )
-                })?;
-                if u128::from(ms) > max_ms {
-                    return Err(FieldError::new(
-                        "wait_ms",
-                        Rule::OutOfRange,
-                        format!("wait_ms must be 0 to {max_ms}"),
-                    ));
-                }
-                if after.is_none() {
-                    return Err(FieldError::new(
-                        "wait_ms",
-                        Rule::Required,
-                        "wait_ms waits for the write named by after: give after too",
-                    ));
-                }
-                Duration::from_millis(ms)
-            }
-        };
-        let after = after
-            .map(|text| {
-                ConsistencyToken::decode(&text)
-                    .map_err(|e| FieldError::new("after", Rule::InvalidToken, e.to_string()))
-            })
-            .transpose()?;
+        let wait = parse_wait(wait_ms.as_deref(), after.is_some())?;
+        let after = parse_token(after.as_deref())?;
         Ok(Self { after, wait })
     }
+}
+
+/// `wait_ms`: 0 to [`MAX_CONSISTENCY_WAIT`], and only beside `after` (what it waits for).
+pub(super) fn parse_wait(wait_ms: Option<&str>, has_after: bool) -> Result<Duration, FieldError> {
+    let max_ms = MAX_CONSISTENCY_WAIT.as_millis();
+    let Some(text) = wait_ms else {
+        return Ok(Duration::ZERO);
+    };
+    let ms: u64 = text.parse().map_err(|_| {
+        FieldError::new(
+            "wait_ms",
+            Rule::InvalidType,
+            format!("wait_ms must be a whole number of milliseconds, 0 to {max_ms}"),
+        )
+    })?;
+    if u128::from(ms) > max_ms {
+        return Err(FieldError::new(
+            "wait_ms",
+            Rule::OutOfRange,
+            format!("wait_ms must be 0 to {max_ms}"),
+        ));
+    }
+    if !has_after {
+        return Err(FieldError::new(
+            "wait_ms",
+            Rule::Required,
+            "wait_ms waits for the write named by after: give after too",
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// `after`: a token from an earlier `POST /events` answer.
+pub(super) fn parse_token(after: Option<&str>) -> Result<Option<ConsistencyToken>, FieldError> {
+    after
+        .map(|text| {
+            ConsistencyToken::decode(text)
+                .map_err(|e| FieldError::new("after", Rule::InvalidToken, e.to_string()))
+        })
+        .transpose()
+}
+
+/// `limit`: a whole number from 1 to `max`; `default` when absent.
+pub(super) fn parse_limit(
+    limit: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, FieldError> {
+    let Some(text) = limit else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(FieldError::new(
+            "limit",
+            Rule::OutOfRange,
+            format!("limit must be 1 to {max}"),
+        )),
+        Err(_) => Err(FieldError::new(
+            "limit",
+            Rule::InvalidType,
+            format!("limit must be a whole number, 1 to {max}"),
+        )),
+    }
+}
+
+/// Whether `checkpoints` have reached every position of `token`.
+pub(super) async fn checkpoints_reached(
+    checkpoints: &dyn CheckpointReader,
+    token: &ConsistencyToken,
+) -> Result<bool, ApiError> {
+    let mut reached = Vec::new();
+    for (shard, _) in token.positions() {
+        reached.push((shard.to_owned(), checkpoints.get(shard).await?));
+    }
+    Ok(token.reflected_by_checkpoints(|shard| {
+        reached
+            .iter()
+            .find(|(s, _)| s == shard)
+            .and_then(|(_, c)| c.as_ref().map(|c| &c.sequence_number))
+    }))
 }
 
 fn row_response(id: &str, row: Option<StatusRow>) -> Result<ApiResponse, ApiError> {
@@ -284,26 +337,7 @@ impl HistoryOptions {
             };
             set_once(slot, value, || name.to_string())?;
         }
-        let limit = match limit {
-            None => DEFAULT_HISTORY_PAGE,
-            Some(text) => match text.parse::<usize>() {
-                Ok(n) if (1..=MAX_HISTORY_PAGE).contains(&n) => n,
-                Ok(_) => {
-                    return Err(FieldError::new(
-                        "limit",
-                        Rule::OutOfRange,
-                        format!("limit must be 1 to {MAX_HISTORY_PAGE}"),
-                    ))
-                }
-                Err(_) => {
-                    return Err(FieldError::new(
-                        "limit",
-                        Rule::InvalidType,
-                        format!("limit must be a whole number, 1 to {MAX_HISTORY_PAGE}"),
-                    ))
-                }
-            },
-        };
+        let limit = parse_limit(limit.as_deref(), DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
         let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
         Ok(Self { limit, cursor })
     }
@@ -322,7 +356,8 @@ impl QueryApi {
             checkpoints,
             shards,
             history: None,
-            archiver_checkpoints: None,
+            consumer_checkpoints: Vec::new(),
+            status_view: None,
             stuck_after: DEFAULT_STUCK_AFTER,
             clock: Arc::new(SystemClock),
         }
@@ -340,9 +375,13 @@ impl QueryApi {
         self
     }
 
-    /// Shows the archiver's checkpoint of each shard in `GET /shards`.
-    pub fn with_archiver_checkpoints(mut self, checkpoints: Arc<dyn CheckpointReader>) -> Self {
-        self.archiver_checkpoints = Some(checkpoints);
+    /// Shows consumer `name`'s checkpoint of each shard in `GET /shards`, under `name`.
+    pub fn with_consumer_checkpoints(
+        mut self,
+        name: ConsumerName,
+        checkpoints: Arc<dyn CheckpointReader>,
+    ) -> Self {
+        self.consumer_checkpoints.push((name, checkpoints));
         self
     }
 
@@ -385,16 +424,7 @@ impl QueryApi {
     }
 
     async fn checkpoints_reached(&self, token: &ConsistencyToken) -> Result<bool, ApiError> {
-        let mut checkpoints = Vec::new();
-        for (shard, _) in token.positions() {
-            checkpoints.push((shard.to_owned(), self.checkpoints.get(shard).await?));
-        }
-        Ok(token.reflected_by_checkpoints(|shard| {
-            checkpoints
-                .iter()
-                .find(|(s, _)| s == shard)
-                .and_then(|(_, c)| c.as_ref().map(|c| &c.sequence_number))
-        }))
+        checkpoints_reached(self.checkpoints.as_ref(), token).await
     }
 
     /// `GET /messages/{id}/history?limit=N&cursor=C`: the events accepted for the id, newest
@@ -456,24 +486,23 @@ impl QueryApi {
     /// Every shard of the stream (open or closed, as ListShards names them) and every shard OPLOG
     /// knows, with its checkpoint (or none yet), the checkpoint's age, and whether it is behind
     /// or stuck ([`crate::domain::progress`]); the processor's at the top level (as before there
-    /// was a second consumer), the archiver's under `archiver`.
+    /// was a second consumer), every other consumer's under its name (`archiver`, …).
     pub(crate) async fn get_shards(&self) -> Result<ApiResponse, ApiError> {
-        let archiver = async {
-            match &self.archiver_checkpoints {
-                Some(reader) => reader.progress().await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let (listed, progress, archiver) = futures::join!(
+        let others = futures::future::try_join_all(self.consumer_checkpoints.iter().map(
+            |(name, reader)| async move { Ok::<_, StoreError>((*name, reader.progress().await?)) },
+        ));
+        let (listed, progress, others) = futures::join!(
             self.shards.list_shards(),
             self.checkpoints.progress(),
-            archiver
+            others
         );
-        let (listed, progress, archiver) = (listed?, progress?, archiver?);
+        let (listed, progress, others) = (listed?, progress?, others?);
         let now = self.clock.now();
         let mut ids: Vec<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
         ids.extend(progress.iter().map(|p| p.shard_id.as_str()));
-        ids.extend(archiver.iter().flatten().map(|p| p.shard_id.as_str()));
+        for (_, rows) in &others {
+            ids.extend(rows.iter().map(|p| p.shard_id.as_str()));
+        }
         ids.sort_unstable();
         ids.dedup();
         let shards: Vec<serde_json::Value> = ids
@@ -484,9 +513,9 @@ impl QueryApi {
                 shard["shard_id"] = json!(id);
                 // `null`: OPLOG knows the shard but the stream no longer lists it (past retention).
                 shard["open"] = json!(open);
-                if let Some(archiver) = &archiver {
-                    shard["archiver"] =
-                        self.progress_json(archiver.iter().find(|p| p.shard_id == id), now);
+                for (name, rows) in &others {
+                    shard[name.as_str()] =
+                        self.progress_json(rows.iter().find(|p| p.shard_id == id), now);
                 }
                 shard
             })

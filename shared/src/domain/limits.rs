@@ -168,3 +168,19 @@ pub const DEFAULT_HISTORY_PAGE: usize = 25;
 /// allows at most 604,800 s (Lambda's own ceiling). An archive object is filed under its first
 /// record's hour, so a rebuild `--from` a time lists objects from this much earlier.
 pub const MAX_BATCH_SPAN: Duration = Duration::from_secs(604_800);
+
+/// Statuses per `GET /statuses` page when `limit` is not given: most stacks have fewer distinct
+/// statuses than this, so one page holds them all.
+pub const DEFAULT_STATUS_PAGE: usize = 100;
+
+/// Longest `GET /statuses` page: 1,000 statuses of 256 characters (up to 4 bytes each) and their
+/// counts are about 1 MB, inside Lambda's 6 MB response limit.
+pub const MAX_STATUS_PAGE: usize = 1_000;
+
+/// Messages per `GET /statuses/{status}/messages` page when `limit` is not given.
+pub const DEFAULT_STATUS_MESSAGES_PAGE: usize = 25;
+
+/// Longest `GET /statuses/{status}/messages` page: each message is one STATUS read (the row is
+/// returned whole), so the bound keeps a page's reads and its answer as small as a history
+/// page's; the answer also stops at [`MAX_HISTORY_ANSWER_BYTES`].
+pub const MAX_STATUS_MESSAGES_PAGE: usize = 50;

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod record;
 pub mod rules;
 pub mod sequence;
+pub mod status_view;
 pub mod time;
 pub mod version;
 

@@ -35,42 +35,67 @@ pub fn assess(
     }
 }
 
-/// The consumers of the stream, each with its own checkpoint per shard in OPLOG.
+/// A consumer of the stream (a view or any other), by the name it is registered under
+/// ([`crate::registry`]). The set is open: a new consumer is a new constant, nothing to match.
+/// Each has its own checkpoint per shard in OPLOG.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConsumerName {
-    /// The STATUS projection. Its OPLOG rows are keyed by the bare shard id, as they were before
-    /// there was a second consumer, so a stack deployed earlier keeps its checkpoints as they are.
-    Processor,
-    /// The archive and HISTORY writer; its rows are keyed `archiver:<shard id>`.
-    Archiver,
-}
+pub struct ConsumerName(&'static str);
 
 impl ConsumerName {
-    pub const ALL: [ConsumerName; 2] = [ConsumerName::Processor, ConsumerName::Archiver];
+    /// The STATUS projection. Its OPLOG rows are keyed by the bare shard id, as they were before
+    /// there was a second consumer, so a stack deployed earlier keeps its checkpoints as they are.
+    pub const PROCESSOR: ConsumerName = ConsumerName::new("processor");
+    /// The archive and HISTORY writer; its rows are keyed `archiver:<shard id>`.
+    pub const ARCHIVER: ConsumerName = ConsumerName::new("archiver");
+    /// The status view (ids and counts by status); rows keyed `status-view:<shard id>`.
+    pub const STATUS_VIEW: ConsumerName = ConsumerName::new("status-view");
+
+    /// A name of 1–32 lowercase ASCII letters, digits and `-`: it is an OPLOG key's prefix
+    /// (so never a `:`), a JSON key of `GET /shards` and part of a metric's dimension. Checked
+    /// when the constant is compiled: an invalid name is a build error, not a runtime one.
+    pub const fn new(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        assert!(
+            !bytes.is_empty() && bytes.len() <= 32,
+            "a consumer name has 1-32 characters"
+        );
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            assert!(
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+                "a consumer name is lowercase letters, digits and '-'"
+            );
+            i += 1;
+        }
+        ConsumerName(name)
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ConsumerName::Processor => "processor",
-            ConsumerName::Archiver => "archiver",
-        }
+        self.0
+    }
+
+    fn is_processor(self) -> bool {
+        self == Self::PROCESSOR
     }
 
     /// The OPLOG key of this consumer's checkpoint of `shard_id`. Kinesis shard ids are
     /// `[a-zA-Z0-9_.-]+`, so a `:` can only be a scope's.
     pub fn oplog_key(self, shard_id: &str) -> String {
-        match self {
-            ConsumerName::Processor => shard_id.to_owned(),
-            other => format!("{}:{shard_id}", other.as_str()),
+        if self.is_processor() {
+            shard_id.to_owned()
+        } else {
+            format!("{}:{shard_id}", self.0)
         }
     }
 
     /// The shard of an OPLOG key, when the key is this consumer's.
     pub fn shard_of(self, key: &str) -> Option<&str> {
-        match self {
-            ConsumerName::Processor => (!key.contains(':')).then_some(key),
-            other => key
-                .strip_prefix(other.as_str())
-                .and_then(|rest| rest.strip_prefix(':')),
+        if self.is_processor() {
+            (!key.contains(':')).then_some(key)
+        } else {
+            key.strip_prefix(self.0)
+                .and_then(|rest| rest.strip_prefix(':'))
         }
     }
 }
@@ -81,24 +106,27 @@ mod tests {
 
     #[test]
     fn each_consumer_reads_back_only_its_own_oplog_keys() {
-        use super::ConsumerName::*;
+        use super::ConsumerName;
+        const ALL: [ConsumerName; 4] = [
+            ConsumerName::PROCESSOR,
+            ConsumerName::ARCHIVER,
+            ConsumerName::STATUS_VIEW,
+            ConsumerName::new("status"),
+        ];
         let shard = "shardId-000000000002";
-        for consumer in super::ConsumerName::ALL {
+        for consumer in ALL {
             let key = consumer.oplog_key(shard);
             assert_eq!(consumer.shard_of(&key), Some(shard));
-            for other in super::ConsumerName::ALL
-                .into_iter()
-                .filter(|o| *o != consumer)
-            {
+            for other in ALL.into_iter().filter(|o| *o != consumer) {
                 assert_eq!(other.shard_of(&key), None, "{other:?} reads {key}");
             }
         }
         assert_eq!(
-            Processor.oplog_key(shard),
+            ConsumerName::PROCESSOR.oplog_key(shard),
             shard,
             "deployed stacks keep their rows"
         );
-        assert_eq!(Archiver.shard_of("archiverX:s"), None);
+        assert_eq!(ConsumerName::ARCHIVER.shard_of("archiverX:s"), None);
     }
     use super::*;
 

@@ -7,7 +7,9 @@ use clap::Args;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::{processor_settings_from_env, ResourceNames};
+use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{SequenceNumber, SystemClock};
+use tidemark::registry::{ConsumerSettings, Registry};
 use tidemark::replay::replay_range;
 
 use super::fail;
@@ -25,16 +27,11 @@ pub struct ReplayArgs {
     /// Last sequence number of the range.
     #[arg(long, value_parser = parse_sequence)]
     to: SequenceNumber,
-    /// Which consumer gave the range up: the processor (STATUS) or the archiver (the archive and
-    /// HISTORY). The on-failure message's `requestContext.functionArn` names it.
-    #[arg(long, value_enum, default_value = "processor")]
-    consumer: ReplayConsumer,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ReplayConsumer {
-    Processor,
-    Archiver,
+    /// Which registered consumer gave the range up: `processor` (STATUS), `archiver` (the
+    /// archive and HISTORY), `status-view`. The on-failure message's
+    /// `requestContext.functionArn` names it.
+    #[arg(long, default_value = "processor")]
+    consumer: String,
 }
 
 fn parse_sequence(text: &str) -> Result<SequenceNumber, String> {
@@ -50,12 +47,23 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
     };
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names);
-    let consumer: Box<dyn tidemark::consumer::Consumer> = match args.consumer {
-        ReplayConsumer::Processor => Box::new(adapters.processor(settings, Arc::new(SystemClock))),
-        ReplayConsumer::Archiver => {
-            Box::new(tidemark_cli::serve::archiver(&adapters, settings.limits))
-        }
+    let registry = Registry::standard();
+    let Some(registration) = registry.get(&args.consumer) else {
+        let known: Vec<&str> = registry.names().map(|n| n.as_str()).collect();
+        eprintln!(
+            "tidemark replay: no consumer named {:?}; the registered ones are {}",
+            args.consumer,
+            known.join(", ")
+        );
+        return ExitCode::from(2);
     };
+    let consumer = registration.consumer(
+        &adapters,
+        &ConsumerSettings {
+            processor: settings,
+            clock: Arc::new(SystemClock),
+        },
+    );
     let shards = adapters.shard_reader();
     let shard = &args.shard;
     match replay_range(
@@ -68,15 +76,16 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
     .await
     {
         Ok(report) => {
-            match args.consumer {
-                ReplayConsumer::Processor => println!(
-                    "replayed {} records of {shard}: {} applied, {} stale (a newer version was already there), {} dead-lettered",
-                    report.records, report.applied, report.stale, report.dead_lettered
-                ),
-                ReplayConsumer::Archiver => println!(
+            if registration.name == ConsumerName::ARCHIVER {
+                println!(
                     "archived {} records of {shard}: {} HISTORY entries written, {} not events (archived only)",
                     report.records, report.applied, report.dead_lettered
-                ),
+                );
+            } else {
+                println!(
+                    "replayed {} records of {shard} through the {}: {} applied, {} stale (a newer version was already there), {} dead-lettered",
+                    report.records, registration.name.as_str(), report.applied, report.stale, report.dead_lettered
+                );
             }
             ExitCode::SUCCESS
         }

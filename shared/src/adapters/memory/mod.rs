@@ -5,10 +5,12 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod archive;
+mod status_view;
 mod stream;
 mod tables;
 
 pub use archive::{MemoryArchive, MemoryHistoryStore};
+pub use status_view::MemoryStatusView;
 pub use stream::{hash_key, MemoryStream};
 pub use tables::{
     MemoryCheckpointStore, MemoryDeadLetterStore, MemoryIdempotencyStore, MemoryStatusStore,
@@ -32,6 +34,7 @@ pub struct MemoryBackend {
     pub idempotency: Arc<MemoryIdempotencyStore>,
     pub archive: Arc<MemoryArchive>,
     pub history: Arc<MemoryHistoryStore>,
+    pub status_view: Arc<MemoryStatusView>,
 }
 
 impl MemoryBackend {
@@ -45,6 +48,7 @@ impl MemoryBackend {
             idempotency: Arc::default(),
             archive: Arc::default(),
             history: Arc::default(),
+            status_view: Arc::default(),
         }
     }
 

@@ -19,6 +19,9 @@ use crate::domain::idempotency::{IdempotencyRecord, KeyState};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 use crate::ports::*;
 
+mod status_view;
+pub use status_view::DynamoStatusView;
+
 type Item = HashMap<String, AttributeValue>;
 
 /// The broad mapping every operation shares, by error code: `ValidationException` has no typed

@@ -14,6 +14,9 @@ use crate::domain::idempotency::IdempotencyRecord;
 use crate::domain::limits::{MAX_DEAD_LETTER_RAW_BYTES, MAX_DEAD_LETTER_REASON_CHARS};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
+mod status_view;
+pub use status_view::*;
+
 /// A record to put on the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingRecord {

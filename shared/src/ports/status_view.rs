@@ -1,0 +1,59 @@
+//! The status view's store: entries per id, counters per (shard, status), and the index that
+//! lists a status's ids ([`crate::domain::status_view`] has the rule).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::domain::status_view::{ListPosition, StatusCount, ViewChange, ViewEntry};
+
+/// How a commit ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewCommit {
+    /// Every entry and counter moved.
+    Committed,
+    /// Nothing moved: some entry was no longer its change's `before` (another writer got there
+    /// first). Read again and decide again.
+    Conflict,
+}
+
+#[async_trait]
+pub trait StatusViewWriter: Send + Sync {
+    /// The stored entries of `ids` (absent ones left out), read so that a commit made before
+    /// the call is seen (strongly consistent).
+    async fn entries(&self, ids: &[String]) -> Result<HashMap<String, ViewEntry>, StoreError>;
+
+    /// Writes every change and moves the counters by
+    /// [`crate::domain::status_view::counter_deltas`], all or nothing, and only if every entry
+    /// is still its change's `before`. At most
+    /// [`crate::domain::status_view::MAX_COMMIT_ITEMS`] items (entries and counters).
+    async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError>;
+}
+
+/// One page of a status's ids, newest event time first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberPage {
+    pub entries: Vec<ViewEntry>,
+    /// Where the next page starts (below it, exclusive); `None` on the last page.
+    pub next: Option<ListPosition>,
+}
+
+/// Reading the view. Its items are kept per shard (no item takes more than one shard's writes),
+/// so each read names the shards to read: every shard the stream lists and every shard the
+/// view has a checkpoint of (the routes pass both).
+#[async_trait]
+pub trait StatusViewReader: Send + Sync {
+    /// Every status some id has now, with how many ids have it, sorted by status.
+    async fn counts(&self, shards: &[String]) -> Result<Vec<StatusCount>, StoreError>;
+
+    /// Up to `limit` entries with `status`, newest event time first, starting below `below`
+    /// (exclusive) when given.
+    async fn members(
+        &self,
+        shards: &[String],
+        status: &str,
+        below: Option<&ListPosition>,
+        limit: usize,
+    ) -> Result<MemberPage, StoreError>;
+}

@@ -1,0 +1,152 @@
+//! The status view's consumer: a batch → entries and counters, committed together
+//! ([`crate::domain::status_view`] has the rule and why the counts stay exact).
+//!
+//! Store calls per batch: one read of the batch's distinct ids (DynamoDB: BatchGetItem, 100 ids
+//! per call), then one commit per [`MAX_COMMIT_ITEMS`] items that change (TransactWriteItems);
+//! ids whose newest event is not newer than their entry cost only the read.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::consumer::{BatchOutcome, Consumer};
+use crate::domain::status_view::{commits, decide, ViewEntry, MAX_COMMIT_ITEMS};
+use crate::domain::{
+    coalesce, decode_record, Clock, Limits, SequenceNumber, Version, VersionedEvent,
+};
+use crate::ports::{StatusViewWriter, StoreError, StreamRecord, ViewCommit};
+use crate::telemetry::BatchReport;
+
+/// Times a commit that found its entries changed underneath is decided again before the
+/// batch fails at those ids (the mapping retries it then). Only a second writer of the same ids
+/// (a reshard's overlap, a rebuild beside the live view) conflicts at all.
+const CONFLICT_RETRIES: usize = 3;
+
+pub struct StatusView {
+    store: Arc<dyn StatusViewWriter>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+/// An id's newest event in the batch, as the entry it would become.
+struct Candidate {
+    entry: ViewEntry,
+    lowest_sequence: SequenceNumber,
+}
+
+impl StatusView {
+    /// `limits`: the processor's decode rules, so that the view applies exactly the records
+    /// STATUS applies (poison is the processor's to dead-letter; here it is only skipped).
+    pub fn new(store: Arc<dyn StatusViewWriter>, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            limits,
+            clock,
+        }
+    }
+
+    fn candidates(&self, shard_id: &str, records: &[StreamRecord]) -> Vec<Candidate> {
+        let decoded = records
+            .iter()
+            .filter_map(|record| {
+                let event = decode_record(&record.data, &self.limits).ok()?;
+                Some(VersionedEvent {
+                    version: Version::new(event.event_time, record.sequence_number.clone()),
+                    event,
+                })
+            })
+            .collect();
+        coalesce(decoded)
+            .into_iter()
+            .map(|group| Candidate {
+                entry: ViewEntry {
+                    version: group.newest.version.key(),
+                    id: group.newest.event.id,
+                    status: group.newest.event.status,
+                    shard_id: shard_id.to_owned(),
+                },
+                lowest_sequence: group.lowest_sequence,
+            })
+            .collect()
+    }
+
+    /// Decides `pending` from a fresh read and commits the changes, taking each id out of
+    /// `pending` once it is done (committed, or not newer than its entry).
+    async fn apply(
+        &self,
+        pending: &mut Vec<&Candidate>,
+        report: &mut BatchReport,
+    ) -> Result<(), Halt> {
+        let ids: Vec<String> = pending.iter().map(|c| c.entry.id.clone()).collect();
+        let stored = self.store.entries(&ids).await.map_err(Halt::Failed)?;
+        let changes: Vec<_> = pending
+            .iter()
+            .filter_map(|c| decide(stored.get(&c.entry.id), c.entry.clone()))
+            .collect();
+        let changing: HashSet<&str> = changes.iter().map(|c| c.after.id.as_str()).collect();
+        let before = pending.len();
+        pending.retain(|c| changing.contains(c.entry.id.as_str()));
+        report.stale += before - pending.len();
+        for commit in commits(changes, MAX_COMMIT_ITEMS) {
+            match self.store.commit(&commit).await.map_err(Halt::Failed)? {
+                ViewCommit::Committed => {
+                    report.applied += commit.len();
+                    let done: HashSet<&str> = commit.iter().map(|c| c.after.id.as_str()).collect();
+                    pending.retain(|c| !done.contains(c.entry.id.as_str()));
+                }
+                ViewCommit::Conflict => return Err(Halt::Conflict),
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let now_text = now.to_rfc3339();
+        let mut report = BatchReport::for_batch(shard_id, records, now);
+        let candidates = self.candidates(shard_id, records);
+        report.distinct_ids = candidates.len();
+
+        let mut pending: Vec<&Candidate> = candidates.iter().collect();
+        let mut conflicts = 0;
+        loop {
+            match self.apply(&mut pending, &mut report).await {
+                Ok(()) => break,
+                Err(Halt::Conflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
+                Err(Halt::Conflict) => {
+                    report.last_error = Some(
+                        "the status view's entries kept changing while the batch decided".into(),
+                    );
+                    break;
+                }
+                Err(Halt::Failed(e)) => {
+                    report.last_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        // What is still pending was not committed: the mapping delivers it again.
+        report.failed = pending.len();
+        let failed: Vec<SequenceNumber> =
+            pending.iter().map(|c| c.lowest_sequence.clone()).collect();
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        BatchOutcome::settled(shard_id, records, &failed, now, now_text, report)
+    }
+}
+
+/// Why a batch stopped committing.
+enum Halt {
+    /// An entry was not what the batch read: decide again from a fresh read.
+    Conflict,
+    Failed(StoreError),
+}
+
+#[async_trait]
+impl Consumer for StatusView {
+    async fn consume(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
+        self.consume_batch(shard_id, records).await
+    }
+}
