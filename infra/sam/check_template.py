@@ -30,7 +30,9 @@ REQUIRED_NAMES = [
     "IDEMPOTENCY_TABLE_VAR",
     "ARCHIVE_BUCKET_VAR",
     "HISTORY_TABLE_VAR",
+    "STATUS_VIEW_TABLE_VAR",
 ]
+CONSUMERS_CRATE = "functions/processor/Cargo.toml"
 
 problems = []
 OWN_CHILDREN = re.compile(r"\$\{[A-Za-z0-9]+\.Arn\}/\*")
@@ -109,9 +111,19 @@ def main():
             problems.append(f"{name}: Metadata.BuildMethod should be rust-cargolambda")
 
     mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    # The processor's and the archiver's: each consumer of the stream has its own.
-    if len(mappings) != 2:
-        problems.append(f"expected two event source mappings, found {len(mappings)}")
+    # Every consumer binary (one per registered consumer) runs as a function with exactly one
+    # mapping of its own, so none is built and never fed, nor fed twice.
+    binaries = set(re.findall(r'\[\[bin\]\]\s*name = "([a-z-]+)"', open(CONSUMERS_CRATE).read()))
+    consumer_functions = {name: r for name, r in resources.items()
+                          if r["Type"] == "AWS::Serverless::Function"
+                          and r["Properties"].get("CodeUri") == "functions/processor"}
+    deployed = {r["Metadata"]["BuildProperties"]["Binary"] for r in consumer_functions.values()}
+    if deployed != binaries:
+        problems.append(f"consumer functions build {sorted(deployed)}, {CONSUMERS_CRATE} has {sorted(binaries)}")
+    for name in consumer_functions:
+        fed = [m for m in mappings if m["Properties"].get("FunctionName") == {"Ref": name}]
+        if len(fed) != 1:
+            problems.append(f"{name}: expected one event source mapping, found {len(fed)}")
     for mapping in mappings:
         props = mapping["Properties"]
         expected = {

@@ -272,7 +272,7 @@ async fn serve_in_memory_lists_and_counts_by_status() {
     let token = post(
         &http,
         &running.base,
-        vec![json!({"id": "mine", "status": "just-mine", "timestamp": "2030-01-01T00:00:00Z"})],
+        vec![json!({"id": "mine", "status": "just-mine", "timestamp": "2024-06-01T00:00:00Z"})],
         &mut last,
     )
     .await;
