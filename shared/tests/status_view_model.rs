@@ -451,3 +451,69 @@ async fn a_lagging_view_and_a_second_count_are_caught() {
     view.consume(&shard, &second).await;
     assert!(compare().await.is_empty());
 }
+
+/// `tidemark rebuild --view status-view`: the view again from the archive alone equals the view
+/// the live consumers kept, and both equal a scan of STATUS.
+#[tokio::test]
+async fn the_view_rebuilt_from_the_archive_equals_the_live_one() {
+    let adapters = Adapters::memory(2);
+    let memory = adapters.memory_backend().unwrap().clone();
+    let records: Vec<Produced> = (0..60)
+        .map(|i| Produced::Event {
+            id: (i * 7 % 13) as u8,
+            status: i % STATUSES.len(),
+            millis: (i * 11 % 17) as u16,
+            copies: 1 + (i % 2) as u8,
+        })
+        .chain([Produced::Poison])
+        .collect();
+    produce(&memory.stream, &records).await;
+    let settings = tidemark::registry::ConsumerSettings {
+        processor: Default::default(),
+        clock: Arc::new(FixedClock(base().saturating_add(Duration::from_secs(60)))),
+    };
+    let shards: Vec<String> = memory
+        .stream
+        .list_shards()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    for registration in Registry::standard().iter() {
+        let consumer = registration.checkpointed(&adapters, &settings);
+        for shard in &shards {
+            let mut from = StartPosition::TrimHorizon;
+            loop {
+                let batch = read_batch(&memory.stream, shard, &from, 9).await;
+                let Some(last) = batch.last() else { break };
+                from = StartPosition::AfterSequence(last.sequence_number.clone());
+                assert!(consumer.run_batch(shard, &batch).await.failure.is_none());
+            }
+        }
+    }
+    let rebuilt = Arc::new(tidemark::adapters::memory::MemoryStatusView::default());
+    let view = StatusView::new(rebuilt.clone(), Limits::default(), settings.clock.clone());
+    tidemark::rebuild::rebuild_from_archive(
+        adapters.archive_reader().as_ref(),
+        &view,
+        tidemark::rebuild::TimeWindow::default(),
+        &mut tidemark::rebuild::RebuildProgress::default(),
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    for reader in [memory.status_view.as_ref(), rebuilt.as_ref()] {
+        let differences = compare_with_status(memory.status.as_ref(), reader, &shards)
+            .await
+            .unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+    }
+    let mut live = memory.status_view.all_entries();
+    let mut again = rebuilt.all_entries();
+    live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    again.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(live, again);
+    assert!(!live.is_empty());
+}

@@ -1,5 +1,5 @@
-//! `tidemark rebuild`: STATUS again, from every archived record and then every record the
-//! stream still holds, into a new table.
+//! `tidemark rebuild`: STATUS (or the status view) again, from every archived record and then
+//! every record the stream still holds, into a new table.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,20 +9,23 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark::adapters::bootstrap::ensure_table;
-use tidemark::adapters::dynamodb::DynamoStatusStore;
+use tidemark::adapters::dynamodb::{DynamoStatusStore, DynamoStatusView};
 use tidemark::adapters::kinesis::KinesisStream;
 use tidemark::adapters::memory::{MemoryArchive, MemoryDeadLetterStore};
 use tidemark::adapters::s3::S3Archive;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::config::{
-    processor_settings_from_env, ARCHIVE_BUCKET_VAR, STATUS_TABLE_VAR, STREAM_NAME_VAR,
+    processor_settings_from_env, ARCHIVE_BUCKET_VAR, STATUS_TABLE_VAR, STATUS_VIEW_TABLE_VAR,
+    STREAM_NAME_VAR,
 };
+use tidemark::consumer::Consumer;
 use tidemark::domain::{EventTime, SystemClock};
 use tidemark::ports::{ArchiveReader, DeadLetterReader};
 use tidemark::processor::Processor;
 use tidemark::rebuild::{
     rebuild, rebuild_from_archive, RebuildProgress, RebuildReport, TimeWindow,
 };
+use tidemark::views::status::StatusView;
 
 use super::fail;
 
@@ -46,13 +49,34 @@ pub struct RebuildArgs {
     /// Apply only records that arrived before this time (RFC 3339).
     #[arg(long, value_parser = parse_time)]
     until: Option<EventTime>,
-    /// The STATUS table to rebuild into; created when missing. Never the live one.
+    /// The STATUS table (or with `--view status-view`, the status view's table) to rebuild
+    /// into; created when missing. Never the live one.
     #[arg(long)]
     into: String,
+    /// Which view to rebuild: STATUS (`status`) or the status view (`status-view`: ids and
+    /// counts by status, the same records through the same version rule).
+    #[arg(long, value_enum, default_value = "status")]
+    view: RebuiltView,
     /// Where progress is saved after every page; run again with it to continue after an
     /// interruption (default: rebuild-<TABLE>.json).
     #[arg(long)]
     state: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RebuiltView {
+    Status,
+    StatusView,
+}
+
+impl RebuiltView {
+    /// The variable naming the live table of this view, which a rebuild must never write.
+    fn live_var(self) -> &'static str {
+        match self {
+            RebuiltView::Status => STATUS_TABLE_VAR,
+            RebuiltView::StatusView => STATUS_VIEW_TABLE_VAR,
+        }
+    }
 }
 
 fn parse_time(text: &str) -> Result<EventTime, String> {
@@ -95,10 +119,11 @@ fn save(path: &PathBuf, progress: &RebuildProgress) -> Result<(), String> {
 }
 
 pub async fn run(args: RebuildArgs) -> ExitCode {
-    if std::env::var(STATUS_TABLE_VAR).is_ok_and(|live| live == args.into) {
+    let live_var = args.view.live_var();
+    if std::env::var(live_var).is_ok_and(|live| live == args.into) {
         return fail(&format!(
-            "--into {} is the live STATUS table ({STATUS_TABLE_VAR}); rebuild into a new table \
-             and compare them with tidemark verify",
+            "--into {} is the live table ({live_var}); rebuild into a new table and compare \
+             them with tidemark verify",
             args.into
         ));
     }
@@ -116,7 +141,11 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     };
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    if let Err(e) = ensure_table(&dynamodb, &args.into, "id", None).await {
+    let (hash, range) = match args.view {
+        RebuiltView::Status => ("id", None),
+        RebuiltView::StatusView => ("pk", Some("sk")),
+    };
+    if let Err(e) = ensure_table(&dynamodb, &args.into, hash, range).await {
         return fail(&e);
     }
     let archive: Option<Box<dyn ArchiveReader>> = match (&args.archive_dir, &args.archive_bucket) {
@@ -139,12 +168,19 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     };
     // Poison is listed at the end rather than written to the live DEADLETTER a second time.
     let set_aside = Arc::new(MemoryDeadLetterStore::default());
-    let processor = Processor::new(
-        Arc::new(DynamoStatusStore::new(dynamodb, &args.into)),
-        set_aside.clone(),
-        settings,
-        Arc::new(SystemClock),
-    );
+    let processor: Box<dyn Consumer> = match args.view {
+        RebuiltView::Status => Box::new(Processor::new(
+            Arc::new(DynamoStatusStore::new(dynamodb, &args.into)),
+            set_aside.clone(),
+            settings,
+            Arc::new(SystemClock),
+        )),
+        RebuiltView::StatusView => Box::new(StatusView::new(
+            Arc::new(DynamoStatusView::new(dynamodb, &args.into)),
+            settings.limits,
+            Arc::new(SystemClock),
+        )),
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos} records {msg}")
@@ -156,7 +192,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         let mut last = 0;
         let result = rebuild_from_archive(
             archive.as_ref(),
-            &processor,
+            processor.as_ref(),
             window,
             &mut progress,
             |progress| save(&state, progress),
@@ -176,7 +212,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         let stream = KinesisStream::new(aws_sdk_kinesis::Client::new(&sdk), stream_name);
         let result = rebuild(
             &stream,
-            &processor,
+            processor.as_ref(),
             window,
             &mut progress,
             |progress| save(&state, progress),
@@ -217,10 +253,16 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             corrupt.key, corrupt.reason
         );
     }
-    println!(
-        "compare it with the live table: tidemark verify --against {}",
-        args.into
-    );
+    match args.view {
+        RebuiltView::Status => println!(
+            "compare it with the live table: tidemark verify --against {}",
+            args.into
+        ),
+        RebuiltView::StatusView => println!(
+            "compare it with STATUS: tidemark verify --status-view {}",
+            args.into
+        ),
+    }
     if !report.corrupt_objects.is_empty() {
         return fail(&format!(
             "{} archive objects could not be read (listed above): their records are not in {}",
