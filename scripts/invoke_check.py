@@ -160,6 +160,16 @@ def archiver_checks():
     print(f"ok   archive holds {objects[0]['Key']} with the {len(lines)} records")
 
 
+def status_view_checks():
+    fixture = "processor/kinesis-batch.json"
+    # Delivery and redelivery: the second changes no entry and counts nothing twice.
+    for attempt in ("first delivery", "redelivery"):
+        answer = invoke("status-view", fixture)
+        check(answer == {"batchItemFailures": []},
+              f"status-view {fixture} ({attempt}): expected no batch item failures, got {answer}")
+        print(f"ok   status-view {fixture:<38} {attempt}: batchItemFailures []")
+
+
 def decodes_to_event(data):
     try:
         event = json.loads(base64.b64decode(data))
@@ -194,6 +204,20 @@ def query_checks(last_sequence):
           f"order-1's history should start with the event STATUS holds: {body}")
     check(len(events) >= 2, f"order-1's history should hold each of its events: {body}")
 
+    # The view against STATUS: one id per status, as the three rows above say.
+    body = http("query", "query/apigw-v2-get-statuses.json", 200)
+    counts = {s["status"]: s["count"] for s in body.get("statuses", [])}
+    want = {}
+    for message_id, row in rows.items():
+        want[row["status"]] = want.get(row["status"], 0) + 1
+    check(all(counts.get(status) == n for status, n in want.items()),
+          f"GET /statuses should count {want} at least (STATUS's rows), got {body}")
+    total = sum(counts.values())
+    check(total == len(rows), f"GET /statuses should count each of the {len(rows)} ids once: {body}")
+    body = http("query", "query/apigw-v2-get-status-messages.json", 200)
+    check([m.get("id") for m in body.get("messages", [])] == ["order-1"],
+          f"GET /statuses/shipped/messages should list order-1 alone: {body}")
+
     body = http("query", "query/alb-get-shards.json", 200)
     shards = {s.get("shard_id"): s for s in body.get("shards", [])}
     check(SHARD in shards, f"GET /shards should list {SHARD}: {body}")
@@ -201,6 +225,8 @@ def query_checks(last_sequence):
           f"OPLOG for {SHARD} should be at the batch's last record {last_sequence}: {shards[SHARD]}")
     check(shards[SHARD].get("archiver", {}).get("sequence_number") == last_sequence,
           f"the archiver's checkpoint of {SHARD} should be at {last_sequence}: {shards[SHARD]}")
+    check(shards[SHARD].get("status-view", {}).get("sequence_number") == last_sequence,
+          f"the status view's checkpoint of {SHARD} should be at {last_sequence}: {shards[SHARD]}")
 
 
 def main():
@@ -208,6 +234,7 @@ def main():
     stream_holds_the_accepted_events()
     last_sequence = processor_checks()
     archiver_checks()
+    status_view_checks()
     query_checks(last_sequence)
     print("invoke check passed: every function answered as expected through cargo lambda")
 

@@ -17,6 +17,7 @@ for var in (
     "TIDEMARK_DEADLETTER_TABLE",
     "TIDEMARK_IDEMPOTENCY_TABLE",
     "TIDEMARK_HISTORY_TABLE",
+    "TIDEMARK_STATUS_VIEW_TABLE",
 ):
     try:
         dynamodb.delete_table(TableName=os.environ[var])

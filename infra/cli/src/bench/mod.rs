@@ -63,6 +63,8 @@ struct Load {
     newest: Mutex<HashMap<usize, Version>>,
     latency: Mutex<Histogram<u64>>,
     freshness: Mutex<Histogram<u64>>,
+    /// From a probe being visible in STATUS to its being listed by the status view.
+    status_view_lag: Mutex<Histogram<u64>>,
     read_your_writes: Mutex<Histogram<u64>>,
     /// Reads with a token that answered a state older than the reader's own write.
     older_than_own_write: AtomicU64,
@@ -92,6 +94,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         newest: Mutex::default(),
         latency: Mutex::new(histogram()),
         freshness: Mutex::new(histogram()),
+        status_view_lag: Mutex::new(histogram()),
         read_your_writes: Mutex::new(histogram()),
         older_than_own_write: AtomicU64::new(0),
         running: AtomicBool::new(true),
@@ -120,6 +123,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let (ids_checked, ids_correct) = check_newest(&load).await;
     let latency_us = std::mem::replace(&mut *lock(&load.latency), histogram());
     let freshness_us = std::mem::replace(&mut *lock(&load.freshness), histogram());
+    let status_view_lag_us = std::mem::replace(&mut *lock(&load.status_view_lag), histogram());
     let read_your_writes_us = std::mem::replace(&mut *lock(&load.read_your_writes), histogram());
     let totals = &load.totals;
     Ok(BenchReport {
@@ -130,6 +134,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         failed_requests: totals.failed_requests.load(Ordering::Relaxed),
         latency_us,
         freshness_us,
+        status_view_lag_us,
         read_your_writes_us,
         older_than_own_write: load.older_than_own_write.load(Ordering::Relaxed),
         ids_correct,
@@ -229,8 +234,11 @@ async fn probe_loop(load: Arc<Load>) {
             let load = load.clone();
             in_flight.push(tokio::spawn(async move {
                 let _permit = permit;
-                if let Some(fresh_after) = probe_once(&load, probe).await {
+                if let Some((fresh_after, listed_after)) = probe_once(&load, probe).await {
                     let _ = lock(&load.freshness).record(micros(fresh_after));
+                    if let Some(lag) = listed_after {
+                        let _ = lock(&load.status_view_lag).record(micros(lag));
+                    }
                 }
             }));
         }
@@ -239,9 +247,29 @@ async fn probe_loop(load: Arc<Load>) {
     futures::future::join_all(in_flight).await;
 }
 
-/// Posts one new id and polls it (backing off from 2 to 25 ms) until it reads back: the time
-/// from its 202 to then, or `None` if it was not accepted or not seen within a minute.
-async fn probe_once(load: &Load, probe: u64) -> Option<Duration> {
+/// Polls `read` (backing off from 2 to 25 ms) until it answers true: the time it took, or
+/// `None` if not within a minute.
+async fn poll_until<F, Fut>(mut read: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    while started.elapsed() < Duration::from_secs(60) {
+        if read().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+    None
+}
+
+/// Posts one new id and polls it until it reads back: the time from its 202 to then, and from
+/// then until the status view lists it under its status (`None` when the target runs no status
+/// view, or not within a minute). `None` if it was not accepted or not seen within a minute.
+async fn probe_once(load: &Load, probe: u64) -> Option<(Duration, Option<Duration>)> {
     let target = &load.options.target;
     let id = format!("probe-{}-{probe}", std::process::id());
     let response = load
@@ -255,20 +283,34 @@ async fn probe_once(load: &Load, probe: u64) -> Option<Duration> {
         return None;
     }
     let accepted_at = Instant::now();
-    let mut pause = Duration::from_millis(2);
-    while accepted_at.elapsed() < Duration::from_secs(60) {
+    poll_until(|| async {
         let read = load
             .http
             .get(format!("{target}/messages/{id}"))
             .send()
             .await;
-        if read.is_ok_and(|r| r.status().as_u16() == 200) {
-            return Some(accepted_at.elapsed());
+        read.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await?;
+    let fresh_after = accepted_at.elapsed();
+    // Probes are the newest events of their status, so the first page lists the ones in flight.
+    let listed_after = poll_until(|| async {
+        let page: Option<Value> = async {
+            load.http
+                .get(format!("{target}/statuses/probe/messages?limit=50"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(25));
-    }
-    None
+        .await;
+        page.and_then(|p| p["messages"].as_array().cloned())
+            .is_some_and(|rows| rows.iter().any(|row| row["id"] == id.as_str()))
+    })
+    .await;
+    Some((fresh_after, listed_after))
 }
 
 /// Clients that read their own writes back with the 202's token, each over one id of its own.

@@ -14,6 +14,8 @@ pub struct BenchReport {
     pub failed_requests: u64,
     pub latency_us: Histogram<u64>,
     pub freshness_us: Histogram<u64>,
+    /// From STATUS showing a probe to the status view listing it.
+    pub status_view_lag_us: Histogram<u64>,
     /// From a 202 to the first read with its token that answered 200.
     pub read_your_writes_us: Histogram<u64>,
     pub older_than_own_write: u64,
@@ -84,6 +86,17 @@ impl std::fmt::Display for BenchReport {
                 ms(fr.value_at_quantile(0.99)),
                 ms(fr.max()),
                 fr.len()
+            )?;
+        }
+        let lag = &self.status_view_lag_us;
+        if !lag.is_empty() {
+            writeln!(
+                f,
+                "status view behind STATUS  p50 {}  p99 {}  max {}  ({} probes)",
+                ms(lag.value_at_quantile(0.5)),
+                ms(lag.value_at_quantile(0.99)),
+                ms(lag.max()),
+                lag.len()
             )?;
         }
         let ryw = &self.read_your_writes_us;
