@@ -178,19 +178,50 @@ impl Registry {
         self.registrations.iter().map(|r| r.name)
     }
 
-    /// The query routes of `adapters` ([`Adapters::query_api`]) with every registered
-    /// consumer's checkpoints in `GET /shards` and the status view's routes.
+    /// The query routes of `adapters` with every registered consumer's checkpoints in
+    /// `GET /shards` and the status view's routes ([`query_api`]).
     pub fn query_api(&self, adapters: &Adapters) -> QueryApi {
-        let mut query = adapters.query_api();
-        for name in self.names().filter(|n| *n != ConsumerName::PROCESSOR) {
-            query = query.with_consumer_checkpoints(name, adapters.checkpoints_of(name).reader);
-        }
-        if self.get(ConsumerName::STATUS_VIEW.as_str()).is_some() {
+        query_api(adapters, self.names())
+    }
+}
+
+/// The names of [`Registry::standard`]'s consumers, for the query Lambda: building the registry
+/// would link every consumer's code (S3, the archiver) into a function that only reads. A test
+/// keeps the two lists equal.
+pub const STANDARD_CONSUMERS: [ConsumerName; 3] = [
+    ConsumerName::PROCESSOR,
+    ConsumerName::ARCHIVER,
+    ConsumerName::STATUS_VIEW,
+];
+
+/// The query routes of `adapters` ([`Adapters::query_api`]) with the checkpoints of
+/// `consumers` in `GET /shards`, and the status view's routes when it is one of them.
+pub fn query_api(
+    adapters: &Adapters,
+    consumers: impl IntoIterator<Item = ConsumerName>,
+) -> QueryApi {
+    let mut query = adapters.query_api();
+    for name in consumers {
+        if name == ConsumerName::STATUS_VIEW {
             query = query.with_status_view(
                 adapters.status_view_reader(),
-                adapters.checkpoints_of(ConsumerName::STATUS_VIEW).reader,
+                adapters.checkpoints_of(name).reader,
             );
         }
-        query
+        if name != ConsumerName::PROCESSOR {
+            query = query.with_consumer_checkpoints(name, adapters.checkpoints_of(name).reader);
+        }
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_lambda_knows_every_standard_consumer() {
+        let names: Vec<ConsumerName> = Registry::standard().names().collect();
+        assert_eq!(names, STANDARD_CONSUMERS);
     }
 }

@@ -1,10 +1,12 @@
-//! The query Lambda: `GET /messages/{id}`, `GET /messages/{id}/history` and `GET /shards` ←
-//! STATUS, HISTORY, OPLOG and the stream's shard list.
+//! The query Lambda: `GET /messages/{id}`, `GET /messages/{id}/history`, `GET /statuses`,
+//! `GET /statuses/{status}/messages` and `GET /shards` ← STATUS, HISTORY, the status view, OPLOG
+//! and the stream's shard list.
 
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::api::Api;
 use tidemark::config::{stuck_after_from_env, ResourceNames};
+use tidemark::registry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -15,7 +17,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let adapters = Adapters::aws(&sdk, &names);
     let api = Api {
         ingest: None,
-        query: Some(adapters.query_api().with_stuck_after(stuck_after)),
+        query: Some(
+            registry::query_api(&adapters, registry::STANDARD_CONSUMERS)
+                .with_stuck_after(stuck_after),
+        ),
     };
     tidemark::adapters::lambda_http::run(api).await
 }
