@@ -159,17 +159,66 @@ impl<'a> ArchiveKeys<'a> {
     }
 }
 
-/// Applies every archived record (in `window`) through `consumer`, object by object in key
+/// Saves a rebuild's progress; an error stops the rebuild.
+pub type SaveProgress<'a> = Box<dyn FnMut(&RebuildProgress) -> Result<(), String> + 'a>;
+/// Hears of every object read: its key and the records read so far.
+pub type OnObject<'a> = Box<dyn FnMut(&str, usize) + 'a>;
+
+/// What a rebuild from the archive reads, what it feeds, and whom it tells.
+pub struct ArchiveRebuild<'a> {
+    pub archive: &'a dyn ArchiveReader,
+    /// The view being rebuilt (the processor for STATUS, the status view, …).
+    pub consumer: &'a dyn Consumer,
+    /// Only records that arrived inside it; everything by default.
+    pub window: TimeWindow,
+    /// Called with the progress after every object, to save it; an error stops the rebuild.
+    pub save: SaveProgress<'a>,
+    /// Called after every object with its key and the records read so far.
+    pub on_object: OnObject<'a>,
+}
+
+impl<'a> ArchiveRebuild<'a> {
+    /// Every record of `archive` through `consumer`, saving nothing, telling no one.
+    pub fn new(archive: &'a dyn ArchiveReader, consumer: &'a dyn Consumer) -> Self {
+        Self {
+            archive,
+            consumer,
+            window: TimeWindow::default(),
+            save: Box::new(|_| Ok(())),
+            on_object: Box::new(|_, _| {}),
+        }
+    }
+
+    pub fn window(mut self, window: TimeWindow) -> Self {
+        self.window = window;
+        self
+    }
+
+    pub fn saving(mut self, save: impl FnMut(&RebuildProgress) -> Result<(), String> + 'a) -> Self {
+        self.save = Box::new(save);
+        self
+    }
+
+    pub fn reporting(mut self, on_object: impl FnMut(&str, usize) + 'a) -> Self {
+        self.on_object = Box::new(on_object);
+        self
+    }
+}
+
+/// Applies every archived record (in the window) through the consumer, object by object in key
 /// order (time order), starting after `progress.archive_after`. An object that cannot be read
 /// is listed in the report with its key and reason, and the rebuild goes on.
 pub async fn rebuild_from_archive(
-    archive: &dyn ArchiveReader,
-    consumer: &dyn Consumer,
-    window: TimeWindow,
+    options: ArchiveRebuild<'_>,
     progress: &mut RebuildProgress,
-    mut save: impl FnMut(&RebuildProgress) -> Result<(), String>,
-    mut on_object: impl FnMut(&str, usize),
 ) -> Result<RebuildReport, RebuildError> {
+    let ArchiveRebuild {
+        archive,
+        consumer,
+        window,
+        mut save,
+        mut on_object,
+    } = options;
     let mut report = RebuildReport::default();
     // Objects are filed under their first record's hour: one that starts before `from` can
     // still hold records after it, up to the longest a batch can span.

@@ -25,7 +25,9 @@ use tidemark::domain::archive::decode_object;
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Event, EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::*;
-use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
+use tidemark::rebuild::{
+    rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress, TimeWindow,
+};
 use tidemark::verify::verify;
 
 fn base() -> EventTime {
@@ -360,12 +362,11 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
     let rebuilt = Arc::new(MemoryStatusStore::default());
     let rebuild_into = Adapters::memory(1).with_status_writer(rebuilt.clone());
     let report = rebuild_from_archive(
-        memory.archive.as_ref(),
-        &rebuild_into.processor(Default::default(), clock),
-        TimeWindow::default(),
+        ArchiveRebuild::new(
+            memory.archive.as_ref(),
+            &rebuild_into.processor(Default::default(), clock),
+        ),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .unwrap();
@@ -458,14 +459,13 @@ async fn a_corrupt_archive_object_is_reported_and_the_rest_rebuilt() {
 
     let rebuilt = Arc::new(MemoryStatusStore::default());
     let report = rebuild_from_archive(
-        memory.archive.as_ref(),
-        &Adapters::memory(1)
-            .with_status_writer(rebuilt.clone())
-            .processor(Default::default(), clock),
-        TimeWindow::default(),
+        ArchiveRebuild::new(
+            memory.archive.as_ref(),
+            &Adapters::memory(1)
+                .with_status_writer(rebuilt.clone())
+                .processor(Default::default(), clock),
+        ),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .unwrap();
@@ -586,20 +586,20 @@ async fn a_rebuild_window_applies_the_records_that_arrived_in_it() {
     }
     let rebuilt = Arc::new(MemoryStatusStore::default());
     let report = rebuild_from_archive(
-        &archive,
-        &Adapters::memory(1)
-            .with_status_writer(rebuilt.clone())
-            .processor(
-                Default::default(),
-                Arc::new(FixedClock(at("2024-05-02T00:00:00Z"))),
-            ),
-        TimeWindow {
+        ArchiveRebuild::new(
+            &archive,
+            &Adapters::memory(1)
+                .with_status_writer(rebuilt.clone())
+                .processor(
+                    Default::default(),
+                    Arc::new(FixedClock(at("2024-05-02T00:00:00Z"))),
+                ),
+        )
+        .window(TimeWindow {
             from: Some(at("2024-05-01T11:00:00Z")),
             until: Some(at("2024-05-01T12:30:00Z")),
-        },
+        }),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .unwrap();

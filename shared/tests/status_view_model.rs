@@ -495,12 +495,8 @@ async fn the_view_rebuilt_from_the_archive_equals_the_live_one() {
     let rebuilt = Arc::new(tidemark::adapters::memory::MemoryStatusView::default());
     let view = StatusView::new(rebuilt.clone(), Limits::default(), settings.clock.clone());
     tidemark::rebuild::rebuild_from_archive(
-        adapters.archive_reader().as_ref(),
-        &view,
-        tidemark::rebuild::TimeWindow::default(),
+        tidemark::rebuild::ArchiveRebuild::new(adapters.archive_reader().as_ref(), &view),
         &mut tidemark::rebuild::RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .unwrap();

@@ -17,7 +17,7 @@ use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::SystemClock;
 use tidemark::ports::*;
 use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, RebuildProgress, TimeWindow};
+use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress};
 use tidemark::registry::{ConsumerSettings, Registration};
 use tidemark_tests::{quick_settings, wait_for, Resources, Running};
 
@@ -168,12 +168,8 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
         Arc::new(SystemClock),
     );
     let report = rebuild_from_archive(
-        archive.as_ref(),
-        &processor,
-        TimeWindow::default(),
+        ArchiveRebuild::new(archive.as_ref(), &processor),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .unwrap();

@@ -32,7 +32,7 @@ use tidemark::ports::StreamRecord;
 use tidemark::processor::ProcessorSettings;
 use tidemark::publish::{Publisher, RetryPolicy};
 use tidemark::rebuild::{
-    rebuild_from_archive, RebuildError, RebuildProgress, RebuildReport, TimeWindow,
+    rebuild_from_archive, ArchiveRebuild, RebuildError, RebuildProgress, RebuildReport,
 };
 use tidemark::registry::{ConsumerSettings, Registry};
 use tokio::net::TcpListener;
@@ -246,12 +246,8 @@ pub async fn restore_from_archive(
         newest: std::sync::Mutex::new(None),
     };
     let report = rebuild_from_archive(
-        adapters.archive_reader().as_ref(),
-        &restore,
-        TimeWindow::default(),
+        ArchiveRebuild::new(adapters.archive_reader().as_ref(), &restore),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await?;
     let newest = restore

@@ -23,7 +23,7 @@ use tidemark::ports::{
     OutgoingRecord, ShardReader, StartPosition, StatusWriter, StreamRecord, StreamWriter,
 };
 use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild_from_archive, RebuildProgress, TimeWindow};
+use tidemark::rebuild::{rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 
 use super::fail;
 
@@ -213,12 +213,8 @@ async fn rebuild_rate(
     );
     let started = Instant::now();
     let report = rebuild_from_archive(
-        archive,
-        &processor,
-        TimeWindow::default(),
+        ArchiveRebuild::new(archive, &processor),
         &mut RebuildProgress::default(),
-        |_| Ok(()),
-        |_, _| {},
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -23,7 +23,7 @@ use tidemark::domain::{EventTime, SystemClock};
 use tidemark::ports::{ArchiveReader, DeadLetterReader};
 use tidemark::processor::Processor;
 use tidemark::rebuild::{
-    rebuild, rebuild_from_archive, RebuildProgress, RebuildReport, TimeWindow,
+    rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport, TimeWindow,
 };
 use tidemark::views::status::StatusView;
 
@@ -191,16 +191,15 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     if let Some(archive) = &archive {
         let mut last = 0;
         let result = rebuild_from_archive(
-            archive.as_ref(),
-            processor.as_ref(),
-            window,
+            ArchiveRebuild::new(archive.as_ref(), processor.as_ref())
+                .window(window)
+                .saving(|progress| save(&state, progress))
+                .reporting(|key, records| {
+                    bar.inc((records - last) as u64);
+                    last = records;
+                    bar.set_message(format!("(archive: {key})"));
+                }),
             &mut progress,
-            |progress| save(&state, progress),
-            |key, records| {
-                bar.inc((records - last) as u64);
-                last = records;
-                bar.set_message(format!("(archive: {key})"));
-            },
         )
         .await;
         if let Err(e) = add(&mut report, result) {
