@@ -2,7 +2,7 @@
 //! archiver's own OPLOG checkpoint. A second event source mapping on the same stream, so a
 //! failing archive never holds STATUS back.
 
-use tidemark::domain::progress::ConsumerName;
+use tidemark::registry::Registration;
 
 /// The same allocator as the processor: the batch's gzip and SDK buffers are many small
 /// allocations too.
@@ -11,5 +11,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tidemark_processor::run(ConsumerName::ARCHIVER).await
+    tidemark_processor::run(Registration::archiver()).await
 }

@@ -1,5 +1,5 @@
 //! The stream consumers' Lambda handler: a Kinesis batch → whichever registered consumer the
-//! binary names ([`run`]; `processor`: STATUS / DEADLETTER, `archiver`: the archive / HISTORY,
+//! binary runs ([`run`]; `processor`: STATUS / DEADLETTER, `archiver`: the archive / HISTORY,
 //! `status-view`: ids and counts by status), then OPLOG through the checkpoint the batch earned
 //! (each consumer its own), reporting the lowest failed record in `batchItemFailures` (the mapping needs
 //! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
@@ -16,11 +16,10 @@ use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::config::{history_ttl_from_env, processor_settings_from_env, ResourceNames};
 use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
-use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
 use tidemark::processor::ProcessorSettings;
-use tidemark::registry::{ConsumerSettings, Metrics, Registration, Registry};
+use tidemark::registry::{ConsumerSettings, Metrics, Registration};
 use tidemark::telemetry::BatchReport;
 
 /// A Kinesis event Lambda could not have sent: the invocation fails loudly (the mapping retries,
@@ -96,15 +95,12 @@ impl Handler {
     }
 }
 
-/// The Lambda of the registered consumer `name`: its configuration from the environment, its
-/// adapters built once, then one [`Handler::handle`] per invocation. Each consumer's binary is
-/// this one call.
-pub async fn run(name: ConsumerName) -> Result<(), lambda_runtime::Error> {
+/// The Lambda of one registered consumer: its configuration from the environment, its adapters
+/// built once, then one [`Handler::handle`] per invocation. Each consumer's binary is this one
+/// call with its registration (`Registration::processor()`, …), and only that consumer's code
+/// is linked into it: the processor's binary carries no S3 client.
+pub async fn run(registration: Registration) -> Result<(), lambda_runtime::Error> {
     tidemark::telemetry::init_tracing(true);
-    let registry = Registry::standard();
-    let registration = registry
-        .get(name.as_str())
-        .ok_or_else(|| format!("no consumer named {:?} is registered", name.as_str()))?;
     let names = ResourceNames::from_env()?;
     let settings = ConsumerSettings {
         processor: processor_settings_from_env()?,
@@ -112,12 +108,9 @@ pub async fn run(name: ConsumerName) -> Result<(), lambda_runtime::Error> {
     };
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
     let adapters = Adapters::aws(&sdk, &names).with_history_ttl(history_ttl_from_env()?);
-    let handler = Handler::registered(registration, &adapters, &settings);
+    let handler = Handler::registered(&registration, &adapters, &settings);
     let handler = &handler;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-        handler.handle(event)
-    }))
-    .await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler.handle(event))).await
 }
 
 /// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.
