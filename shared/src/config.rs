@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
+use crate::consumers::processor::ProcessorSettings;
 use crate::domain::limits::{
     DEFAULT_IDEMPOTENCY_TTL, DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_FUTURE_SKEW, DEFAULT_STUCK_AFTER,
     DEFAULT_WRITE_CONCURRENCY, MAX_DATA_BYTES_CEILING, MAX_DEAD_LETTER_TTL_DAYS,
     MAX_FUTURE_SKEW_CEILING, MAX_IDEMPOTENCY_TTL_HOURS, MAX_STUCK_AFTER, MAX_WRITE_CONCURRENCY,
 };
 use crate::domain::Limits;
-use crate::processor::ProcessorSettings;
 
 pub const STREAM_NAME_VAR: &str = "TIDEMARK_STREAM_NAME";
 pub const STATUS_TABLE_VAR: &str = "TIDEMARK_STATUS_TABLE";

@@ -19,16 +19,16 @@ use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, QueryApi};
-use tidemark::archiver::Archiver;
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::archiver::Archiver;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::archive::decode_object;
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Event, EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::*;
-use tidemark::rebuild::{
+use tidemark::run::rebuild::{
     rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress, TimeWindow,
 };
-use tidemark::verify::verify;
+use tidemark::run::verify::verify;
 
 fn base() -> EventTime {
     EventTime::parse_rfc3339("2024-01-01T00:00:00Z").unwrap()

@@ -11,16 +11,16 @@ use bytes::Bytes;
 use tidemark::adapters::faults::{Faults, Faulty, RefusesRows};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
 use tidemark::adapters::Adapters;
+use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::domain::{parse_event, Clock, Limits, SystemClock};
-use tidemark::esm::{EsmSettings, EventSourceMapping};
 use tidemark::ports::*;
-use tidemark::processor::ProcessorSettings;
+use tidemark::run::esm::{EsmSettings, EventSourceMapping};
 use tokio::sync::watch;
 
 /// The processor's mapping over `adapters`: its checkpoints, the stream's shards.
 fn processor_mapping(
     adapters: &Adapters,
-    processor: Arc<dyn tidemark::consumer::Consumer>,
+    processor: Arc<dyn tidemark::consumers::Consumer>,
     settings: EsmSettings,
 ) -> EventSourceMapping {
     EventSourceMapping::new(
@@ -209,7 +209,7 @@ async fn after_the_retry_limit_the_range_is_given_up_named_and_replayable() {
 
     let adapters = Adapters::in_memory(h.memory.clone());
     let processor = adapters.processor(ProcessorSettings::default(), Arc::new(SystemClock));
-    tidemark::replay::replay_range(
+    tidemark::run::replay::replay_range(
         h.memory.stream.as_ref(),
         &processor,
         &given_up[0].shard_id,

@@ -14,7 +14,7 @@ use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, ApiResponse, IngestApi, QueryApi};
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 use tidemark::domain::{EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::{ShardReader, StartPosition, StatusRow, StatusWriter, StreamRecord};

@@ -17,7 +17,7 @@ use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, ApiResponse, IngestApi, IDEMPOTENT_REPLAYED};
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::digest::sha256_hex;
 use tidemark::domain::idempotency::{IdempotencyRecord, KeyScope, KeyState};
 use tidemark::domain::limits::{IDEMPOTENCY_LEASE, MAX_IDEMPOTENCY_KEY_CHARS};

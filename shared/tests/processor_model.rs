@@ -15,12 +15,12 @@ use proptest::prelude::*;
 use tidemark::adapters::faults::{Faults, Faulty, RefusesRows};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
 use tidemark::adapters::Adapters;
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::processor::ProcessorSettings;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::{
     parse_event, EventTime, FixedClock, Limits, SequenceNumber, Version, VersionKey,
 };
 use tidemark::ports::*;
-use tidemark::processor::ProcessorSettings;
 use time::format_description::well_known::Rfc3339;
 use time::UtcOffset;
 

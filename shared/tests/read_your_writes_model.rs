@@ -17,7 +17,7 @@ use serde_json::Value;
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, IngestApi, QueryApi};
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::consistency::ConsistencyToken;
 use tidemark::domain::{EventTime, FixedClock, Limits, SequenceNumber, Version};
 use tidemark::ports::{ShardReader, StartPosition};

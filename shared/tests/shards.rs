@@ -14,7 +14,7 @@ use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest, QueryApi};
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::{Event, EventTime, FixedClock};
 use tidemark::ports::{OutgoingRecord, ShardReader, StartPosition, StreamRecord, StreamWriter};
 

@@ -19,14 +19,14 @@ use proptest::prelude::*;
 use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest};
-use tidemark::consumer::{CheckpointedConsumer, Consumer};
+use tidemark::consumers::views::check::compare_with_status;
+use tidemark::consumers::views::status::StatusView;
+use tidemark::consumers::{CheckpointedConsumer, Consumer};
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::status_view::{CounterKey, ViewChange, ViewEntry};
 use tidemark::domain::{parse_event, EventTime, FixedClock, Limits};
 use tidemark::ports::*;
-use tidemark::registry::Registry;
-use tidemark::views::check::compare_with_status;
-use tidemark::views::status::StatusView;
+use tidemark::run::registry::Registry;
 
 const BASE: &str = "2024-01-01T00:00:00Z";
 
@@ -194,7 +194,7 @@ async fn read_batch(
 async fn drive(
     memory: &MemoryBackend,
     view: &Arc<StatusView>,
-    checkpoints: &tidemark::consumer::Checkpoints,
+    checkpoints: &tidemark::consumers::Checkpoints,
     chaos: Option<&Chaos>,
     rng: &mut fastrand::Rng,
 ) {
@@ -468,7 +468,7 @@ async fn the_view_rebuilt_from_the_archive_equals_the_live_one() {
         .chain([Produced::Poison])
         .collect();
     produce(&memory.stream, &records).await;
-    let settings = tidemark::registry::ConsumerSettings {
+    let settings = tidemark::run::registry::ConsumerSettings {
         processor: Default::default(),
         clock: Arc::new(FixedClock(base().saturating_add(Duration::from_secs(60)))),
     };
@@ -494,9 +494,9 @@ async fn the_view_rebuilt_from_the_archive_equals_the_live_one() {
     }
     let rebuilt = Arc::new(tidemark::adapters::memory::MemoryStatusView::default());
     let view = StatusView::new(rebuilt.clone(), Limits::default(), settings.clock.clone());
-    tidemark::rebuild::rebuild_from_archive(
-        tidemark::rebuild::ArchiveRebuild::new(adapters.archive_reader().as_ref(), &view),
-        &mut tidemark::rebuild::RebuildProgress::default(),
+    tidemark::run::rebuild::rebuild_from_archive(
+        tidemark::run::rebuild::ArchiveRebuild::new(adapters.archive_reader().as_ref(), &view),
+        &mut tidemark::run::rebuild::RebuildProgress::default(),
     )
     .await
     .unwrap();

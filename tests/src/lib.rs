@@ -242,12 +242,17 @@ pub struct Running {
 
 impl Running {
     pub async fn start(adapters: Adapters, settings: tidemark_cli::serve::ServeSettings) -> Self {
-        Self::start_registry(tidemark::registry::Registry::standard(), adapters, settings).await
+        Self::start_registry(
+            tidemark::run::registry::Registry::standard(),
+            adapters,
+            settings,
+        )
+        .await
     }
 
     /// As [`Self::start`], running the consumers of `registry`.
     pub async fn start_registry(
-        registry: tidemark::registry::Registry,
+        registry: tidemark::run::registry::Registry,
         adapters: Adapters,
         settings: tidemark_cli::serve::ServeSettings,
     ) -> Self {
@@ -276,14 +281,14 @@ impl Running {
 /// Settings that make a local run quick: small batching window, frequent polls.
 pub fn quick_settings() -> tidemark_cli::serve::ServeSettings {
     tidemark_cli::serve::ServeSettings {
-        esm: tidemark::esm::EsmSettings {
+        esm: tidemark::run::esm::EsmSettings {
             batch_size: 100,
             batching_window: Duration::from_millis(50),
             idle_poll_interval: Duration::from_millis(50),
             shard_refresh_interval: Duration::from_millis(250),
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
-            max_retry_attempts: Some(tidemark::esm::DEFAULT_MAX_RETRY_ATTEMPTS),
+            max_retry_attempts: Some(tidemark::run::esm::DEFAULT_MAX_RETRY_ATTEMPTS),
         },
         ..Default::default()
     }

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 use tidemark::adapters::bootstrap::ensure_table;
 use tidemark::adapters::dynamodb::DynamoStatusStore;
 use tidemark::adapters::memory::MemoryDeadLetterStore;
+use tidemark::consumers::processor::Processor;
 use tidemark::domain::archive::decode_object;
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::SystemClock;
 use tidemark::ports::*;
-use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress};
-use tidemark::registry::{ConsumerSettings, Registration};
+use tidemark::run::rebuild::{rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress};
+use tidemark::run::registry::{ConsumerSettings, Registration};
 use tidemark_tests::{quick_settings, wait_for, Resources, Running};
 
 /// Every record in the archive, by (shard, sequence number), with its bytes.
@@ -175,7 +175,7 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
     .unwrap();
     assert_eq!(report.records, 40);
     let difference =
-        tidemark::verify::verify(adapters.status_scanner().as_ref(), rebuilt.as_ref(), 10)
+        tidemark::run::verify::verify(adapters.status_scanner().as_ref(), rebuilt.as_ref(), 10)
             .await
             .unwrap();
     assert_eq!(

@@ -15,13 +15,13 @@ use serde_json::{json, Value};
 use tidemark::adapters::faults::{Faults, Faulty};
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
-use tidemark::consumer::CheckpointedConsumer;
+use tidemark::consumers::processor::ProcessorSettings;
+use tidemark::consumers::CheckpointedConsumer;
 use tidemark::domain::limits::MAX_DEAD_LETTER_RAW_BYTES;
 use tidemark::domain::{parse_event, Clock, Limits, SequenceNumber, SystemClock};
 use tidemark::ports::*;
-use tidemark::processor::ProcessorSettings;
 use tidemark::publish::RetryPolicy;
-use tidemark::replay::replay_range;
+use tidemark::run::replay::replay_range;
 use tidemark_tests::{
     message, quick_settings, wait_for, wait_for_statuses, Outage, Resources, Running,
 };
@@ -671,18 +671,18 @@ async fn a_rebuild_from_the_stream_equals_the_live_table() {
         &into,
     ));
     let set_aside = Arc::new(tidemark::adapters::memory::MemoryDeadLetterStore::default());
-    let processor = tidemark::processor::Processor::new(
+    let processor = tidemark::consumers::processor::Processor::new(
         rebuilt.clone(),
         set_aside.clone(),
         ProcessorSettings::default(),
         Arc::new(SystemClock),
     );
-    let mut progress = tidemark::rebuild::RebuildProgress::default();
+    let mut progress = tidemark::run::rebuild::RebuildProgress::default();
     let reader = adapters.shard_reader();
-    let report = tidemark::rebuild::rebuild(
+    let report = tidemark::run::rebuild::rebuild(
         reader.as_ref(),
         &processor,
-        tidemark::rebuild::TimeWindow::default(),
+        tidemark::run::rebuild::TimeWindow::default(),
         &mut progress,
         |_| Ok(()),
         |_, _| {},
@@ -692,7 +692,7 @@ async fn a_rebuild_from_the_stream_equals_the_live_table() {
     assert_eq!((report.shards, report.records), (2, 61));
     assert_eq!(set_aside.sequence_numbers().len(), 1);
     let difference =
-        tidemark::verify::verify(adapters.status_scanner().as_ref(), rebuilt.as_ref(), 10)
+        tidemark::run::verify::verify(adapters.status_scanner().as_ref(), rebuilt.as_ref(), 10)
             .await
             .unwrap();
     assert_eq!(
@@ -700,10 +700,10 @@ async fn a_rebuild_from_the_stream_equals_the_live_table() {
         (13, 0),
         "{difference:?}"
     );
-    let again = tidemark::rebuild::rebuild(
+    let again = tidemark::run::rebuild::rebuild(
         reader.as_ref(),
         &processor,
-        tidemark::rebuild::TimeWindow::default(),
+        tidemark::run::rebuild::TimeWindow::default(),
         &mut progress,
         |_| Ok(()),
         |_, _| {},
@@ -760,14 +760,14 @@ async fn verify_lists_every_id_two_status_tables_disagree_on() {
 
     let (a, b) = (live.adapters(), rebuilt.adapters());
     let report =
-        tidemark::verify::verify(a.status_scanner().as_ref(), b.status_scanner().as_ref(), 10)
+        tidemark::run::verify::verify(a.status_scanner().as_ref(), b.status_scanner().as_ref(), 10)
             .await
             .unwrap();
     assert_eq!((report.expected_rows, report.actual_rows), (62, 62));
     let ids: Vec<&str> = report.differences.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["newer", "only-live", "only-rebuilt"]);
     let same =
-        tidemark::verify::verify(a.status_scanner().as_ref(), a.status_scanner().as_ref(), 10)
+        tidemark::run::verify::verify(a.status_scanner().as_ref(), a.status_scanner().as_ref(), 10)
             .await
             .unwrap();
     assert_eq!((same.expected_rows, same.difference_count), (62, 0));

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tidemark::adapters::Adapters;
-use tidemark::consumer::{BatchOutcome, Consumer};
+use tidemark::consumers::views::check::compare_with_status;
+use tidemark::consumers::{BatchOutcome, Consumer};
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::status_view::{ViewChange, ViewEntry};
 use tidemark::domain::{Clock, SequenceNumber, SystemClock};
 use tidemark::ports::*;
-use tidemark::registry::{Metrics, Registration, Registry};
-use tidemark::views::check::compare_with_status;
+use tidemark::run::registry::{Metrics, Registration, Registry};
 use tidemark_tests::{quick_settings, wait_for, Resources, Running};
 
 /// A view that only notes which ids it saw: all a new view needs is this type and one

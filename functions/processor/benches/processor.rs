@@ -12,8 +12,8 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
+use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::domain::{EventTime, FixedClock};
-use tidemark::processor::ProcessorSettings;
 use tidemark_processor::{synthetic, Handler};
 
 /// The batch as JSON, the way Lambda hands it over (the benchmark times parsing it too).

@@ -15,11 +15,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tidemark::adapters::memory::MemoryStatusView;
-use tidemark::consumer::Consumer;
+use tidemark::consumers::views::status::StatusView;
+use tidemark::consumers::Consumer;
 use tidemark::domain::status_view::{commit_items, ViewChange, ViewEntry};
 use tidemark::domain::{EventTime, FixedClock, Limits, SequenceNumber};
 use tidemark::ports::{StatusViewWriter, StoreError, StreamRecord, ViewCommit};
-use tidemark::views::status::StatusView;
 
 const EVENTS: usize = 10_000;
 const STATUSES: [&str; 5] = ["created", "packed", "shipped", "delivered", "failed"];

@@ -2,7 +2,7 @@
 //! archiver's own OPLOG checkpoint. A second event source mapping on the same stream, so a
 //! failing archive never holds STATUS back.
 
-use tidemark::registry::Registration;
+use tidemark::run::registry::Registration;
 
 /// The same allocator as the processor: the batch's gzip and SDK buffers are many small
 /// allocations too.

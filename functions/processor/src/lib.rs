@@ -15,11 +15,11 @@ use lambda_runtime::LambdaEvent;
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::config::{history_ttl_from_env, processor_settings_from_env, ResourceNames};
-use tidemark::consumer::{BatchOutcome, CheckpointedConsumer};
+use tidemark::consumers::processor::ProcessorSettings;
+use tidemark::consumers::{BatchOutcome, CheckpointedConsumer};
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
-use tidemark::processor::ProcessorSettings;
-use tidemark::registry::{ConsumerSettings, Metrics, Registration};
+use tidemark::run::registry::{ConsumerSettings, Metrics, Registration};
 use tidemark::telemetry::BatchReport;
 
 /// A Kinesis event Lambda could not have sent: the invocation fails loudly (the mapping retries,
@@ -110,7 +110,10 @@ pub async fn run(registration: Registration) -> Result<(), lambda_runtime::Error
     let adapters = Adapters::aws(&sdk, &names).with_history_ttl(history_ttl_from_env()?);
     let handler = Handler::registered(&registration, &adapters, &settings);
     let handler = &handler;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| handler.handle(event))).await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler.handle(event)
+    }))
+    .await
 }
 
 /// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.

@@ -1,6 +1,6 @@
 //! The processor Lambda: a Kinesis batch → STATUS / OPLOG / DEADLETTER.
 
-use tidemark::registry::Registration;
+use tidemark::run::registry::Registration;
 
 /// Each conditional write allocates and frees many small buffers in the SDK; mimalloc cut the
 /// client CPU per write by about a tenth (BENCHMARKS.md, issue 15).

@@ -1,7 +1,7 @@
 //! The status view Lambda: a Kinesis batch (through its own enhanced fan-out consumer) → the
 //! view's entries, lists and counters, then its own OPLOG checkpoint.
 
-use tidemark::registry::Registration;
+use tidemark::run::registry::Registration;
 
 /// The same allocator as the processor: many small SDK buffers per transaction.
 #[global_allocator]

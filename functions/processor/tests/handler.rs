@@ -10,9 +10,9 @@ use std::sync::Arc;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use tidemark::adapters::faults::RefusesRows;
 use tidemark::adapters::Adapters;
+use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::domain::{EventTime, FixedClock};
 use tidemark::ports::{CheckpointReader, DeadLetterReader};
-use tidemark::processor::ProcessorSettings;
 use tidemark_processor::{Handler, InvalidEvent};
 
 const BATCH: &str = include_str!("../../../events/processor/kinesis-batch.json");

@@ -6,7 +6,7 @@ use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::api::Api;
 use tidemark::config::{stuck_after_from_env, ResourceNames};
-use tidemark::registry;
+use tidemark::run::registry;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

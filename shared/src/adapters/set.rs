@@ -19,11 +19,11 @@ use super::memory::MemoryBackend;
 use super::s3::S3Archive;
 use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
-use crate::consumer::{Checkpoints, ConsumerCheckpoints};
+use crate::consumers::processor::{Processor, ProcessorSettings};
+use crate::consumers::{Checkpoints, ConsumerCheckpoints};
 use crate::domain::progress::ConsumerName;
 use crate::domain::Clock;
 use crate::ports::*;
-use crate::processor::{Processor, ProcessorSettings};
 
 /// The stream and the tables, as ports. Cloning is cheap and shares what is built.
 #[derive(Clone)]
@@ -352,7 +352,7 @@ impl Adapters {
 
     /// The query routes over this set's readers: STATUS, the processor's checkpoints, the
     /// stream's shards, and HISTORY when the set keeps it (otherwise the route answers 501).
-    /// [`crate::registry::Registry::query_api`] adds every registered consumer's checkpoints
+    /// [`crate::run::registry::Registry::query_api`] adds every registered consumer's checkpoints
     /// and the views' routes.
     pub fn query_api(&self) -> QueryApi {
         let query = QueryApi::new(

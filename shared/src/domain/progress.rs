@@ -36,7 +36,7 @@ pub fn assess(
 }
 
 /// A consumer of the stream (a view or any other), by the name it is registered under
-/// ([`crate::registry`]). The set is open: a new consumer is a new constant, nothing to match.
+/// ([`crate::run::registry`]). The set is open: a new consumer is a new constant, nothing to match.
 /// Each has its own checkpoint per shard in OPLOG.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConsumerName(&'static str);

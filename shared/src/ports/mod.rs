@@ -14,7 +14,9 @@ use crate::domain::idempotency::IdempotencyRecord;
 use crate::domain::limits::{MAX_DEAD_LETTER_RAW_BYTES, MAX_DEAD_LETTER_REASON_CHARS};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
+mod archive;
 mod status_view;
+pub use archive::*;
 pub use status_view::*;
 
 /// A record to put on the stream.
@@ -225,7 +227,7 @@ pub enum AdvanceOutcome {
     AlreadyPast,
 }
 
-/// Moving OPLOG: what a consumer loop does after a batch (see [`crate::consumer`]).
+/// Moving OPLOG: what a consumer loop does after a batch (see [`crate::consumers`]).
 #[async_trait]
 pub trait CheckpointWriter: Send + Sync {
     /// Moves the shard's checkpoint forward; never backwards. Moving it clears `Behind::since`.
@@ -337,88 +339,6 @@ pub trait IdempotencyStore: Send + Sync {
     async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError>;
     /// Frees the key (its put failed), only if it is still in progress under `lease_ms`.
     async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError>;
-}
-
-/// One page of archive object keys, in key order (which is time order: [`crate::domain::archive`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ArchivePage {
-    pub keys: Vec<String>,
-    /// More keys follow the last one of this page.
-    pub more: bool,
-}
-
-/// Writing the archive: what the archiver needs. `put` replaces an object with the same key, so
-/// writing a redelivered batch again is harmless.
-#[async_trait]
-pub trait ArchiveWriter: Send + Sync {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
-}
-
-/// Reading the archive: what a rebuild needs.
-#[async_trait]
-pub trait ArchiveReader: Send + Sync {
-    /// Keys after `start_after` (from the first without one), at most 1,000 per page.
-    async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError>;
-    /// The object's bytes; `StoreError::ItemRejected` for an object too large to be one the
-    /// archiver wrote (a rebuild reports it and goes on).
-    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
-}
-
-/// One accepted event of an id, as HISTORY keeps it: the STATUS row it would make (its
-/// `updated_at` is when it was archived). Keyed by (id, version), so writing it again is a no-op.
-pub type HistoryEntry = StatusRow;
-
-/// What writing a set of HISTORY entries did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HistoryWrite {
-    pub written: usize,
-    /// Entries HISTORY refuses for good (DynamoDB: over 400 KB), by id and sequence number: the
-    /// archive still holds them; the history route does not show them.
-    pub refused: Vec<(String, SequenceNumber)>,
-}
-
-/// Writing HISTORY: what the archiver needs. Unconditional: the key makes redelivery idempotent.
-#[async_trait]
-pub trait HistoryWriter: Send + Sync {
-    async fn put_many(&self, entries: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError>;
-}
-
-/// One page of an id's history, newest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HistoryPage {
-    pub entries: Vec<HistoryEntry>,
-    /// The version to continue below (pass it as `before`); `None` after the oldest entry.
-    pub next: Option<VersionKey>,
-}
-
-impl HistoryPage {
-    /// A page of at most `limit` of `entries` (newest first); `more` says whether entries past
-    /// them exist, and then `next` is the last one's version.
-    pub fn of(mut entries: Vec<HistoryEntry>, limit: usize, more: bool) -> Self {
-        let more = more || entries.len() > limit;
-        entries.truncate(limit);
-        Self {
-            next: if more {
-                entries.last().map(|e| e.version.clone())
-            } else {
-                None
-            },
-            entries,
-        }
-    }
-}
-
-/// Reading HISTORY (strongly consistent): what `GET /messages/{id}/history` needs.
-#[async_trait]
-pub trait HistoryReader: Send + Sync {
-    /// At most `limit` entries of `id` with a version below `before` (all without it), newest
-    /// first.
-    async fn page(
-        &self,
-        id: &str,
-        before: Option<&VersionKey>,
-        limit: usize,
-    ) -> Result<HistoryPage, StoreError>;
 }
 
 /// A shared adapter is an adapter too (`Arc<MemoryStatusStore>`, `Arc<dyn StatusWriter>`).

@@ -16,14 +16,14 @@ use tidemark::adapters::memory::{
     MemoryArchive, MemoryDeadLetterStore, MemoryHistoryStore, MemoryStatusStore, MemoryStream,
 };
 use tidemark::adapters::sdk::load_sdk_config;
-use tidemark::archiver::Archiver;
-use tidemark::consumer::Consumer;
+use tidemark::consumers::archiver::Archiver;
+use tidemark::consumers::processor::Processor;
+use tidemark::consumers::Consumer;
 use tidemark::domain::{Clock, Event, Limits, SystemClock};
 use tidemark::ports::{
     OutgoingRecord, ShardReader, StartPosition, StatusWriter, StreamRecord, StreamWriter,
 };
-use tidemark::processor::Processor;
-use tidemark::rebuild::{rebuild_from_archive, ArchiveRebuild, RebuildProgress};
+use tidemark::run::rebuild::{rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 
 use super::fail;
 

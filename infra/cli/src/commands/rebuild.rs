@@ -18,14 +18,14 @@ use tidemark::config::{
     processor_settings_from_env, ARCHIVE_BUCKET_VAR, STATUS_TABLE_VAR, STATUS_VIEW_TABLE_VAR,
     STREAM_NAME_VAR,
 };
-use tidemark::consumer::Consumer;
+use tidemark::consumers::processor::Processor;
+use tidemark::consumers::views::status::StatusView;
+use tidemark::consumers::Consumer;
 use tidemark::domain::{EventTime, SystemClock};
 use tidemark::ports::{ArchiveReader, DeadLetterReader};
-use tidemark::processor::Processor;
-use tidemark::rebuild::{
+use tidemark::run::rebuild::{
     rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport, TimeWindow,
 };
-use tidemark::views::status::StatusView;
 
 use super::fail;
 
@@ -87,8 +87,8 @@ fn parse_time(text: &str) -> Result<EventTime, String> {
 /// Adds a part's counts to the total, or hands its error back.
 fn add(
     total: &mut RebuildReport,
-    part: Result<RebuildReport, tidemark::rebuild::RebuildError>,
-) -> Result<(), tidemark::rebuild::RebuildError> {
+    part: Result<RebuildReport, tidemark::run::rebuild::RebuildError>,
+) -> Result<(), tidemark::run::rebuild::RebuildError> {
     let part = part?;
     total.shards += part.shards;
     total.objects += part.objects;

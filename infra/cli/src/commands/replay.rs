@@ -9,8 +9,8 @@ use tidemark::adapters::Adapters;
 use tidemark::config::{processor_settings_from_env, ResourceNames};
 use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{SequenceNumber, SystemClock};
-use tidemark::registry::{ConsumerSettings, Registry};
-use tidemark::replay::replay_range;
+use tidemark::run::registry::{ConsumerSettings, Registry};
+use tidemark::run::replay::replay_range;
 
 use super::fail;
 

@@ -11,7 +11,7 @@ use tidemark::config::{
     idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, stuck_after_from_env,
     ResourceNames, IDEMPOTENCY_TTL_HOURS_VAR,
 };
-use tidemark::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
+use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
     aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings,
     ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,

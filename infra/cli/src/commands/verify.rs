@@ -8,9 +8,9 @@ use tidemark::adapters::dynamodb::{DynamoCheckpointStore, DynamoStatusStore, Dyn
 use tidemark::adapters::kinesis::KinesisStream;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::config::{OPLOG_TABLE_VAR, STATUS_TABLE_VAR, STREAM_NAME_VAR};
+use tidemark::consumers::views::check::compare_with_status;
 use tidemark::ports::{CheckpointReader, ShardReader};
-use tidemark::verify::{verify, RowSummary};
-use tidemark::views::check::compare_with_status;
+use tidemark::run::verify::{verify, RowSummary};
 
 use super::fail;
 

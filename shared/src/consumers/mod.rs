@@ -2,10 +2,14 @@
 //!
 //! A [`Consumer`] applies one batch of one shard and answers where it failed and how far it is
 //! safe to checkpoint; it never writes OPLOG itself. The loop that drives it owns the checkpoint:
-//! the processor Lambda's handler and the `serve` poller ([`crate::esm`]) write it (both through
-//! [`CheckpointedConsumer`]), replay ([`crate::replay`]) deliberately does not. A second consumer of
+//! the processor Lambda's handler and the `serve` poller ([`crate::run::esm`]) write it (both through
+//! [`CheckpointedConsumer`]), replay ([`crate::run::replay`]) deliberately does not. A second consumer of
 //! the stream (an archiver, another view) implements [`Consumer`] and gets a loop with its own
 //! [`CheckpointWriter`].
+
+pub mod archiver;
+pub mod processor;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! mapping's on-failure queue, which names a shard and the sequence range it gave up on.
 //!
 //! The range is read back from the stream (it stays there for the stream's retention) and runs
-//! through the same consumer (the [`crate::processor::Processor`]) with its original sequence numbers, so versions are exactly
+//! through the same consumer (the [`crate::consumers::processor::Processor`]) with its original sequence numbers, so versions are exactly
 //! what they would have been: newer rows are left alone, older ones are brought forward, and
 //! poison goes to DEADLETTER. OPLOG is never written (this loop owns the checkpoint and leaves
 //! it alone): the shard's checkpoint has already moved past a given-up range, and moving it to
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::consumer::Consumer;
+use crate::consumers::Consumer;
 use crate::domain::SequenceNumber;
 use crate::ports::{RecordsPage, ShardReader, StartPosition, StreamError, StreamRecord};
 
@@ -160,10 +160,10 @@ mod tests {
     use super::*;
     use crate::adapters::memory::MemoryBackend;
     use crate::adapters::Adapters;
-    use crate::consumer::CheckpointedConsumer;
+    use crate::consumers::processor::{Processor, ProcessorSettings};
+    use crate::consumers::CheckpointedConsumer;
     use crate::domain::SystemClock;
     use crate::ports::{CheckpointReader, DeadLetterReader, PutAck, StreamRecord};
-    use crate::processor::{Processor, ProcessorSettings};
 
     struct Setup {
         memory: MemoryBackend,

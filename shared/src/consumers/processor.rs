@@ -1,6 +1,6 @@
 //! One batch of one shard: decode, dead-letter poison, coalesce, apply with bounded
 //! concurrency, settle. DynamoDB calls per batch: one per distinct id and one per poison record;
-//! the consumer loop adds one for the checkpoint the batch earned ([`crate::consumer`]).
+//! the consumer loop adds one for the checkpoint the batch earned ([`crate::consumers`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 
 use async_trait::async_trait;
 
-use crate::consumer::{BatchOutcome, Consumer};
+use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::{
     coalesce, decode_record, Clock, EventTime, Limits, SequenceNumber, Version, VersionedEvent,
 };

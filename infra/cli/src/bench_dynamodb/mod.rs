@@ -15,6 +15,12 @@
 //! CPU is this process's own on-CPU time over all its threads (`/proc/self/task/*/schedstat`,
 //! nanoseconds), so "CPU per write" is the client's cost, whatever the server costs.
 
+mod raw;
+mod report;
+
+use raw::run_raw;
+pub use report::ShapeReport;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +30,9 @@ use tidemark::adapters::bootstrap::ensure_table;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::ResourceNames;
+use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::domain::{EventTime, FixedClock, SequenceNumber, Version};
 use tidemark::ports::{ApplyOutcome, StatusRow, StatusWriter};
-use tidemark::processor::ProcessorSettings;
 use tidemark_processor::{synthetic, Handler};
 
 /// One batch shape: `records` records over `records / per_id` ids.
@@ -277,122 +283,6 @@ fn every_write_applied<T: std::fmt::Debug>(
             run,
             reason: format!("a write answered {other:?}"),
         }),
-    }
-}
-
-/// The conditional UpdateItem of `StatusWriter::apply`, as the JSON protocol's request body.
-fn raw_request(table: &str, row: &StatusRow) -> serde_json::Value {
-    json!({
-        "TableName": table,
-        "Key": {"id": {"S": row.id}},
-        "UpdateExpression": "SET #status = :status, #timestamp = :timestamp, #received_at = :received_at, #shard_id = :shard_id, #sequence_number = :sequence_number, #version = :version, #updated_at = :updated_at, #data = :data",
-        "ConditionExpression": "attribute_not_exists(#id) OR #version < :version",
-        "ExpressionAttributeNames": {
-            "#id": "id", "#status": "status", "#timestamp": "timestamp",
-            "#received_at": "received_at", "#shard_id": "shard_id",
-            "#sequence_number": "sequence_number", "#version": "version",
-            "#updated_at": "updated_at", "#data": "data",
-        },
-        "ExpressionAttributeValues": {
-            ":status": {"S": row.status}, ":timestamp": {"S": row.timestamp},
-            ":received_at": {"S": row.received_at}, ":shard_id": {"S": row.shard_id},
-            ":sequence_number": {"S": row.sequence_number.as_str()},
-            ":version": {"S": row.version.0}, ":updated_at": {"S": row.updated_at},
-            ":data": {"S": row.data},
-        },
-    })
-}
-
-async fn run_raw(
-    endpoint: &str,
-    names: &ResourceNames,
-    shape: Shape,
-    write_concurrency: usize,
-) -> Result<Measured, BenchDynamoError> {
-    let client = reqwest::Client::new();
-    let rows = rows(shape)?;
-    let writes = rows.len();
-    let table = names.status_table.clone();
-    measure(writes, || async {
-        let results: Vec<Result<u16, String>> = stream::iter(rows)
-            .map(|row| {
-                let request = client
-                    .post(endpoint)
-                    .header("content-type", "application/x-amz-json-1.0")
-                    .header("x-amz-target", "DynamoDB_20120810.UpdateItem")
-                    .header("x-amz-date", "20240501T120000Z")
-                    // Local servers read the account from the credential and check no signature.
-                    .header(
-                        "authorization",
-                        "AWS4-HMAC-SHA256 Credential=test/20240501/us-east-1/dynamodb/aws4_request, \
-                         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0",
-                    )
-                    .body(raw_request(&table, &row).to_string());
-                async move {
-                    let response = request.send().await.map_err(|e| e.to_string())?;
-                    let status = response.status().as_u16();
-                    // Read the body: a client that did not would not reuse the connection.
-                    response.bytes().await.map_err(|e| e.to_string())?;
-                    Ok(status)
-                }
-            })
-            .buffer_unordered(write_concurrency)
-            .collect()
-            .await;
-        every_write_applied("raw", results, |r| matches!(r, Ok(200)))
-    })
-    .await
-}
-
-/// One shape's figures over every round.
-#[derive(Clone, Debug)]
-pub struct ShapeReport {
-    pub shape: Shape,
-    pub processor: Vec<Measured>,
-    pub sdk: Vec<Measured>,
-    pub raw: Vec<Measured>,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-impl ShapeReport {
-    fn median_of(runs: &[Measured], figure: fn(&Measured) -> f64) -> f64 {
-        median(&mut runs.iter().map(figure).collect::<Vec<_>>())
-    }
-}
-
-impl std::fmt::Display for ShapeReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shape = self.shape;
-        writeln!(
-            f,
-            "{} records over {} ids ({} rounds; medians):",
-            shape.records,
-            shape.ids(),
-            self.processor.len()
-        )?;
-        let raw_rate = Self::median_of(&self.raw, Measured::writes_per_second);
-        for (name, runs) in [
-            ("processor", &self.processor),
-            ("sdk adapter", &self.sdk),
-            ("raw client", &self.raw),
-        ] {
-            let rate = Self::median_of(runs, Measured::writes_per_second);
-            writeln!(
-                f,
-                "  {name:<12} {rate:>8.0} writes/s  {:>6.3} ms CPU/write  {:>5.0} % of raw  [writes/s per round: {}]",
-                Self::median_of(runs, Measured::cpu_ms_per_write),
-                100.0 * rate / raw_rate,
-                runs.iter()
-                    .map(|m| format!("{:.0}", m.writes_per_second()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )?;
-        }
-        Ok(())
     }
 }
 

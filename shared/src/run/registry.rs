@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use crate::adapters::Adapters;
 use crate::api::query::QueryApi;
-use crate::archiver::Archiver;
-use crate::consumer::{CheckpointedConsumer, Consumer};
+use crate::consumers::archiver::Archiver;
+use crate::consumers::processor::ProcessorSettings;
+use crate::consumers::views::status::StatusView;
+use crate::consumers::{CheckpointedConsumer, Consumer};
 use crate::domain::progress::ConsumerName;
 use crate::domain::Clock;
-use crate::esm::{EsmSettings, EventSourceMapping};
-use crate::processor::ProcessorSettings;
-use crate::views::status::StatusView;
+use crate::run::esm::{EsmSettings, EventSourceMapping};
 
 /// What every consumer is built with.
 #[derive(Clone)]

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::consumer::Consumer;
+use crate::consumers::Consumer;
 use crate::domain::archive::{decode_object, hour_prefix};
 use crate::domain::limits::MAX_BATCH_SPAN;
 use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
 };
-use crate::replay::ShardPages;
+use crate::run::replay::ShardPages;
 
 /// How far a rebuild got: the last archive object applied, and each shard's last record read
 /// from the stream, as text (a JSON file).
@@ -344,11 +344,11 @@ mod tests {
     use crate::adapters::faults::{Faults, Faulty};
     use crate::adapters::memory::{MemoryBackend, MemoryStatusStore};
     use crate::adapters::Adapters;
-    use crate::consumer::CheckpointedConsumer;
+    use crate::consumers::processor::Processor;
+    use crate::consumers::CheckpointedConsumer;
     use crate::domain::{Event, EventTime, SystemClock};
     use crate::ports::{ArchivePage, OutgoingRecord, StreamWriter};
-    use crate::processor::Processor;
-    use crate::verify::verify;
+    use crate::run::verify::verify;
 
     /// A rebuild that keeps its progress in memory only.
     async fn rebuild_unsaved(

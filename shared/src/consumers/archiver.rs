@@ -15,11 +15,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::consumer::{BatchOutcome, Consumer};
+use crate::consumers::processor::status_row;
+use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::archive::{encode_object, object_key, ArchivedRecord};
 use crate::domain::{decode_record, Clock, Limits, Version, VersionedEvent};
 use crate::ports::{ArchiveWriter, Checkpoint, HistoryWriter, StreamRecord};
-use crate::processor::status_row;
 use crate::telemetry::BatchReport;
 
 pub struct Archiver {

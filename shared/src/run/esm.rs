@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::consumer::{CheckpointedConsumer, Checkpoints, Consumer};
+use crate::consumers::{CheckpointedConsumer, Checkpoints, Consumer};
 use crate::domain::limits::MAX_BATCH_SIZE;
 use crate::domain::progress::ConsumerName;
 use crate::domain::SequenceNumber;
@@ -127,7 +127,7 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool
 
 impl EventSourceMapping {
     /// A mapping for the consumer `name` over the stream's `shards`, resuming from and writing to
-    /// its own `checkpoints`. Usually built by [`crate::registry::Registration::mapping`].
+    /// its own `checkpoints`. Usually built by [`crate::run::registry::Registration::mapping`].
     pub fn new(
         name: ConsumerName,
         consumer: Arc<dyn Consumer>,

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::consumer::{BatchOutcome, Consumer};
+use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::status_view::{commits, decide, ViewEntry, MAX_COMMIT_ITEMS};
 use crate::domain::{
     coalesce, decode_record, Clock, Limits, SequenceNumber, Version, VersionedEvent,
