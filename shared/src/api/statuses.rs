@@ -13,8 +13,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::query::{
-    checkpoints_reached, parse_limit, parse_token, parse_wait, status_row_body, QueryApi,
-    FIRST_POLL_PAUSE, MAX_POLL_PAUSE,
+    checkpoints_reached, parse_limit, parse_token, parse_wait, query_params, status_row_body,
+    QueryApi, FIRST_POLL_PAUSE, MAX_POLL_PAUSE,
 };
 use super::{ApiError, ApiResponse, ErrorCode, RETRY_AFTER_SECONDS};
 use crate::domain::consistency::ConsistencyToken;
@@ -22,7 +22,7 @@ use crate::domain::limits::{
     DEFAULT_STATUS_MESSAGES_PAGE, DEFAULT_STATUS_PAGE, MAX_HISTORY_ANSWER_BYTES, MAX_STATUS_CHARS,
     MAX_STATUS_MESSAGES_PAGE, MAX_STATUS_PAGE,
 };
-use crate::domain::rules::{set_once, validate_status};
+use crate::domain::rules::validate_status;
 use crate::domain::status_view::ListPosition;
 use crate::domain::{FieldError, Rule, VersionKey};
 use crate::ports::{CheckpointReader, StatusViewReader};
@@ -43,31 +43,13 @@ struct PageOptions {
 
 impl PageOptions {
     fn parse(query: Option<&str>, default: usize, max: usize) -> Result<Self, FieldError> {
-        let (mut limit, mut cursor, mut after, mut wait_ms) = (None, None, None, None);
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            let slot = match name.as_ref() {
-                "limit" => &mut limit,
-                "cursor" => &mut cursor,
-                "after" => &mut after,
-                "wait_ms" => &mut wait_ms,
-                other => {
-                    return Err(FieldError::new(
-                        other,
-                        Rule::UnknownField,
-                        format!(
-                            "{other} is not a parameter of this route (limit, cursor, after, \
-                             wait_ms)"
-                        ),
-                    ))
-                }
-            };
-            set_once(slot, value, || name.to_string())?;
-        }
+        let [limit, cursor, after, wait_ms] =
+            query_params(query, ["limit", "cursor", "after", "wait_ms"])?;
         Ok(Self {
             limit: parse_limit(limit.as_deref(), default, max)?,
             wait: parse_wait(wait_ms.as_deref(), after.is_some())?,
             after: parse_token(after.as_deref())?,
-            cursor: cursor.map(|c| c.into_owned()),
+            cursor,
         })
     }
 }
@@ -205,6 +187,22 @@ impl QueryApi {
         }
     }
 
+    /// The view, once it reflects the write `options.after` names (or at once without it), and
+    /// the shards to read it by; or the 409 to answer when the wait ran out.
+    async fn ready_view(
+        &self,
+        options: &PageOptions,
+    ) -> Result<Result<(&StatusViewRoutes, Vec<String>), ApiResponse>, ApiError> {
+        let view = self.status_view.as_ref().ok_or_else(view_missing)?;
+        if let Some(conflict) = self
+            .wait_for(view, options.after.as_ref(), options.wait)
+            .await?
+        {
+            return Ok(Err(conflict));
+        }
+        Ok(Ok((view, self.view_shards(view).await?)))
+    }
+
     /// The shards whose items make up the view: every shard the stream lists and every shard
     /// the view has checkpointed (a shard past retention keeps its items).
     async fn view_shards(&self, view: &StatusViewRoutes) -> Result<Vec<String>, ApiError> {
@@ -226,14 +224,10 @@ impl QueryApi {
             .as_deref()
             .map(decode_status_cursor)
             .transpose()?;
-        let view = self.status_view.as_ref().ok_or_else(view_missing)?;
-        if let Some(conflict) = self
-            .wait_for(view, options.after.as_ref(), options.wait)
-            .await?
-        {
-            return Ok(conflict);
-        }
-        let shards = self.view_shards(view).await?;
+        let (view, shards) = match self.ready_view(&options).await? {
+            Ok(ready) => ready,
+            Err(conflict) => return Ok(conflict),
+        };
         let counts = view.reader.counts(&shards).await?;
         let mut page: Vec<_> = counts
             .into_iter()
@@ -270,14 +264,10 @@ impl QueryApi {
             MAX_STATUS_MESSAGES_PAGE,
         )?;
         let below = options.cursor.as_deref().map(decode_position).transpose()?;
-        let view = self.status_view.as_ref().ok_or_else(view_missing)?;
-        if let Some(conflict) = self
-            .wait_for(view, options.after.as_ref(), options.wait)
-            .await?
-        {
-            return Ok(conflict);
-        }
-        let shards = self.view_shards(view).await?;
+        let (view, shards) = match self.ready_view(&options).await? {
+            Ok(ready) => ready,
+            Err(conflict) => return Ok(conflict),
+        };
         let page = view
             .reader
             .members(&shards, status, below.as_ref(), options.limit)

@@ -69,22 +69,7 @@ struct HistoryOptions {
 
 impl HistoryOptions {
     fn parse(query: Option<&str>) -> Result<Self, FieldError> {
-        let mut limit = None;
-        let mut cursor = None;
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            let slot = match name.as_ref() {
-                "limit" => &mut limit,
-                "cursor" => &mut cursor,
-                other => {
-                    return Err(FieldError::new(
-                        other,
-                        Rule::UnknownField,
-                        format!("{other} is not a parameter of this route (limit, cursor)"),
-                    ))
-                }
-            };
-            set_once(slot, value, || name.to_string())?;
-        }
+        let [limit, cursor] = query_params(query, ["limit", "cursor"])?;
         let limit = parse_limit(limit.as_deref(), DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
         let cursor = cursor.as_deref().map(decode_cursor).transpose()?;
         Ok(Self { limit, cursor })

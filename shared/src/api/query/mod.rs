@@ -109,26 +109,34 @@ struct ReadOptions {
 
 impl ReadOptions {
     fn parse(query: Option<&str>) -> Result<Self, FieldError> {
-        let mut after = None;
-        let mut wait_ms = None;
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            let slot = match name.as_ref() {
-                "after" => &mut after,
-                "wait_ms" => &mut wait_ms,
-                other => {
-                    return Err(FieldError::new(
-                        other,
-                        Rule::UnknownField,
-                        format!("{other} is not a parameter of this route (after, wait_ms)"),
-                    ))
-                }
-            };
-            set_once(slot, value, || name.to_string())?;
-        }
+        let [after, wait_ms] = query_params(query, ["after", "wait_ms"])?;
         let wait = parse_wait(wait_ms.as_deref(), after.is_some())?;
         let after = parse_token(after.as_deref())?;
         Ok(Self { after, wait })
     }
+}
+
+/// A route's query parameters, in the order of `names`: each at most once (a repeat is refused,
+/// since it would otherwise silently win), and no other (a typo is refused, naming it).
+pub(super) fn query_params<const N: usize>(
+    query: Option<&str>,
+    names: [&str; N],
+) -> Result<[Option<String>; N], FieldError> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let Some(slot) = names.iter().position(|n| *n == name) else {
+            return Err(FieldError::new(
+                name.as_ref(),
+                Rule::UnknownField,
+                format!(
+                    "{name} is not a parameter of this route ({})",
+                    names.join(", ")
+                ),
+            ));
+        };
+        set_once(&mut values[slot], value.into_owned(), || name.to_string())?;
+    }
+    Ok(values)
 }
 
 /// `wait_ms`: 0 to [`MAX_CONSISTENCY_WAIT`], and only beside `after` (what it waits for).
