@@ -79,14 +79,6 @@ pub struct CounterKey {
     pub status: String,
 }
 
-impl CounterKey {
-    /// One string for a store's key: Kinesis shard ids are `[a-zA-Z0-9_.-]+`, so the first `#`
-    /// ends the shard id whatever the status holds.
-    pub fn bucket(&self) -> String {
-        format!("{}#{}", self.shard_id, self.status)
-    }
-}
-
 /// An entry to write, valid only while the stored entry is still `before` (`None`: absent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewChange {
