@@ -23,6 +23,7 @@ use crate::domain::limits::MAX_BATCH_SIZE;
 use crate::domain::progress::ConsumerName;
 use crate::domain::SequenceNumber;
 use crate::ports::{CheckpointReader, ShardReader, StartPosition, StreamError, StreamRecord};
+use crate::run::shard_pages::ShardPages;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EsmSettings {
@@ -218,7 +219,7 @@ impl EventSourceMapping {
     }
 
     async fn drain_shard(&self, shard_id: &str) -> Result<(), String> {
-        let mut position = match self
+        let position = match self
             .checkpoint_reader
             .get(shard_id)
             .await
@@ -227,27 +228,18 @@ impl EventSourceMapping {
             Some(checkpoint) => StartPosition::AfterSequence(checkpoint.sequence_number),
             None => StartPosition::TrimHorizon,
         };
-        loop {
-            let iterator = self
-                .shards
-                .shard_iterator(shard_id, &position)
-                .await
-                .map_err(|e| e.to_string())?;
-            let page = self
-                .shards
-                .get_records(&iterator, self.settings.batch_size)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(last) = page.records.last() else {
-                return Ok(());
-            };
-            let outcome = self.consumer.run_batch(shard_id, &page.records).await;
+        let mut pages = ShardPages::open(self.shards.as_ref(), shard_id, &position)
+            .await
+            .map_err(|e| e.to_string())?
+            .with_page_records(self.settings.batch_size);
+        while let Some(batch) = pages.next().await.map_err(|e| e.to_string())? {
+            let outcome = self.consumer.run_batch(shard_id, &batch).await;
             outcome.report.log();
             if let Some(failed) = outcome.failure {
                 return Err(format!("the batch failed at {failed}"));
             }
-            position = StartPosition::AfterSequence(last.sequence_number.clone());
         }
+        Ok(())
     }
 
     fn give_up(&self, shard_id: &str, from: SequenceNumber, to: SequenceNumber, attempts: u32) {

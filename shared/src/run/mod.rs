@@ -8,4 +8,5 @@ pub mod esm;
 pub mod rebuild;
 pub mod registry;
 pub mod replay;
+pub mod shard_pages;
 pub mod verify;

@@ -19,7 +19,7 @@ use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
 };
-use crate::run::replay::ShardPages;
+use crate::run::shard_pages::ShardPages;
 
 /// How far a rebuild got: the last archive object applied, and each shard's last record read
 /// from the stream, as text (a JSON file).
