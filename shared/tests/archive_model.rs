@@ -1,6 +1,7 @@
 //! Property tests of the archiver, the stream's second consumer: driven like Lambda's event
 //! source mapping over an in-memory stream, with random batch sizes, whole-batch redelivery,
-//! failing archive and HISTORY writes, and crashes between the archive write and the checkpoint.
+//! failing archive, HISTORY and OPLOG writes (before the write, and after it took effect: a
+//! timeout), and crashes between the archive write and the checkpoint.
 //! Checked against a simple model of what was put:
 //! - the archive holds every record of the stream at least once, bytes as they were;
 //! - every id's history is exactly the model's list (every accepted event, none twice, none
@@ -241,9 +242,16 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
         Faults::new(chaos.seed ^ 1),
         Faults::new(chaos.seed ^ 2),
     ];
-    faults[0].set_failure_rate(chaos.archive_failure_rate);
-    faults[1].set_failure_rate(chaos.history_failure_rate);
-    faults[2].set_failure_rate(chaos.checkpoint_failure_rate);
+    let rates = [
+        chaos.archive_failure_rate,
+        chaos.history_failure_rate,
+        chaos.checkpoint_failure_rate,
+    ];
+    for (f, rate) in faults.iter().zip(rates) {
+        f.set_failure_rate(rate);
+        // And half as often, a write that took effect and answered an error (a timeout).
+        f.set_fail_after_rate(rate / 2.0);
+    }
     let adapters = Adapters::in_memory(memory.clone());
     let archiver = Archiver::new(
         Arc::new(Faulty::new(memory.archive.clone(), &faults[0])),
@@ -270,6 +278,7 @@ async fn run_case(records: Vec<Produced>, chaos: Chaos) -> Result<(), TestCaseEr
     .await;
     for f in &faults {
         f.set_failure_rate(0.0);
+        f.set_fail_after_rate(0.0);
     }
     // After a failing checkpoint the last batch may need one more (clean) pass.
     drain(

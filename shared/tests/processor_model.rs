@@ -1,6 +1,7 @@
 //! Property tests: the processor, driven like Lambda's event source mapping over an in-memory
 //! stream, through random order, duplicates, whole-batch redelivery, injected write failures
-//! and crashes between the STATUS writes and the OPLOG write, checked against a simple model:
+//! (before the write, and after it took effect: a timeout) and crashes between the STATUS
+//! writes and the OPLOG write, checked against a simple model:
 //! STATUS holds the newest accepted event per id, OPLOG never lies and never moves backwards,
 //! every poison record is dead-lettered, and nothing valid is.
 
@@ -242,6 +243,8 @@ impl World {
         });
         for (faults, rate) in self.faults.iter().zip(rates) {
             faults.set_failure_rate(rate);
+            // And half as often, a write that took effect and answered an error (a timeout).
+            faults.set_fail_after_rate(rate / 2.0);
         }
     }
 

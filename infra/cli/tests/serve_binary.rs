@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use tidemark::domain::SequenceNumber;
 
 use serde_json::{json, Value};
 
@@ -74,7 +75,18 @@ async fn newest_event_wins_whatever_the_order() {
     let serve = Serve::start();
     let client = reqwest::Client::new();
     let events = format!("{}/events", serve.base);
-    // Timestamps reversed, offsets mixed, duplicates, and the batch route.
+    // The newest event first, through the batch route, so that it must beat later arrivals.
+    let (code, body) = post(&client, format!("{}/events/batch", serve.base), &json!({"events": [
+        {"id": "order-9", "status": "packed", "timestamp": "2024-05-01T12:30:00Z"},
+        {"id": "order-9", "status": "returned", "timestamp": "2024-05-01T13:30:00.000000001Z", "data": {"reason": "damaged"}},
+        {"id": "order-10", "status": "created"},
+        {"id": "", "status": "broken"},
+    ]})).await;
+    assert_eq!(code, 207, "{body}");
+
+    // Then older events, arriving later: timestamps reversed, offsets mixed, duplicates. A
+    // view that kept the last arrival would end at "created".
+    let mut last_put = Value::Null;
     for (status, timestamp) in [
         ("delivered", "2024-05-01T15:00:00+02:00"),
         ("shipped", "2024-05-01T12:00:00Z"),
@@ -88,28 +100,47 @@ async fn newest_event_wins_whatever_the_order() {
         )
         .await;
         assert_eq!(code, 202, "{body}");
+        last_put = body;
     }
-    let (code, body) = post(&client, format!("{}/events/batch", serve.base), &json!({"events": [
-        {"id": "order-9", "status": "packed", "timestamp": "2024-05-01T12:30:00Z"},
-        {"id": "order-9", "status": "returned", "timestamp": "2024-05-01T13:30:00.000000001Z", "data": {"reason": "damaged"}},
-        {"id": "order-10", "status": "created"},
-        {"id": "", "status": "broken"},
-    ]})).await;
-    assert_eq!(code, 207, "{body}");
-
-    // Newest: 13:30:00.000000001Z ("returned"), later than 15:00+02:00 = 13:00Z ("delivered").
-    let message = format!("{}/messages/order-9", serve.base);
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        let response = client.get(&message).send().await.unwrap();
-        if response.status() == 200 {
-            last = response.json().await.unwrap();
-            if last["status"] == "returned" {
-                break;
-            }
+    // Read once, after the processor's checkpoint has passed the last event put: a read that
+    // stopped at the first "returned" would pass a view that later fell back to "created".
+    let shard = last_put["shard_id"].as_str().unwrap().to_owned();
+    let sequence = SequenceNumber::parse(last_put["sequence_number"].as_str().unwrap()).unwrap();
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let shards: Value = client
+            .get(format!("{}/shards", serve.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        caught_up = shards["shards"].as_array().unwrap().iter().any(|s| {
+            s["shard_id"] == shard.as_str()
+                && s["sequence_number"]
+                    .as_str()
+                    .and_then(|n| SequenceNumber::parse(n).ok())
+                    .is_some_and(|n| n >= sequence)
+        });
+        if caught_up {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        caught_up,
+        "the processor never checkpointed {shard} past {sequence}"
+    );
+    // Newest: 13:30:00.000000001Z ("returned"), later than 15:00+02:00 = 13:00Z ("delivered").
+    let last: Value = client
+        .get(format!("{}/messages/order-9", serve.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(last["status"], "returned", "{last}");
     assert_eq!(last["data"], json!({"reason": "damaged"}));
     assert_eq!(last["timestamp"], "2024-05-01T13:30:00.000000001Z");

@@ -1,5 +1,6 @@
 //! Fault-injecting wrappers around any adapter: random failures at a set rate, or "down" until
-//! told otherwise. The real engines used in tests (LocalStack, DynamoDB Local) never throttle,
+//! told otherwise; and, at a rate of their own, calls that take effect and then fail (the
+//! timeout a real network gives after the write was applied), so a test meets both outcomes. The real engines used in tests (LocalStack, DynamoDB Local) never throttle,
 //! so throttling and partial failures are exercised through these.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use crate::ports::*;
 pub struct Faults {
     rng: Mutex<fastrand::Rng>,
     rate_per_million: AtomicU32,
+    after_per_million: AtomicU32,
     down: AtomicBool,
     injected: AtomicU64,
 }
@@ -23,6 +25,7 @@ impl Faults {
         Arc::new(Self {
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             rate_per_million: AtomicU32::new(0),
+            after_per_million: AtomicU32::new(0),
             down: AtomicBool::new(false),
             injected: AtomicU64::new(0),
         })
@@ -32,6 +35,13 @@ impl Faults {
     pub fn set_failure_rate(&self, rate: f64) {
         let per_million = (rate.clamp(0.0, 1.0) * 1_000_000.0) as u32;
         self.rate_per_million.store(per_million, Ordering::SeqCst);
+    }
+
+    /// Fraction of the calls that got through which then fail anyway, their effect kept: the
+    /// caller cannot tell them from a call that never happened, as after a real timeout.
+    pub fn set_fail_after_rate(&self, rate: f64) {
+        let per_million = (rate.clamp(0.0, 1.0) * 1_000_000.0) as u32;
+        self.after_per_million.store(per_million, Ordering::SeqCst);
     }
 
     /// While down, every call fails.
@@ -61,6 +71,35 @@ impl Faults {
     fn store_error(&self) -> StoreError {
         StoreError::Throttled("injected fault".into())
     }
+
+    /// Whether a call that took effect fails anyway.
+    fn strikes_after(&self) -> bool {
+        let rate = self.after_per_million.load(Ordering::SeqCst);
+        let hit = rate > 0 && {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            rng.u32(0..1_000_000) < rate
+        };
+        if hit {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
+    }
+
+    /// `result`, unless the call is to fail after taking effect.
+    fn after<T, E>(&self, result: Result<T, E>, timed_out: impl FnOnce() -> E) -> Result<T, E> {
+        match result {
+            Ok(_) if self.strikes_after() => Err(timed_out()),
+            other => other,
+        }
+    }
+}
+
+fn store_timed_out() -> StoreError {
+    StoreError::Unavailable("injected fault: timed out after the write took effect".into())
+}
+
+fn stream_timed_out() -> StreamError {
+    StreamError::Unavailable("injected fault: timed out after the put took effect".into())
 }
 
 /// A stream whose calls, and PutRecords entries one by one, fail as throttled.
@@ -87,7 +126,8 @@ impl<S: StreamWriter> StreamWriter for Faulty<S> {
         if self.faults.strikes() {
             return Err(StreamError::Throttled("injected fault".into()));
         }
-        self.inner.put(record).await
+        self.faults
+            .after(self.inner.put(record).await, stream_timed_out)
     }
 
     /// Entries picked to fail are never sent; the others go through in one real call, so the
@@ -106,7 +146,9 @@ impl<S: StreamWriter> StreamWriter for Faulty<S> {
         let mut sent = if to_send.is_empty() {
             Vec::new()
         } else {
-            self.inner.put_many(&to_send).await?
+            // A timeout after the call: its entries are on the stream, the caller knows none.
+            self.faults
+                .after(self.inner.put_many(&to_send).await, stream_timed_out)?
         }
         .into_iter();
         Ok(fail
@@ -134,7 +176,8 @@ macro_rules! faulty_store_write {
                 if self.faults.strikes() {
                     return Err(self.faults.store_error());
                 }
-                self.inner.$method($arg).await
+                self.faults
+                    .after(self.inner.$method($arg).await, store_timed_out)
             }
         }
     };
@@ -148,14 +191,16 @@ impl<S: CheckpointWriter> CheckpointWriter for Faulty<S> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.advance(checkpoint).await
+        self.faults
+            .after(self.inner.advance(checkpoint).await, store_timed_out)
     }
 
     async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.note_behind(behind).await
+        self.faults
+            .after(self.inner.note_behind(behind).await, store_timed_out)
     }
 }
 faulty_store_write!(DeadLetterWriter::put(letter: &DeadLetter) -> ());
@@ -167,7 +212,8 @@ impl<S: ArchiveWriter> ArchiveWriter for Faulty<S> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.put(key, body).await
+        self.faults
+            .after(self.inner.put(key, body).await, store_timed_out)
     }
 }
 
@@ -183,7 +229,8 @@ impl<S: IdempotencyStore> IdempotencyStore for Faulty<S> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.claim(record, now).await
+        self.faults
+            .after(self.inner.claim(record, now).await, store_timed_out)
     }
 
     async fn take_over(
@@ -195,23 +242,30 @@ impl<S: IdempotencyStore> IdempotencyStore for Faulty<S> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner
-            .take_over(key, expected_lease_ms, lease_until_ms)
-            .await
+        self.faults.after(
+            self.inner
+                .take_over(key, expected_lease_ms, lease_until_ms)
+                .await,
+            store_timed_out,
+        )
     }
 
     async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.complete(key, lease_ms, answer).await
+        self.faults.after(
+            self.inner.complete(key, lease_ms, answer).await,
+            store_timed_out,
+        )
     }
 
     async fn release(&self, key: &str, lease_ms: i64) -> Result<bool, StoreError> {
         if self.faults.strikes() {
             return Err(self.faults.store_error());
         }
-        self.inner.release(key, lease_ms).await
+        self.faults
+            .after(self.inner.release(key, lease_ms).await, store_timed_out)
     }
 }
 
@@ -232,5 +286,46 @@ impl<S: StatusWriter> StatusWriter for RefusesRows<S> {
             ));
         }
         self.inner.apply(row).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::adapters::memory::MemoryStatusStore;
+    use crate::domain::{SequenceNumber, VersionKey};
+
+    fn row(id: &str) -> StatusRow {
+        StatusRow {
+            id: id.into(),
+            status: "s".into(),
+            timestamp: "2024-01-01T00:00:00Z".into(),
+            data: None,
+            received_at: "2024-01-01T00:00:00Z".into(),
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: SequenceNumber::parse("1").unwrap(),
+            version: VersionKey("1".into()),
+            updated_at: "2024-01-01T00:00:00Z".into(),
+        }
+    }
+
+    /// A fault before the call leaves nothing; a fault after it keeps the write and still
+    /// answers an error, as a timeout after the write does.
+    #[tokio::test]
+    async fn a_fault_after_the_call_keeps_its_effect() {
+        let store = Arc::new(MemoryStatusStore::default());
+        let faults = Faults::new(7);
+        let faulty = Faulty::new(store.clone(), &faults);
+
+        faults.set_failure_rate(1.0);
+        assert!(faulty.apply(row("before")).await.is_err());
+        assert!(store.get("before").await.unwrap().is_none());
+
+        faults.set_failure_rate(0.0);
+        faults.set_fail_after_rate(1.0);
+        assert!(faulty.apply(row("after")).await.is_err());
+        assert!(store.get("after").await.unwrap().is_some());
+        assert_eq!(faults.injected(), 2);
     }
 }
