@@ -49,15 +49,23 @@ impl Pipeline {
 
     /// The ingest API as it runs at `now` (a later `now` is a later request on the same state).
     fn api_at(&self, now: EventTime) -> Api {
+        self.api_with_keys(
+            now,
+            Arc::new(Faulty::new(
+                self.memory.idempotency.clone(),
+                &self.key_faults,
+            )),
+        )
+    }
+
+    /// As [`Self::api_at`], with `keys` in front of the pipeline's idempotency keys.
+    fn api_with_keys(&self, now: EventTime, keys: Arc<dyn IdempotencyStore>) -> Api {
         let adapters = Adapters::in_memory(self.memory.clone())
             .with_stream_writer(Arc::new(Faulty::new(
                 self.memory.stream.clone(),
                 &self.stream_faults,
             )))
-            .with_idempotency_store(Arc::new(Faulty::new(
-                self.memory.idempotency.clone(),
-                &self.key_faults,
-            )));
+            .with_idempotency_store(keys);
         let retry = RetryPolicy {
             max_attempts: 2,
             base_delay: Duration::from_micros(10),
@@ -344,6 +352,83 @@ async fn a_dead_holder_blocks_retries_for_the_lease_then_is_taken_over() {
     assert_eq!(records.len(), 1);
     let on_stream: Value = serde_json::from_slice(&records[0].data).unwrap();
     assert_eq!(on_stream["timestamp"], t0().to_rfc3339());
+
+    let again = p
+        .api_at(late.saturating_add(Duration::from_secs(1)))
+        .handle(post("/events", body, Some("k")))
+        .await;
+    assert!(replayed(&again));
+    assert_eq!(again.body, taken_over.body);
+    assert_eq!(p.records(), 1);
+}
+
+/// The keys' store, every call but the release going through: the crash point between a failed
+/// put and freeing its key.
+struct ReleaseFails(Arc<tidemark::adapters::memory::MemoryIdempotencyStore>);
+
+#[async_trait::async_trait]
+impl IdempotencyStore for ReleaseFails {
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: EventTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.0.claim(record, now).await
+    }
+
+    async fn take_over(
+        &self,
+        key: &str,
+        expected_lease_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.0
+            .take_over(key, expected_lease_ms, lease_until_ms)
+            .await
+    }
+
+    async fn complete(&self, key: &str, lease_ms: i64, answer: &str) -> Result<bool, StoreError> {
+        self.0.complete(key, lease_ms, answer).await
+    }
+
+    async fn release(&self, _: &str, _: i64) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("the release never arrived".into()))
+    }
+}
+
+/// The stream is down and so is the release of the key: 503, the key stays in progress; a retry
+/// within its lease is told to wait (409), one after it takes the key over and puts the event
+/// exactly once, and the retry after that is a replay.
+#[tokio::test]
+async fn a_failed_release_holds_the_key_for_its_lease_then_a_takeover_puts_once() {
+    let p = Pipeline::new();
+    let body = r#"{"id":"a","status":"s"}"#;
+    p.stream_faults.set_down(true);
+    let failed = p
+        .api_with_keys(t0(), Arc::new(ReleaseFails(p.memory.idempotency.clone())))
+        .handle(post("/events", body, Some("k")))
+        .await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!p.memory.idempotency.is_empty(), "the key is still held");
+    assert_eq!(p.records(), 0);
+    p.stream_faults.set_down(false);
+
+    let in_lease = p
+        .api_at(t0().saturating_add(IDEMPOTENCY_LEASE / 2))
+        .handle(post("/events", body, Some("k")))
+        .await;
+    assert_eq!(in_lease.status, StatusCode::CONFLICT);
+    assert_eq!(error_of(&in_lease).0, "idempotency_in_progress");
+    assert_eq!(p.records(), 0);
+
+    let late = t0().saturating_add(IDEMPOTENCY_LEASE + Duration::from_secs(1));
+    let taken_over = p
+        .api_at(late)
+        .handle(post("/events", body, Some("k")))
+        .await;
+    assert_eq!(taken_over.status, StatusCode::ACCEPTED);
+    assert!(!replayed(&taken_over));
+    assert_eq!(p.records(), 1);
 
     let again = p
         .api_at(late.saturating_add(Duration::from_secs(1)))

@@ -566,20 +566,29 @@ async fn dynamodb_calls_per_batch_are_minimal() {
 
 /// A failed write reports the lowest sequence number among that id's records, and the
 /// checkpoint stops just below it.
+/// STATUS failing for one id only, as a throttled partition would.
+struct FailsOneId {
+    inner: Arc<tidemark::adapters::memory::MemoryStatusStore>,
+    id: &'static str,
+}
+
+#[async_trait::async_trait]
+impl StatusWriter for FailsOneId {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        if row.id == self.id {
+            return Err(StoreError::Throttled("this id's partition".into()));
+        }
+        self.inner.apply(row).await
+    }
+}
+
+/// Ids in the batch: 2, 1, 3, 1. Only id 1 fails, so the answer must be id 1's lowest record
+/// (the second of the batch): not the batch's first record (id 2's, applied), and not the
+/// record it tried to write (id 1's newest, the fourth).
 #[tokio::test]
 async fn a_failed_id_is_reported_at_its_lowest_record() {
-    let chaos = Chaos {
-        shards: 1,
-        write_concurrency: 1,
-        status_failure_rate: 0.0,
-        deadletter_failure_rate: 0.0,
-        checkpoint_failure_rate: 0.0,
-        redeliver_per_mille: 0,
-        crash_per_mille: 0,
-        seed: 5,
-    };
-    let world = World::new(&chaos);
-    let records: Vec<Produced> = [1u8, 2, 1, 3]
+    let memory = MemoryBackend::new(1);
+    let records: Vec<Produced> = [2u8, 1, 3, 1]
         .iter()
         .map(|&id| Produced::Event {
             id,
@@ -590,29 +599,30 @@ async fn a_failed_id_is_reported_at_its_lowest_record() {
             refused: false,
         })
         .collect();
-    produce(&world.memory.stream, &records).await;
-    let batch = read_batch(
-        &world.memory.stream,
-        "shardId-000000000000",
-        &StartPosition::TrimHorizon,
-        100,
-    )
-    .await;
-    world.faults[0].set_down(true);
-    let outcome = world
-        .mapping
-        .run_batch("shardId-000000000000", &batch)
-        .await;
-    assert_eq!(outcome.failure.as_ref(), Some(&batch[0].sequence_number));
-    assert_eq!(world.checkpoint("shardId-000000000000").await, None);
-    world.faults[0].set_down(false);
-    let outcome = world
-        .mapping
-        .run_batch("shardId-000000000000", &batch)
-        .await;
-    assert_eq!(outcome.failure, None);
-    assert_eq!(
-        world.checkpoint("shardId-000000000000").await,
-        Some(batch[3].sequence_number.clone())
+    produce(&memory.stream, &records).await;
+    let shard = "shardId-000000000000";
+    let batch = read_batch(&memory.stream, shard, &StartPosition::TrimHorizon, 100).await;
+    assert_eq!(batch.len(), 4);
+    let processor = tidemark::consumers::processor::Processor::new(
+        Arc::new(FailsOneId {
+            inner: memory.status.clone(),
+            id: "id-1",
+        }),
+        memory.dead_letters.clone(),
+        ProcessorSettings::default(),
+        Arc::new(FixedClock(base().saturating_add(Duration::from_secs(60)))),
     );
+    let mapping = CheckpointedConsumer::new(Arc::new(processor), memory.checkpoints.clone());
+    let outcome = mapping.run_batch(shard, &batch).await;
+    assert_eq!(outcome.failure.as_ref(), Some(&batch[1].sequence_number));
+    // Only what lies below the failure is claimed: id 2's record.
+    let checkpoint = memory.checkpoints.get(shard).await.unwrap();
+    assert_eq!(
+        checkpoint.map(|c| c.sequence_number),
+        Some(batch[0].sequence_number.clone())
+    );
+    // The other ids were applied all the same.
+    assert!(memory.status.get("id-2").await.unwrap().is_some());
+    assert!(memory.status.get("id-3").await.unwrap().is_some());
+    assert!(memory.status.get("id-1").await.unwrap().is_none());
 }

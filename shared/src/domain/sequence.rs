@@ -7,9 +7,24 @@ use super::limits::MAX_SEQUENCE_DIGITS;
 
 /// A validated Kinesis sequence number. The text is kept exactly as Kinesis gave it (it is echoed
 /// back as a batch item failure, which must match), while comparisons ignore leading zeros and
-/// compare by magnitude: "9" < "10", which plain text comparison gets wrong.
-#[derive(Clone, Debug, Eq, PartialEq, Hash)]
+/// compare by magnitude: "9" < "10", which plain text comparison gets wrong. Equality and hashing
+/// agree with that order ("007" equals "7"), so a map and a comparison never disagree.
+#[derive(Clone, Debug)]
 pub struct SequenceNumber(String);
+
+impl PartialEq for SequenceNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.significant_digits() == other.significant_digits()
+    }
+}
+
+impl Eq for SequenceNumber {}
+
+impl std::hash::Hash for SequenceNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.significant_digits().hash(state);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceNumberError {
@@ -102,8 +117,13 @@ mod tests {
     #[test]
     fn compares_by_magnitude_not_text() {
         assert!(seq("9") < seq("10"));
-        assert!(seq("0010") == seq("0010"));
         assert_eq!(seq("0010").cmp(&seq("10")), Ordering::Equal);
+        // Equality and hashing follow the order, not the text.
+        assert_eq!(seq("0010"), seq("10"));
+        assert_ne!(seq("100"), seq("10"));
+        let hashed: std::collections::HashSet<SequenceNumber> =
+            [seq("0010"), seq("10"), seq("010")].into_iter().collect();
+        assert_eq!(hashed.len(), 1);
         assert!(seq("49590338271490256608559692538361571095921575989136588898") > seq("9"));
     }
 
