@@ -46,15 +46,23 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
     let running = Running::start(adapters.clone(), quick_settings()).await;
     let http = reqwest::Client::new();
     // 8 ids, 5 events each, posted out of order in time.
-    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
     let mut events = Vec::new();
     for n in 0..40u32 {
         let id = format!("order-{}", n % 8);
         let status = format!("s{n}");
         let second = (n * 7) % 50;
         events.push(json!({"id": id, "status": status, "timestamp": format!("2024-05-01T12:00:{second:02}Z"), "data": {"n": n}}));
-        expected.entry(id).or_default().push(status);
+        expected.entry(id).or_default().push((second, status));
     }
+    // Each id's statuses, newest event time first (an id's five seconds are distinct).
+    let expected: BTreeMap<String, Vec<String>> = expected
+        .into_iter()
+        .map(|(id, mut timed)| {
+            timed.sort_unstable_by_key(|(second, _)| std::cmp::Reverse(*second));
+            (id, timed.into_iter().map(|(_, status)| status).collect())
+        })
+        .collect();
     let answer: Value = http
         .post(format!("{}/events/batch", running.base))
         .json(&json!({"events": events}))
@@ -86,7 +94,12 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
         let mut sorted = times.clone();
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         assert_eq!(times, sorted, "newest first");
-        let current: Vec<_> = events.iter().filter(|e| e["current"] == true).collect();
+        // Every accepted event of the id, by status, newest event time first.
+        let listed: Vec<&str> = events
+            .iter()
+            .map(|e| e["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, *statuses, "the history of {id}");
         // STATUS may lag HISTORY by a batch: wait for the row, then exactly one entry is it.
         let row: Value = wait_for(&format!("STATUS of {id}"), 60, || async {
             let response = http
@@ -99,8 +112,23 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
             (row["status"] == events[0]["status"]).then_some(row)
         })
         .await;
-        assert!(current.len() <= 1);
         assert_eq!(row["data"], events[0]["data"]);
+        let again: Value = http
+            .get(format!("{}/messages/{id}/history?limit=50", running.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let current: Vec<&Value> = again["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["current"] == true)
+            .collect();
+        assert_eq!(current.len(), 1, "exactly one entry is STATUS's: {again}");
+        assert_eq!(current[0]["status"], row["status"]);
     }
 
     // GET /shards shows both consumers' checkpoints; the archiver's rows are its own in OPLOG.

@@ -363,15 +363,19 @@ async fn dynamodb_outage_then_recovery_loses_nothing() {
     running.stop().await;
 }
 
-/// Records which shard each STATUS write came from, in order.
+/// Records which shard each STATUS write came from, in order; writes wait until `open` is true,
+/// so records pile up on the parent and on the children before any is applied.
 struct ApplyOrder {
     inner: Arc<dyn StatusWriter>,
     shards: Mutex<Vec<String>>,
+    open: tokio::sync::watch::Receiver<bool>,
 }
 
 #[async_trait::async_trait]
 impl StatusWriter for ApplyOrder {
     async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|open| *open).await;
         self.shards.lock().unwrap().push(row.shard_id.clone());
         self.inner.apply(row).await
     }
@@ -381,9 +385,11 @@ impl StatusWriter for ApplyOrder {
 async fn a_split_while_events_flow_keeps_per_id_order() {
     let r = Resources::create("reshard", 1).await;
     let aws = r.adapters();
+    let (open, gate) = tokio::sync::watch::channel(false);
     let order = Arc::new(ApplyOrder {
         inner: aws.status_writer(),
         shards: Mutex::new(Vec::new()),
+        open: gate,
     });
     let pipeline = aws.clone().with_status_writer(order.clone());
     let running = Running::start(pipeline, quick_settings()).await;
@@ -437,12 +443,16 @@ async fn a_split_while_events_flow_keeps_per_id_order() {
     for round in 5..10 {
         post_round(round).await;
     }
+    // Only now is anything applied: the parent still holds its records while the children hold
+    // theirs, so the order below is the mapping's doing, not the parent's being drained early.
+    open.send(true).unwrap();
     let expected: Vec<(String, String)> = (0..6)
         .map(|id| (format!("id-{id}"), "round-9".to_owned()))
         .collect();
     wait_for_statuses(&http, &running.base, &expected, 60).await;
     let writes = order.shards.lock().unwrap().clone();
     let parent_id = parent.shard_id().to_owned();
+    assert!(writes.contains(&parent_id), "the parent was read");
     let first_child = writes
         .iter()
         .position(|s| *s != parent_id)
