@@ -3,6 +3,7 @@
 1. Least privilege: no IAM statement in a role grants an action on Resource "*" or any other
    wildcard, other than the objects of one of the stack's resources ("${ArchiveBucket.Arn}/*").
    Every branch of an Fn::If, the template of an Fn::Sub and the parts of an Fn::Join are read.
+   No function takes SAM `Policies:` (they would escape this rule): roles are written inline.
 2. Every function gets every TIDEMARK_* name the Lambdas require (shared/src/config.rs); a
    missing one would only show up as a function that refuses to start after deploy.
 3. The event source mapping keeps the settings the processor's guarantees depend on.
@@ -10,7 +11,8 @@
    read scopes in JWT mode, and the stage is throttled.
 
 Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
-    .tools/aws-sam-cli/bin/python infra/sam/check_template.py
+    .tools/aws-sam-cli/bin/python infra/sam/check_template.py [TEMPLATE]
+scripts/check-template also runs it on infra/sam/bad-template.yaml, which must fail each rule.
 """
 
 import json
@@ -19,7 +21,7 @@ import sys
 
 from cfnlint.decode import cfn_yaml
 
-TEMPLATE = "template.yaml"
+TEMPLATE = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
 CONFIG = "shared/src/config.rs"
 OPENAPI = "shared/openapi.json"
 REQUIRED_NAMES = [
@@ -78,6 +80,9 @@ def wildcard_resources(statement):
 
 def main():
     template = cfn_yaml.load(TEMPLATE)
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function" and "Policies" in resource.get("Properties", {}):
+            problems.append(f"{name}: SAM Policies are not checked for least privilege; give it an inline Role")
     resources = template["Resources"]
 
     for name, resource in resources.items():
@@ -153,6 +158,9 @@ def main():
             problems.append(f"route {key}: AuthorizationScopes should be {scopes} in JWT mode")
         if "AuthorizationType" not in props:
             problems.append(f"route {key}: no AuthorizationType")
+    stages = [name for name, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+    if not stages:
+        problems.append("no AWS::ApiGatewayV2::Stage: the API would have no throttling")
     for name, resource in resources.items():
         if resource["Type"] == "AWS::ApiGatewayV2::Stage":
             settings = resource["Properties"].get("DefaultRouteSettings", {})
