@@ -312,6 +312,11 @@ where
     }
 }
 
+/// The JSON answer to `request`; the test fails when it cannot be sent or is not JSON.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// GET /messages/{id}: the row, or `None` when unknown.
 pub async fn message(http: &reqwest::Client, base: &str, id: &str) -> Option<serde_json::Value> {
     let response = http

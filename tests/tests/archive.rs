@@ -19,7 +19,7 @@ use tidemark::domain::SystemClock;
 use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild_from_archive, ArchiveKeys, ArchiveRebuild, RebuildProgress};
 use tidemark::run::registry::{ConsumerSettings, Registration};
-use tidemark_tests::{quick_settings, wait_for, Resources, Running};
+use tidemark_tests::{json_answer, quick_settings, wait_for, Resources, Running};
 
 /// Every record in the archive, by (shard, sequence number), with its bytes.
 async fn archived(archive: &dyn ArchiveReader) -> BTreeMap<(String, String), Bytes> {
@@ -113,14 +113,8 @@ async fn posted_events_reach_the_archive_and_history_and_rebuild_equals_status()
         })
         .await;
         assert_eq!(row["data"], events[0]["data"]);
-        let again: Value = http
-            .get(format!("{}/messages/{id}/history?limit=50", running.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let again: Value =
+            json_answer(http.get(format!("{}/messages/{id}/history?limit=50", running.base))).await;
         let current: Vec<&Value> = again["events"]
             .as_array()
             .unwrap()
@@ -363,14 +357,7 @@ async fn serve_restarted_over_its_data_dir_keeps_the_archive_history_and_status(
         .unwrap();
     assert_eq!(report.records, 3);
     let running = Running::start(second, quick_settings()).await;
-    let row: Value = http
-        .get(format!("{}/messages/a", running.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let row: Value = json_answer(http.get(format!("{}/messages/a", running.base))).await;
     assert_eq!(row["status"], "shipped", "STATUS is back: {row}");
     let body = history(running.base.clone(), "a", 2).await;
     assert_eq!(body["events"][0]["current"], true);

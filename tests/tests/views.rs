@@ -20,7 +20,7 @@ use tidemark::domain::status_view::{ViewChange, ViewEntry};
 use tidemark::domain::{Clock, SequenceNumber, SystemClock};
 use tidemark::ports::*;
 use tidemark::run::registry::{Metrics, Registration, Registry};
-use tidemark_tests::{quick_settings, wait_for, Resources, Running};
+use tidemark_tests::{json_answer, quick_settings, wait_for, Resources, Running};
 
 /// A view that only notes which ids it saw: all a new view needs is this type and one
 /// registration.
@@ -98,14 +98,7 @@ async fn a_view_registered_in_one_place_runs_with_its_own_checkpoints() {
     })
     .await;
     assert_eq!(seen.ids.lock().unwrap().len(), 40);
-    let shards: Value = http
-        .get(format!("{}/shards", running.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shards: Value = json_answer(http.get(format!("{}/shards", running.base))).await;
     for shard in shards["shards"].as_array().unwrap() {
         let id = shard["shard_id"].as_str().unwrap();
         assert_eq!(
@@ -193,14 +186,7 @@ async fn assert_routes_match_status(http: &reqwest::Client, base: &str, adapters
             None => break,
         }
     }
-    let counts: Value = http
-        .get(format!("{base}/statuses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = json_answer(http.get(format!("{base}/statuses"))).await;
     let got: BTreeMap<String, i64> = counts["statuses"]
         .as_array()
         .unwrap()
@@ -228,7 +214,7 @@ async fn assert_routes_match_status(http: &reqwest::Client, base: &str, adapters
             if let Some(cursor) = &cursor {
                 url.push_str(&format!("&cursor={cursor}"));
             }
-            let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let page: Value = json_answer(http.get(url)).await;
             for row in page["messages"].as_array().unwrap() {
                 listed.push(row["id"].as_str().unwrap().to_owned());
             }
@@ -276,15 +262,11 @@ async fn serve_in_memory_lists_and_counts_by_status() {
         &mut last,
     )
     .await;
-    let counts: Value = http
-        .get(format!("{}/statuses", running.base))
-        .query(&[("after", token.as_str()), ("wait_ms", "5000")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = json_answer(
+        http.get(format!("{}/statuses", running.base))
+            .query(&[("after", token.as_str()), ("wait_ms", "5000")]),
+    )
+    .await;
     assert!(
         counts["statuses"]
             .as_array()
@@ -292,15 +274,11 @@ async fn serve_in_memory_lists_and_counts_by_status() {
             .contains(&json!({"status": "just-mine", "count": 1})),
         "{counts}"
     );
-    let mine: Value = http
-        .get(format!("{}/statuses/just-mine/messages", running.base))
-        .query(&[("after", token.as_str()), ("wait_ms", "5000")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = json_answer(
+        http.get(format!("{}/statuses/just-mine/messages", running.base))
+            .query(&[("after", token.as_str()), ("wait_ms", "5000")]),
+    )
+    .await;
     assert_eq!(mine["messages"][0]["id"], "mine");
     wait_until_consumed(&adapters, &last).await;
     assert_routes_match_status(&http, &running.base, &adapters).await;
