@@ -1,7 +1,8 @@
 //! Fault-injecting wrappers around any adapter: random failures at a set rate, or "down" until
 //! told otherwise; and, at a rate of their own, calls that take effect and then fail (the
-//! timeout a real network gives after the write was applied), so a test meets both outcomes. The real engines used in tests (LocalStack, DynamoDB Local) never throttle,
-//! so throttling and partial failures are exercised through these.
+//! timeout a real network gives after the write was applied), so a test meets both outcomes.
+//! The real engines used in tests (LocalStack, DynamoDB Local) never throttle, so throttling
+//! and partial failures are exercised through these.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ pub struct Faults {
     after_per_million: AtomicU32,
     down: AtomicBool,
     injected: AtomicU64,
+    injected_after: AtomicU64,
 }
 
 impl Faults {
@@ -28,6 +30,7 @@ impl Faults {
             after_per_million: AtomicU32::new(0),
             down: AtomicBool::new(false),
             injected: AtomicU64::new(0),
+            injected_after: AtomicU64::new(0),
         })
     }
 
@@ -52,6 +55,12 @@ impl Faults {
     /// How many failures were injected so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    /// How many of those failures came after the call took effect: each is a write the caller
+    /// was told failed but that happened (a record on the stream, a row written).
+    pub fn injected_after(&self) -> u64 {
+        self.injected_after.load(Ordering::SeqCst)
     }
 
     fn strikes(&self) -> bool {
@@ -81,6 +90,7 @@ impl Faults {
         };
         if hit {
             self.injected.fetch_add(1, Ordering::SeqCst);
+            self.injected_after.fetch_add(1, Ordering::SeqCst);
         }
         hit
     }
@@ -102,10 +112,10 @@ fn stream_timed_out() -> StreamError {
     StreamError::Unavailable("injected fault: timed out after the put took effect".into())
 }
 
-/// A stream whose calls, and PutRecords entries one by one, fail as throttled.
 /// Any write port with faults injected: the write fails (as a throttle) when the faults strike,
-/// otherwise it goes to `inner`. For the stream, each PutRecords entry is struck on its own, so
-/// partial failures happen as they do on Kinesis.
+/// otherwise it goes to `inner` and, when they strike after, fails as timed out anyway. For the
+/// stream, each PutRecords entry is struck on its own, so partial failures happen as they do on
+/// Kinesis.
 pub struct Faulty<S> {
     pub inner: S,
     pub faults: Arc<Faults>,
