@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use tidemark::adapters::bootstrap::ensure_resources;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::ResourceNames;
+use tidemark::domain::SequenceNumber;
+use tidemark::ports::{ShardReader, StartPosition};
 
 /// Reads a positive number from the environment, or the default.
 pub fn env_usize(var: &str, default: usize) -> usize {
@@ -331,8 +334,10 @@ pub async fn message(http: &reqwest::Client, base: &str, id: &str) -> Option<ser
     }
 }
 
-/// Waits until every (id, status) pair reads back.
-pub async fn wait_for_statuses(
+/// Waits until every (id, status) pair reads back, polling each row. Only for where the
+/// processor's checkpoint cannot move (a test that fails every OPLOG write): elsewhere use
+/// [`wait_for_statuses`], which cannot be passed by a state the row only goes through.
+pub async fn wait_for_rows(
     http: &reqwest::Client,
     base: &str,
     expected: &[(String, String)],
@@ -346,4 +351,86 @@ pub async fn wait_for_statuses(
         })
         .await;
     }
+}
+
+/// Waits until everything on the stream is applied ([`wait_until_applied`]), then reads each id
+/// once: each must hold its expected status. One read after the checkpoints, not a poll until a
+/// match, so a row that passes through the expected state and then moves on fails the test.
+pub async fn wait_for_statuses(
+    http: &reqwest::Client,
+    base: &str,
+    stream: &dyn ShardReader,
+    expected: &[(String, String)],
+    seconds: u64,
+) {
+    wait_until_applied(http, base, stream, seconds).await;
+    for (id, status) in expected {
+        let row = message(http, base, id).await;
+        assert_eq!(
+            row.as_ref().map(|row| &row["status"]),
+            Some(&serde_json::json!(status)),
+            "{id} once every record on the stream was applied: {row:?}"
+        );
+    }
+}
+
+/// The last sequence number of each shard that holds a record.
+pub async fn stream_tails(stream: &dyn ShardReader) -> HashMap<String, SequenceNumber> {
+    let mut tails = HashMap::new();
+    for shard in stream.list_shards().await.unwrap() {
+        let mut iterator = Some(
+            stream
+                .shard_iterator(&shard.shard_id, &StartPosition::TrimHorizon)
+                .await
+                .unwrap(),
+        );
+        while let Some(it) = iterator {
+            let page = stream.get_records(&it, 10_000).await.unwrap();
+            let Some(last) = page.records.last() else {
+                break;
+            };
+            tails.insert(shard.shard_id.clone(), last.sequence_number.clone());
+            iterator = page.next_iterator;
+        }
+    }
+    tails
+}
+
+/// Waits until the processor's checkpoint (`GET /shards`) on every shard has reached the last
+/// record the stream held when this was called: everything put before is applied or set aside.
+pub async fn wait_until_applied(
+    http: &reqwest::Client,
+    base: &str,
+    stream: &dyn ShardReader,
+    seconds: u64,
+) {
+    let tails = stream_tails(stream).await;
+    wait_for(
+        "the processor to checkpoint every shard's last record",
+        seconds,
+        || async {
+            let answer: serde_json::Value = http
+                .get(format!("{base}/shards"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let shards = answer["shards"].as_array()?;
+            tails
+                .iter()
+                .all(|(shard_id, tail)| {
+                    shards.iter().any(|shard| {
+                        shard["shard_id"] == shard_id.as_str()
+                            && shard["sequence_number"]
+                                .as_str()
+                                .and_then(|s| SequenceNumber::parse(s).ok())
+                                .is_some_and(|checkpoint| checkpoint >= *tail)
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
