@@ -5,24 +5,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 use strum::VariantArray;
 use tidemark::adapters::Adapters;
-use tidemark::api::{Api, ApiRequest, ErrorCode, QueryApi, RouteKind, OPENAPI_DOCUMENT};
-use tidemark::domain::Rule;
+use tidemark::api::{
+    Api, ApiRequest, ErrorCode, IngestApi, QueryApi, Route, RouteKind, OPENAPI_DOCUMENT,
+};
+use tidemark::domain::{Limits, Rule, SystemClock};
+use tidemark::publish::{Publisher, RetryPolicy};
 
 fn document() -> Value {
     serde_json::from_str(OPENAPI_DOCUMENT).expect("openapi.json is JSON")
 }
 
-#[test]
-fn every_route_is_documented_and_every_documented_operation_is_routed() {
-    let doc = document();
-    assert_eq!(doc["openapi"], "3.1.0");
-    let documented: BTreeSet<(String, String)> = doc["paths"]
+/// Every (method, path template) the document lists.
+fn documented_operations() -> BTreeSet<(String, String)> {
+    document()["paths"]
         .as_object()
         .unwrap()
         .iter()
@@ -32,14 +34,99 @@ fn every_route_is_documented_and_every_documented_operation_is_routed() {
                 .keys()
                 .filter(|key| !matches!(key.as_str(), "parameters" | "summary" | "description"))
                 .map(move |method| (method.clone(), path.clone()))
+                .collect::<Vec<_>>()
         })
-        .collect();
-    let routed: BTreeSet<(String, String)> = RouteKind::VARIANTS
+        .collect()
+}
+
+fn full_api() -> Api {
+    let adapters = Adapters::memory(1);
+    Api {
+        ingest: Some(IngestApi::new(
+            Publisher::new(adapters.stream_writer(), RetryPolicy::default()),
+            adapters.idempotency_store(),
+            Limits::default(),
+            Arc::new(SystemClock),
+        )),
+        query: Some(QueryApi::new(
+            adapters.status_reader(),
+            adapters.checkpoint_reader(),
+            adapters.shard_reader(),
+        )),
+    }
+}
+
+fn request(method: &str, path: &str) -> ApiRequest {
+    ApiRequest {
+        method: Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+        path: path.into(),
+        query: None,
+        content_type: None,
+        idempotency_key: None,
+        body: Bytes::from_static(b"{}"),
+    }
+}
+
+/// The router itself, not a second table, is held against the document: each documented path,
+/// filled in, is answered by the router under its documented method (anything but "no route"
+/// or 405) and refused with a 405 naming that method under the other; every route the router
+/// has is reached by some documented path; and a path the document lacks is a 404.
+#[tokio::test]
+async fn the_router_serves_exactly_the_documented_operations() {
+    let api = full_api();
+    let mut reached = BTreeSet::new();
+    for (method, template) in documented_operations() {
+        let path = template
+            .replace("{id}", "an%2Fid")
+            .replace("{status}", "in%20transit");
+        let kind = RouteKind::from(&Route::parse(&path));
+        assert_eq!(
+            kind.operation(),
+            Some((method.as_str(), template.as_str())),
+            "{path} routes to {kind:?}"
+        );
+        reached.insert(format!("{kind:?}"));
+
+        let answered = api.handle(request(&method, &path)).await;
+        let body: Value = serde_json::from_slice(&answered.body).unwrap();
+        assert_ne!(
+            answered.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no route")),
+            "{method} {path}: {body}"
+        );
+
+        let other = if method == "get" { "post" } else { "get" };
+        let refused = api.handle(request(other, &path)).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{other} {path}"
+        );
+        assert_eq!(
+            refused
+                .header(&http::header::ALLOW)
+                .and_then(|allow| allow.to_str().ok()),
+            Some(method.to_uppercase().as_str()),
+            "{other} {path}"
+        );
+    }
+    let routed: BTreeSet<String> = RouteKind::VARIANTS
         .iter()
-        .filter_map(|kind| kind.operation())
-        .map(|(method, path)| (method.to_owned(), path.to_owned()))
+        .filter(|kind| **kind != RouteKind::Unknown)
+        .map(|kind| format!("{kind:?}"))
         .collect();
-    assert_eq!(documented, routed);
+    assert_eq!(reached, routed, "every route is documented");
+
+    for path in ["/", "/event", "/messages", "/statuses/x", "/shards/x"] {
+        let response = api.handle(request("get", path)).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
+    }
 }
 
 #[test]
