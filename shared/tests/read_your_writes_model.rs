@@ -196,7 +196,7 @@ proptest! {
                     for shard in &shards {
                         for record in &records_on(&runtime, &memory, shard)[before[shard]..] {
                             prop_assert_eq!(&record.partition_key, &id);
-                            let version = Version::new(at.clone(), record.sequence_number.clone());
+                            let version = Version::new(at, record.sequence_number.clone());
                             puts.insert((shard.clone(), record.sequence_number.clone()), Put { id: id.clone(), version, poison: false });
                             put_now.push((shard.clone(), record.sequence_number.clone()));
                         }

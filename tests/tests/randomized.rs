@@ -196,11 +196,7 @@ async fn randomized(
                 row["status"].as_str(),
                 row["timestamp"].as_str().and_then(EventTime::parse_rfc3339)
             ),
-            (
-                Some(sequence.as_str()),
-                Some(status.as_str()),
-                Some(time.clone())
-            ),
+            (Some(sequence.as_str()), Some(status.as_str()), Some(*time)),
             "{id}: not its newest accepted version"
         );
     }

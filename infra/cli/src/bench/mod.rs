@@ -69,8 +69,11 @@ struct Load {
     /// From a probe being visible in STATUS to its being listed by the status view.
     status_view_lag: Mutex<Histogram<u64>>,
     read_your_writes: Mutex<Histogram<u64>>,
-    /// Reads with a token that answered a state older than the reader's own write.
+    /// Reads with a token answered `200` with a state older than the reader's own write.
     older_than_own_write: AtomicU64,
+    /// Reads with a token answered with neither `200` nor `409` (a `503` under load, say):
+    /// failures, counted apart so that they are not taken for stale reads.
+    own_write_read_errors: AtomicU64,
     running: AtomicBool,
 }
 
@@ -100,6 +103,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         status_view_lag: Mutex::new(histogram()),
         read_your_writes: Mutex::new(histogram()),
         older_than_own_write: AtomicU64::new(0),
+        own_write_read_errors: AtomicU64::new(0),
         running: AtomicBool::new(true),
     });
 
@@ -140,6 +144,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         status_view_lag_us,
         read_your_writes_us,
         older_than_own_write: load.older_than_own_write.load(Ordering::Relaxed),
+        own_write_read_errors: load.own_write_read_errors.load(Ordering::Relaxed),
         ids_correct,
         ids_checked,
         settle: settle_started.elapsed(),

@@ -105,7 +105,8 @@ const OWN_WRITE_WAIT_MS: u64 = 5_000;
 
 /// One read-your-writes client: writes its id (timestamped now, so each write is newer than the
 /// last), then reads it with `?after=TOKEN&wait_ms=…` straight away, retrying on 409. Records
-/// the time from the 202 to the 200, and counts any answer older than the write just made.
+/// the time from the 202 to the 200, and counts any `200` older than the write just made, and
+/// apart from those, answers that were errors.
 pub(super) async fn read_own_writes(load: Arc<Load>, slot: usize) {
     let target = load.options.target.clone();
     let id = format!("own-{}-{slot}", std::process::id());
@@ -138,14 +139,18 @@ pub(super) async fn read_own_writes(load: Arc<Load>, slot: usize) {
                 };
                 match read.status().as_u16() {
                     409 => continue,
-                    code => {
+                    200 => {
                         let row: Value = read.json().await.unwrap_or_default();
-                        if code != 200 || row["status"] != status.as_str() {
+                        if row["status"] != status.as_str() {
                             load.older_than_own_write.fetch_add(1, Ordering::Relaxed);
                         } else {
                             let _ =
                                 lock(&load.read_your_writes).record(micros(accepted_at.elapsed()));
                         }
+                        break;
+                    }
+                    _ => {
+                        load.own_write_read_errors.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                 }

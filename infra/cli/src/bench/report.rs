@@ -19,6 +19,7 @@ pub struct BenchReport {
     /// From a 202 to the first read with its token that answered 200.
     pub read_your_writes_us: Histogram<u64>,
     pub older_than_own_write: u64,
+    pub own_write_read_errors: u64,
     pub ids_checked: usize,
     pub ids_correct: usize,
     pub settle: Duration,
@@ -114,8 +115,13 @@ impl std::fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "older than own write {} (reads with a token that answered an older state; must be 0)",
+            "older than own write {} (reads with a token answered 200 with an older state; must be 0)",
             self.older_than_own_write
+        )?;
+        writeln!(
+            f,
+            "own-write read errors {} (reads with a token answered neither 200 nor 409, e.g. 503)",
+            self.own_write_read_errors
         )?;
         writeln!(f, "STATUS correctness  {}/{} ids at their newest accepted version (checked within {:.1} s)", self.ids_correct, self.ids_checked, self.settle.as_secs_f64())?;
         match self.peak_memory_kib {
