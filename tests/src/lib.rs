@@ -18,7 +18,7 @@ use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::ResourceNames;
 use tidemark::domain::SequenceNumber;
-use tidemark::ports::{ShardReader, StartPosition};
+use tidemark::ports::{ShardReader, StartPosition, StreamRecord};
 
 /// Reads a positive number from the environment, or the default.
 pub fn env_usize(var: &str, default: usize) -> usize {
@@ -374,9 +374,11 @@ pub async fn wait_for_statuses(
     }
 }
 
-/// The last sequence number of each shard that holds a record.
-pub async fn stream_tails(stream: &dyn ShardReader) -> HashMap<String, SequenceNumber> {
-    let mut tails = HashMap::new();
+/// Every record on every shard of the stream, by shard.
+pub async fn all_records(
+    stream: &dyn ShardReader,
+) -> std::collections::BTreeMap<String, Vec<StreamRecord>> {
+    let mut out = std::collections::BTreeMap::new();
     for shard in stream.list_shards().await.unwrap() {
         let mut iterator = Some(
             stream
@@ -384,16 +386,26 @@ pub async fn stream_tails(stream: &dyn ShardReader) -> HashMap<String, SequenceN
                 .await
                 .unwrap(),
         );
+        let mut records = Vec::new();
         while let Some(it) = iterator {
             let page = stream.get_records(&it, 10_000).await.unwrap();
-            let Some(last) = page.records.last() else {
-                break;
-            };
-            tails.insert(shard.shard_id.clone(), last.sequence_number.clone());
-            iterator = page.next_iterator;
+            let empty = page.records.is_empty();
+            records.extend(page.records);
+            // An open shard always hands out a next iterator: an empty page is its end for now.
+            iterator = if empty { None } else { page.next_iterator };
         }
+        out.insert(shard.shard_id, records);
     }
-    tails
+    out
+}
+
+/// The last sequence number of each shard that holds a record.
+pub async fn stream_tails(stream: &dyn ShardReader) -> HashMap<String, SequenceNumber> {
+    all_records(stream)
+        .await
+        .into_iter()
+        .filter_map(|(shard, records)| Some((shard, records.last()?.sequence_number.clone())))
+        .collect()
 }
 
 /// Waits until the processor's checkpoint (`GET /shards`) on every shard has reached the last

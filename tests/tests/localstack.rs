@@ -23,7 +23,8 @@ use tidemark::ports::*;
 use tidemark::publish::RetryPolicy;
 use tidemark::run::replay::replay_range;
 use tidemark_tests::{
-    message, quick_settings, wait_for, wait_for_rows, wait_for_statuses, Outage, Resources, Running,
+    all_records, message, quick_settings, wait_for, wait_for_rows, wait_for_statuses, Outage,
+    Resources, Running,
 };
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
@@ -48,28 +49,6 @@ fn event_bytes(id: &str, status: &str, timestamp: &str) -> Bytes {
             .encode()
             .unwrap(),
     )
-}
-
-/// Every record on every shard of the stream, by shard.
-async fn all_records(stream: &dyn ShardReader) -> BTreeMap<String, Vec<StreamRecord>> {
-    let mut out = BTreeMap::new();
-    for shard in stream.list_shards().await.unwrap() {
-        let mut iterator = Some(
-            stream
-                .shard_iterator(&shard.shard_id, &StartPosition::TrimHorizon)
-                .await
-                .unwrap(),
-        );
-        let mut records = Vec::new();
-        while let Some(it) = iterator {
-            let page = stream.get_records(&it, 10_000).await.unwrap();
-            let empty = page.records.is_empty();
-            records.extend(page.records);
-            iterator = if empty { None } else { page.next_iterator };
-        }
-        out.insert(shard.shard_id, records);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
