@@ -6,4 +6,5 @@
 pub mod bench;
 pub mod bench_dynamodb;
 pub mod coldstart;
+pub mod cost;
 pub mod serve;

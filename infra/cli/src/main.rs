@@ -13,7 +13,8 @@ mod commands;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
-    bench, bench_archive, bench_dynamodb, bootstrap, coldstart, rebuild, replay, serve, verify,
+    bench, bench_archive, bench_dynamodb, bootstrap, coldstart, cost, rebuild, replay, serve,
+    verify,
 };
 
 #[derive(Parser)]
@@ -55,6 +56,10 @@ enum Command {
     /// the stream still holds, through the same processor; resumable (--state), set-aside
     /// records and unreadable archive objects listed at the end.
     Rebuild(rebuild::RebuildArgs),
+    /// The cost per million events for each shape of traffic (single or batched, distinct or
+    /// repeated ids, history and idempotency keys on or off), counted by running the pipeline in
+    /// memory with metered adapters against the price table; and a stack's monthly cost at rest.
+    Cost(cost::CostArgs),
     /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
     /// every id that differs; exits 1 when any does.
     Verify(verify::VerifyArgs),
@@ -69,6 +74,7 @@ async fn main() -> ExitCode {
         Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
         Command::BenchArchive(args) => bench_archive::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Cost(args) => cost::run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,

@@ -7,6 +7,7 @@ pub mod kinesis;
 #[cfg(feature = "lambda-http")]
 pub mod lambda_http;
 pub mod memory;
+pub mod metered;
 pub mod s3;
 pub mod sdk;
 mod set;

@@ -31,6 +31,18 @@ pub trait StatusViewWriter: Send + Sync {
     async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError>;
 }
 
+/// A shared writer is a writer too (`Arc<MemoryStatusView>` behind a wrapper).
+#[async_trait]
+impl<T: StatusViewWriter + ?Sized> StatusViewWriter for std::sync::Arc<T> {
+    async fn entries(&self, ids: &[String]) -> Result<HashMap<String, ViewEntry>, StoreError> {
+        (**self).entries(ids).await
+    }
+
+    async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError> {
+        (**self).commit(changes).await
+    }
+}
+
 /// One page of a status's ids, newest event time first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberPage {

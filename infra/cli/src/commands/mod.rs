@@ -5,6 +5,7 @@ pub mod bench_archive;
 pub mod bench_dynamodb;
 pub mod bootstrap;
 pub mod coldstart;
+pub mod cost;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;

@@ -1,0 +1,79 @@
+//! The template's defaults the cost model needs (memory sizes, batch size, how many enhanced
+//! fan-out consumers and alarms), read from `template.yaml` itself so that the model follows
+//! the template rather than a copy of its numbers.
+
+/// The template, bundled at build time.
+pub const TEMPLATE: &str = include_str!("../../../../template.yaml");
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateDefaults {
+    pub ingest_memory_mb: u32,
+    /// The processor, archiver and status view all run at `ProcessorMemorySize`.
+    pub consumer_memory_mb: u32,
+    pub batch_size: usize,
+    pub efo_consumers: u32,
+    pub alarms: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("template.yaml has no numeric default for the parameter {0}")]
+pub struct MissingDefault(pub &'static str);
+
+impl TemplateDefaults {
+    pub fn bundled() -> Result<Self, MissingDefault> {
+        Self::parse(TEMPLATE)
+    }
+
+    pub fn parse(template: &str) -> Result<Self, MissingDefault> {
+        let count = |kind: &str| {
+            template
+                .lines()
+                .filter(|line| line.trim() == format!("Type: {kind}"))
+                .count() as u32
+        };
+        Ok(Self {
+            ingest_memory_mb: parameter_default(template, "IngestMemorySize")?,
+            consumer_memory_mb: parameter_default(template, "ProcessorMemorySize")?,
+            batch_size: parameter_default(template, "BatchSize")? as usize,
+            efo_consumers: count("AWS::Kinesis::StreamConsumer"),
+            alarms: count("AWS::CloudWatch::Alarm"),
+        })
+    }
+}
+
+/// The `Default:` of a top-level parameter (`  Name:` under `Parameters:`).
+fn parameter_default(template: &str, name: &'static str) -> Result<u32, MissingDefault> {
+    let header = format!("  {name}:");
+    let mut lines = template.lines().skip_while(|line| *line != header);
+    lines.next().ok_or(MissingDefault(name))?;
+    lines
+        .take_while(|line| line.starts_with("    ") || line.trim().is_empty())
+        .find_map(|line| line.trim().strip_prefix("Default:"))
+        .and_then(|value| value.trim().trim_matches('"').parse().ok())
+        .ok_or(MissingDefault(name))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_bundled_template_gives_every_figure() {
+        let defaults = TemplateDefaults::bundled().unwrap();
+        assert_eq!(defaults.batch_size, 1000);
+        assert!(defaults.ingest_memory_mb >= 128 && defaults.consumer_memory_mb >= 128);
+        assert_eq!(defaults.efo_consumers, 1, "the status view's consumer");
+        assert!(defaults.alarms > 0);
+    }
+
+    #[test]
+    fn a_parameter_without_a_default_is_named() {
+        let template = "Parameters:\n  BatchSize:\n    Type: Number\n  Other:\n    Default: 3\n";
+        assert_eq!(
+            parameter_default(template, "BatchSize").unwrap_err().0,
+            "BatchSize"
+        );
+    }
+}
