@@ -9,6 +9,11 @@
 3. The event source mapping keeps the settings the processor's guarantees depend on.
 4. The API has exactly the routes of shared/openapi.json, each authorised, with the write or
    read scopes in JWT mode, and the stage is throttled.
+5. The limits docs/limits.md states hold for the template's defaults: the stage's rate fits the
+   default shards' write capacity and the account's API Gateway quota, a read's longest wait fits
+   the query function's timeout, the batch size is one a Kinesis mapping accepts, the stream
+   keeps records longer than the mapping's retry age, and the consumers' concurrency at the
+   default shard count fits the account's default Lambda concurrency.
 
 Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
     .tools/aws-sam-cli/bin/python infra/sam/check_template.py [TEMPLATE]
@@ -35,6 +40,13 @@ REQUIRED_NAMES = [
     "STATUS_VIEW_TABLE_VAR",
 ]
 CONSUMERS_CRATE = "functions/processor/Cargo.toml"
+LIMITS = "shared/src/domain/limits.rs"
+# Documented AWS quotas (docs/limits.md has the sources), as of the price table's date.
+KINESIS_SHARD_RECORDS_PER_SECOND = 1_000
+API_GATEWAY_ACCOUNT_RATE = 10_000
+API_GATEWAY_ACCOUNT_BURST = 5_000
+KINESIS_MAPPING_MAX_BATCH = 10_000
+LAMBDA_ACCOUNT_CONCURRENCY = 1_000
 
 problems = []
 OWN_CHILDREN = re.compile(r"\$\{[A-Za-z0-9]+\.Arn\}/\*")
@@ -167,11 +179,56 @@ def main():
             if not {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(settings):
                 problems.append(f"{name}: DefaultRouteSettings should set throttling rate and burst")
 
+    check_limits(template, resources, len(consumer_functions))
+
     if problems:
         for problem in problems:
             print(f"template check: {problem}", file=sys.stderr)
         sys.exit(1)
-    print(f"{TEMPLATE}: least privilege, function environment, mapping settings and API routes hold")
+    print(f"{TEMPLATE}: least privilege, function environment, mapping settings, API routes and limits hold")
+
+
+def check_limits(template, resources, consumers):
+    """Rule 5: the stated limits hold for the template's defaults."""
+    parameters = template.get("Parameters", {})
+
+    def default(name):
+        value = parameters.get(name, {}).get("Default")
+        if value is None:
+            problems.append(f"limits: parameter {name} has no default")
+            return None
+        return int(value)
+
+    shards, rate, burst = default("ShardCount"), default("ApiThrottlingRateLimit"), default("ApiThrottlingBurstLimit")
+    if None not in (shards, rate) and rate > shards * KINESIS_SHARD_RECORDS_PER_SECOND:
+        problems.append(f"limits: ApiThrottlingRateLimit {rate}/s exceeds the write capacity of "
+                        f"ShardCount {shards} ({shards * KINESIS_SHARD_RECORDS_PER_SECOND} records/s)")
+    if rate is not None and rate > API_GATEWAY_ACCOUNT_RATE:
+        problems.append(f"limits: ApiThrottlingRateLimit {rate}/s exceeds the account's API Gateway quota ({API_GATEWAY_ACCOUNT_RATE}/s)")
+    if burst is not None and burst > API_GATEWAY_ACCOUNT_BURST:
+        problems.append(f"limits: ApiThrottlingBurstLimit {burst} exceeds the account's API Gateway burst ({API_GATEWAY_ACCOUNT_BURST})")
+
+    match = re.search(r"MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs\((\d+)\)", open(LIMITS).read())
+    timeout = default("HttpTimeoutSeconds")
+    if not match:
+        problems.append(f"limits: MAX_CONSISTENCY_WAIT not found in {LIMITS} (update {__file__})")
+    elif timeout is not None and int(match.group(1)) * 2 > timeout:
+        problems.append(f"limits: a read may wait {match.group(1)} s, more than half of HttpTimeoutSeconds {timeout}")
+
+    batch = parameters.get("BatchSize", {})
+    for key in ("Default", "MaxValue"):
+        if int(batch.get(key, 0)) > KINESIS_MAPPING_MAX_BATCH:
+            problems.append(f"limits: BatchSize {key} {batch[key]} is more than a Kinesis mapping takes ({KINESIS_MAPPING_MAX_BATCH})")
+
+    retention, max_age = default("StreamRetentionHours"), default("MaximumRecordAgeSeconds")
+    if None not in (retention, max_age) and max_age >= retention * 3600:
+        problems.append(f"limits: MaximumRecordAgeSeconds {max_age} is not under StreamRetentionHours {retention} h: "
+                        "a range given up on could no longer be replayed")
+
+    # One batch per shard at a time per consumer (ParallelizationFactor 1, rule 3).
+    if shards is not None and shards * consumers > LAMBDA_ACCOUNT_CONCURRENCY:
+        problems.append(f"limits: {consumers} consumers x ShardCount {shards} need more than the account's "
+                        f"default {LAMBDA_ACCOUNT_CONCURRENCY} concurrent executions")
 
 
 if __name__ == "__main__":
