@@ -8,3 +8,4 @@ pub mod bench_dynamodb;
 pub mod coldstart;
 pub mod cost;
 pub mod serve;
+pub mod smoke;

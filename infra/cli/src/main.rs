@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
     bench, bench_archive, bench_dynamodb, bootstrap, coldstart, cost, rebuild, replay, serve,
-    verify,
+    smoke, verify,
 };
 
 #[derive(Parser)]
@@ -60,6 +60,10 @@ enum Command {
     /// repeated ids, history and idempotency keys on or off), counted by running the pipeline in
     /// memory with metered adapters against the price table; and a stack's monthly cost at rest.
     Cost(cost::CostArgs),
+    /// After a deploy (or against `serve`): post an event and read it back with its token, a
+    /// newer one too, find both in the history, read the shards and the status counts, and with
+    /// --stack check that the template's alarms exist. Exits 1 with the reason on any failure.
+    Smoke(smoke::SmokeArgs),
     /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
     /// every id that differs; exits 1 when any does.
     Verify(verify::VerifyArgs),
@@ -75,6 +79,7 @@ async fn main() -> ExitCode {
         Command::BenchArchive(args) => bench_archive::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Cost(args) => cost::run(args).await,
+        Command::Smoke(args) => smoke::run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,

@@ -247,3 +247,55 @@ async fn bad_requests_get_documented_4xx_errors() {
     }
     assert!(serve.stop().success());
 }
+
+/// `tidemark smoke` (what scripts/smoke runs): it passes against `serve`, and against a wrong URL
+/// it exits 1 naming the step and the URL it could not reach.
+#[tokio::test]
+async fn the_smoke_test_passes_against_serve_and_fails_clearly_on_a_wrong_url() {
+    let serve = Serve::start();
+    let smoke = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["smoke", url, "--attempts", "40"])
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap()
+    };
+    let passed = smoke(&serve.base);
+    let stdout = String::from_utf8_lossy(&passed.stdout);
+    assert!(
+        passed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    for step in [
+        "POST /events -> 202",
+        "with the token -> 200 smoke-delivered",
+        "both events, newest first",
+        "GET /shards ->",
+        "GET /statuses ->",
+        "passed",
+    ] {
+        assert!(stdout.contains(step), "{step} missing from:\n{stdout}");
+    }
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let failed = smoke(&url);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("POST /events: cannot reach") && stderr.contains(&url),
+        "{stderr}"
+    );
+    // A URL that answers, but is not Tidemark.
+    let failed = smoke(&format!("{}/not-tidemark", serve.base));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("POST /events: expected 202, got 404"),
+        "{stderr}"
+    );
+    assert!(serve.stop().success());
+}

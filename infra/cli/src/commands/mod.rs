@@ -9,6 +9,7 @@ pub mod cost;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;
+pub mod smoke;
 pub mod verify;
 
 use std::process::ExitCode;

@@ -41,6 +41,25 @@ impl TemplateDefaults {
     }
 }
 
+/// The logical ids of the template's alarms (CloudFormation names each alarm
+/// `<stack>-<logical id>-<suffix>`).
+pub fn alarm_logical_ids(template: &str) -> Vec<String> {
+    let mut current = None;
+    let mut alarms = Vec::new();
+    for line in template.lines() {
+        if let Some(name) = line
+            .strip_prefix("  ")
+            .and_then(|rest| rest.strip_suffix(':'))
+            .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
+        {
+            current = Some(name.to_owned());
+        } else if line.trim() == "Type: AWS::CloudWatch::Alarm" {
+            alarms.extend(current.take());
+        }
+    }
+    alarms
+}
+
 /// The `Default:` of a top-level parameter (`  Name:` under `Parameters:`).
 fn parameter_default(template: &str, name: &'static str) -> Result<u32, MissingDefault> {
     let header = format!("  {name}:");
@@ -66,6 +85,9 @@ mod tests {
         assert!(defaults.ingest_memory_mb >= 128 && defaults.consumer_memory_mb >= 128);
         assert_eq!(defaults.efo_consumers, 1, "the status view's consumer");
         assert!(defaults.alarms > 0);
+        let ids = alarm_logical_ids(TEMPLATE);
+        assert_eq!(ids.len() as u32, defaults.alarms, "{ids:?}");
+        assert!(ids.iter().all(|id| id.ends_with("Alarm")), "{ids:?}");
     }
 
     #[test]
