@@ -9,3 +9,4 @@ pub mod coldstart;
 pub mod cost;
 pub mod serve;
 pub mod smoke;
+pub mod teardown;

@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
     bench, bench_archive, bench_dynamodb, bootstrap, coldstart, cost, rebuild, replay, serve,
-    smoke, verify,
+    smoke, teardown, verify,
 };
 
 #[derive(Parser)]
@@ -64,6 +64,9 @@ enum Command {
     /// newer one too, find both in the history, read the shards and the status counts, and with
     /// --stack check that the template's alarms exist. Exits 1 with the reason on any failure.
     Smoke(smoke::SmokeArgs),
+    /// After `sam delete`: delete the tables and the versioned archive bucket the stack
+    /// retained (names from TIDEMARK_*), asking first; print the KMS key's deletion command.
+    Teardown(teardown::TeardownArgs),
     /// Compare two STATUS tables id by id (the live one and a rebuilt or restored one) and list
     /// every id that differs; exits 1 when any does.
     Verify(verify::VerifyArgs),
@@ -80,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args).await,
         Command::Cost(args) => cost::run(args).await,
         Command::Smoke(args) => smoke::run(args).await,
+        Command::Teardown(args) => teardown::run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,
