@@ -16,7 +16,7 @@ pub(super) fn consumer_settings(processor: ProcessorSettings) -> ConsumerSetting
 /// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
 /// the archive an earlier run left in the directory, and the in-memory stream numbered past it.
 /// The archive is the only thing kept; a graceful stop archives everything first, so only a
-/// crash loses what was accepted but not yet archived (README).
+/// crash loses what was accepted but not yet archived (docs/serve.md).
 pub async fn restore_from_archive(
     adapters: &Adapters,
     settings: ProcessorSettings,
