@@ -401,7 +401,9 @@ async fn get_message_and_shards() {
         json!({
             "id": "a/b c", "status": "shipped", "timestamp": "2024-05-01T13:00:00+01:00", "data": {"n": 1},
             "received_at": "2024-05-01T12:00:00Z", "shard_id": "shardId-000000000000",
-            "sequence_number": "42", "updated_at": "2024-05-01T12:00:01Z"
+            "sequence_number": "42", "updated_at": "2024-05-01T12:00:01Z",
+            // The row's version key ("k"), opaque.
+            "version": "v1.aw"
         })
     );
     let (status, body) = call(&f, Method::GET, "/messages/a%00b", "").await;
@@ -706,6 +708,79 @@ async fn read_after(f: &Fixture, id: &str, token: &str, wait_ms: u64) -> (Status
         "",
     )
     .await
+}
+
+/// Watching one id (`newer_than`): one holding the current version gets `304` (no body) when
+/// `wait_ms` runs out; an event that loses to the row never wakes it; one started before a newer
+/// write is answered by that write; a made-up version, or one beside `after`, is a 400 naming it.
+#[tokio::test]
+async fn a_watcher_is_answered_by_a_newer_row_and_never_by_a_losing_event() {
+    let f = fixture_api();
+    let f = &f;
+    let post = |status: &str, timestamp: &str| {
+        let body = format!(r#"{{"id":"w","status":"{status}","timestamp":"{timestamp}"}}"#);
+        async move { call(f, Method::POST, "/events", &body).await }
+    };
+    let (code, accepted) = post("packed", "2024-05-01T12:00:00Z").await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{accepted}");
+    apply_all(f, true, &[]).await;
+    let (_, row) = call(f, Method::GET, "/messages/w", "").await;
+    let held = row["version"].as_str().unwrap().to_owned();
+    let watch = |wait_ms: u64| {
+        f.api.handle(request(
+            Method::GET,
+            &format!("/messages/w?newer_than={held}&wait_ms={wait_ms}"),
+            "",
+        ))
+    };
+
+    let unchanged = watch(30).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert!(unchanged.body.is_empty());
+
+    // Older than the row: applied and lost, so nothing changed for the watcher.
+    assert_eq!(
+        post("created", "2024-05-01T11:00:00Z").await.0,
+        StatusCode::ACCEPTED
+    );
+    apply_all(f, true, &[]).await;
+    assert_eq!(watch(30).await.status, StatusCode::NOT_MODIFIED);
+
+    // A watcher waiting while a newer event is posted and applied.
+    let (answered, _) = tokio::join!(watch(5_000), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (code, body) = post("shipped", "2024-05-01T12:00:02Z").await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        apply_all(f, true, &[]).await;
+    });
+    assert_eq!(answered.status, StatusCode::OK);
+    let newer = json_of(&answered);
+    assert_eq!(newer["status"], "shipped");
+    assert_ne!(newer["version"].as_str(), Some(held.as_str()));
+    // Holding the newest version, the watch waits again.
+    let (_, now) = call(f, Method::GET, "/messages/w", "").await;
+    assert_eq!(now["version"], newer["version"]);
+
+    let token = accepted["token"].as_str().unwrap();
+    for (query, field) in [
+        ("newer_than=v1.bm90", "newer_than"),
+        ("newer_than=whatever&wait_ms=10", "newer_than"),
+        (&*format!("newer_than={held}&after={token}"), "newer_than"),
+        ("wait_ms=10", "wait_ms"),
+    ] {
+        let (code, body) = call(f, Method::GET, &format!("/messages/w?{query}"), "").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+    // No row at all: still a 404 once the wait is over.
+    let (code, _) = call(
+        f,
+        Method::GET,
+        &format!("/messages/nobody?newer_than={held}"),
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }
 
 /// Read-your-writes: a read with the token of a 202 answers a state that reflects the write or

@@ -30,6 +30,16 @@ impl ApiResponse {
         Self::json_bytes(status, body.to_string().into_bytes())
     }
 
+    /// `304 Not Modified`: what the client holds is still current. The one answer without a body
+    /// (HTTP forbids one).
+    pub fn not_modified() -> Self {
+        Self {
+            status: StatusCode::NOT_MODIFIED,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
     /// A body that is already JSON text (a STATUS row with its `data` spliced in verbatim).
     pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Self {
         Self {

@@ -16,7 +16,7 @@ pub struct EventTime(i128);
 /// Added to the nanosecond count to make every representable instant (years −9999 to 9999 with
 /// offsets) non-negative, so the fixed-width decimal sort key orders like the instant.
 const SORT_KEY_BIAS: i128 = 1_000_000_000_000_000_000_000;
-const SORT_KEY_DIGITS: usize = 22;
+pub(crate) const SORT_KEY_DIGITS: usize = 22;
 
 impl EventTime {
     /// Parses an RFC 3339 timestamp; `None` when it is not one.

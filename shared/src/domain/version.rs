@@ -2,8 +2,12 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use super::limits::MAX_SEQUENCE_DIGITS;
 use super::sequence::SequenceNumber;
-use super::time::EventTime;
+use super::time::{EventTime, SORT_KEY_DIGITS};
 
 /// (event time, sequence number), compared in that order. Event time carries the producer's view
 /// of order; the sequence number breaks ties in the order Kinesis accepted the records.
@@ -35,9 +39,54 @@ impl Version {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VersionKey(pub String);
 
+/// What a row's `version` names: the opaque text a client holds to ask "anything newer than
+/// this?" (`GET /messages/{id}?newer_than=`).
+const OPAQUE_PREFIX: &str = "v1.";
+/// Longest opaque text this API issues: the prefix and the base64 of a full key, with room.
+const MAX_OPAQUE_CHARS: usize = 256;
+
+/// Why a client's `newer_than` is not a version this API issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a version this API issued: {0}")]
+pub struct VersionTextError(&'static str);
+
 impl VersionKey {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The `version` a row carries: URL-safe, and opaque on purpose (clients compare nothing
+    /// themselves; they hand it back and the server compares keys).
+    pub fn to_opaque(&self) -> String {
+        format!("{OPAQUE_PREFIX}{}", URL_SAFE_NO_PAD.encode(&self.0))
+    }
+
+    /// The key `text` names, if this API could have issued it: the prefix, URL-safe base64, and
+    /// inside exactly the shape [`Version::key`] writes (event-time digits, `#`, sequence
+    /// digits). Anything else is refused, so a made-up value never waits for a change.
+    pub fn from_opaque(text: &str) -> Result<Self, VersionTextError> {
+        if text.len() > MAX_OPAQUE_CHARS {
+            return Err(VersionTextError("longer than any version"));
+        }
+        let encoded = text
+            .strip_prefix(OPAQUE_PREFIX)
+            .ok_or(VersionTextError("unknown format"))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| VersionTextError("not URL-safe base64"))?;
+        let key = String::from_utf8(bytes).map_err(|_| VersionTextError("not text"))?;
+        let shaped = key.split_once('#').is_some_and(|(time, sequence)| {
+            time.len() == SORT_KEY_DIGITS
+                && sequence.len() == MAX_SEQUENCE_DIGITS
+                && time
+                    .bytes()
+                    .chain(sequence.bytes())
+                    .all(|b| b.is_ascii_digit())
+        });
+        if !shaped {
+            return Err(VersionTextError("not a version key"));
+        }
+        Ok(Self(key))
     }
 }
 
@@ -51,6 +100,36 @@ impl fmt::Display for VersionKey {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_opaque_text_round_trips_and_nothing_else_is_taken() {
+        let key = version(
+            5,
+            "49590338271490256608559692538361571095921575989136588898",
+        )
+        .key();
+        let text = key.to_opaque();
+        assert!(
+            text.starts_with("v1.") && !text.contains(['#', '+', '/', '=']),
+            "{text}"
+        );
+        assert_eq!(VersionKey::from_opaque(&text), Ok(key.clone()));
+        let forged = |inner: &str| format!("v1.{}", URL_SAFE_NO_PAD.encode(inner));
+        for bad in [
+            String::new(),
+            "v1.".into(),
+            key.0.clone(),
+            format!("v2.{}", &text[3..]),
+            format!("{text}!"),
+            forged("not a key"),
+            forged(&key.0.replace('#', "-")),
+            forged(&key.0[1..]),
+            forged(&format!("{}0", key.0)),
+            "v1.".to_owned() + &"A".repeat(300),
+        ] {
+            assert!(VersionKey::from_opaque(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn version(nanos: i64, seq: &str) -> Version {
         Version::new(

@@ -86,6 +86,7 @@ pub fn status_row_body(row: &StatusRow) -> Vec<u8> {
         "shard_id": row.shard_id,
         "sequence_number": row.sequence_number,
         "updated_at": row.updated_at,
+        "version": row.version.to_opaque(),
     });
     let mut body = fields.to_string().into_bytes();
     body.pop(); // the closing brace, reopened for `data`
@@ -104,15 +105,35 @@ pub(super) const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
 /// The query parameters of `GET /messages/{id}`.
 struct ReadOptions {
     after: Option<ConsistencyToken>,
+    /// Watching: answer once the row is newer than this version.
+    newer_than: Option<VersionKey>,
     wait: Duration,
 }
 
 impl ReadOptions {
     fn parse(query: Option<&str>) -> Result<Self, FieldError> {
-        let [after, wait_ms] = query_params(query, ["after", "wait_ms"])?;
-        let wait = parse_wait(wait_ms.as_deref(), after.is_some())?;
+        let [after, wait_ms, newer_than] = query_params(query, ["after", "wait_ms", "newer_than"])?;
+        if after.is_some() && newer_than.is_some() {
+            return Err(FieldError::new(
+                "newer_than",
+                Rule::InvalidToken,
+                "newer_than cannot be combined with after: wait for your own write, or watch for \
+                 a change, one at a time",
+            ));
+        }
+        let wait = parse_wait(wait_ms.as_deref(), after.is_some() || newer_than.is_some())?;
         let after = parse_token(after.as_deref())?;
-        Ok(Self { after, wait })
+        let newer_than = newer_than
+            .map(|text| {
+                VersionKey::from_opaque(&text)
+                    .map_err(|e| FieldError::new("newer_than", Rule::InvalidToken, e.to_string()))
+            })
+            .transpose()?;
+        Ok(Self {
+            after,
+            newer_than,
+            wait,
+        })
     }
 }
 
@@ -139,7 +160,8 @@ pub(super) fn query_params<const N: usize>(
     Ok(values)
 }
 
-/// `wait_ms`: 0 to [`MAX_CONSISTENCY_WAIT`], and only beside `after` (what it waits for).
+/// `wait_ms`: 0 to [`MAX_CONSISTENCY_WAIT`], and only beside what it waits for (`after`, or
+/// `newer_than` on `GET /messages/{id}`).
 pub(super) fn parse_wait(wait_ms: Option<&str>, has_after: bool) -> Result<Duration, FieldError> {
     let max_ms = MAX_CONSISTENCY_WAIT.as_millis();
     let Some(text) = wait_ms else {
@@ -163,7 +185,8 @@ pub(super) fn parse_wait(wait_ms: Option<&str>, has_after: bool) -> Result<Durat
         return Err(FieldError::new(
             "wait_ms",
             Rule::Required,
-            "wait_ms waits for the write named by after: give after too",
+            "wait_ms waits for the write named by after (or, reading one id, a change newer \
+             than newer_than): give it too",
         ));
     }
     Ok(Duration::from_millis(ms))
@@ -321,7 +344,14 @@ impl QueryApi {
         query: Option<&str>,
     ) -> Result<ApiResponse, ApiError> {
         validate_id(id, "id")?;
-        let ReadOptions { after, wait } = ReadOptions::parse(query)?;
+        let ReadOptions {
+            after,
+            newer_than,
+            wait,
+        } = ReadOptions::parse(query)?;
+        if let Some(held) = newer_than {
+            return self.watch(id, &held, wait).await;
+        }
         let Some(token) = after else {
             return row_response(id, self.status.get(id).await?);
         };
@@ -339,6 +369,35 @@ impl QueryApi {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(not_yet_visible(row.as_ref(), wait));
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL_PAUSE);
+        }
+    }
+
+    /// Watching one id: the row as soon as its version is newer than `held`, or `304 Not
+    /// Modified` (no body) when `wait` runs out first (`404` if the id still has no row). STATUS
+    /// only ever moves to a newer version, so an event that loses never wakes a watcher, and a
+    /// row read once newer stays newer.
+    async fn watch(
+        &self,
+        id: &str,
+        held: &VersionKey,
+        wait: Duration,
+    ) -> Result<ApiResponse, ApiError> {
+        let deadline = Instant::now() + wait;
+        let mut pause = FIRST_POLL_PAUSE;
+        loop {
+            let row = self.status.get(id).await?;
+            if row.as_ref().is_some_and(|r| r.version > *held) {
+                return row_response(id, row);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return match row {
+                    Some(_) => Ok(ApiResponse::not_modified()),
+                    None => row_response(id, None),
+                };
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_POLL_PAUSE);
