@@ -1,6 +1,6 @@
 //! `tidemark smoke URL`: a short check a user runs against their own stack after a deploy (or
 //! against `serve`): post an event, read it back with its token, post a newer one and read that,
-//! find both in the history, read the shards and the status counts; and, given the stack's name,
+//! watch the id (unchanged: 304), find both in the history, read the shards and the status counts; and, given the stack's name,
 //! that its alarms exist. Each step prints what it saw; the first failure stops with the reason.
 
 use std::time::{Duration, SystemTime};
@@ -184,6 +184,38 @@ impl Smoke {
         );
         self.write_and_read(&id, "smoke-posted").await?;
         self.write_and_read(&id, "smoke-delivered").await?;
+
+        // Watching: holding the current version, nothing newer comes, so the wait ends in 304.
+        let row = self
+            .expect(
+                "GET /messages/{id}",
+                reqwest::Method::GET,
+                &format!("/messages/{id}"),
+                None,
+                200,
+            )
+            .await?;
+        let version = row["version"].as_str().ok_or(SmokeError::Wrong {
+            step: "GET /messages/{id}",
+            reason: format!("the row carries no version: {row}"),
+        })?;
+        let (code, answer) = self
+            .call(
+                "GET /messages/{id}?newer_than",
+                reqwest::Method::GET,
+                &format!("/messages/{id}?newer_than={version}&wait_ms=200"),
+                None,
+            )
+            .await?;
+        if code != 304 {
+            return Err(SmokeError::Unexpected {
+                step: "GET /messages/{id}?newer_than",
+                expected: "304",
+                status: code,
+                body: answer.to_string(),
+            });
+        }
+        println!("ok   GET /messages/{id}?newer_than=<its version> -> 304 unchanged");
 
         let history_path = format!("/messages/{id}/history");
         for attempt in 0..self.attempts {

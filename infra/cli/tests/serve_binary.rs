@@ -270,6 +270,7 @@ async fn the_smoke_test_passes_against_serve_and_fails_clearly_on_a_wrong_url() 
     for step in [
         "POST /events -> 202",
         "with the token -> 200 smoke-delivered",
+        "-> 304 unchanged",
         "both events, newest first",
         "GET /shards ->",
         "GET /statuses ->",
