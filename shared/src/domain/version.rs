@@ -58,7 +58,16 @@ impl VersionKey {
     /// The `version` a row carries: URL-safe, and opaque on purpose (clients compare nothing
     /// themselves; they hand it back and the server compares keys).
     pub fn to_opaque(&self) -> String {
-        format!("{OPAQUE_PREFIX}{}", URL_SAFE_NO_PAD.encode(&self.0))
+        // The sequence part is zero-padded to 128 digits for sorting; the padding is dropped
+        // here (and put back by `from_opaque`) so the text stays short in a URL.
+        let short = match self.0.split_once('#') {
+            Some((time, sequence)) => {
+                let digits = sequence.trim_start_matches('0');
+                format!("{time}#{}", if digits.is_empty() { "0" } else { digits })
+            }
+            None => self.0.clone(),
+        };
+        format!("{OPAQUE_PREFIX}{}", URL_SAFE_NO_PAD.encode(short))
     }
 
     /// The key `text` names, if this API could have issued it: the prefix, URL-safe base64, and
@@ -74,19 +83,20 @@ impl VersionKey {
         let bytes = URL_SAFE_NO_PAD
             .decode(encoded)
             .map_err(|_| VersionTextError("not URL-safe base64"))?;
-        let key = String::from_utf8(bytes).map_err(|_| VersionTextError("not text"))?;
-        let shaped = key.split_once('#').is_some_and(|(time, sequence)| {
-            time.len() == SORT_KEY_DIGITS
-                && sequence.len() == MAX_SEQUENCE_DIGITS
-                && time
-                    .bytes()
-                    .chain(sequence.bytes())
-                    .all(|b| b.is_ascii_digit())
-        });
-        if !shaped {
-            return Err(VersionTextError("not a version key"));
-        }
-        Ok(Self(key))
+        let text = String::from_utf8(bytes).map_err(|_| VersionTextError("not text"))?;
+        let (time, sequence) = text
+            .split_once('#')
+            .filter(|(time, sequence)| {
+                time.len() == SORT_KEY_DIGITS
+                    && (1..=MAX_SEQUENCE_DIGITS).contains(&sequence.len())
+                    && time
+                        .bytes()
+                        .chain(sequence.bytes())
+                        .all(|b| b.is_ascii_digit())
+            })
+            .ok_or(VersionTextError("not a version key"))?;
+        let padding = "0".repeat(MAX_SEQUENCE_DIGITS - sequence.len());
+        Ok(Self(format!("{time}#{padding}{sequence}")))
     }
 }
 
@@ -125,6 +135,7 @@ mod tests {
             forged(&key.0.replace('#', "-")),
             forged(&key.0[1..]),
             forged(&format!("{}0", key.0)),
+            forged(&format!("{}#", &key.0[..22])),
             "v1.".to_owned() + &"A".repeat(300),
         ] {
             assert!(VersionKey::from_opaque(&bad).is_err(), "{bad:?}");
