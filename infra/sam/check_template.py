@@ -17,7 +17,8 @@
 
 Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
     .tools/aws-sam-cli/bin/python infra/sam/check_template.py [TEMPLATE]
-scripts/check-template also runs it on infra/sam/bad-template.yaml, which must fail each rule.
+scripts/check-template also runs it on infra/sam/bad-template.yaml, which must fail each rule, and
+on infra/sam/bad-limits-template.yaml (the concurrency limit, which the first cannot also break).
 """
 
 import json
