@@ -518,6 +518,31 @@ impl IdempotencyStore for FailSecondCall {
     }
 }
 
+/// A batch takes a key per item: an `Idempotency-Key` header on it is refused, naming the
+/// header, before anything is claimed or put (it used to be ignored silently).
+#[tokio::test]
+async fn a_header_key_on_a_batch_is_refused_naming_it() {
+    let p = Pipeline::new();
+    let response = p
+        .api_at(t0())
+        .handle(post(
+            "/events/batch",
+            r#"{"events":[{"id":"a","status":"s"}]}"#,
+            Some("k"),
+        ))
+        .await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(&response),
+        (
+            "unknown_field".to_owned(),
+            Some("Idempotency-Key".to_owned())
+        )
+    );
+    assert_eq!(p.records(), 0);
+    assert!(p.memory.idempotency.is_empty());
+}
+
 /// Concurrent duplicates: the condition decides, so exactly one is put and every other answer
 /// is that one's (replayed) or "in progress".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,19 @@ impl IngestApi {
     /// one covering them all. Items with an `idempotency_key` already answered are answered
     /// again (`"replayed": true`) and not put.
     pub(crate) async fn post_batch(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        // A batch's items carry their own keys; a header key would be silently ignored, and a
+        // client retrying the whole batch on it would put every event again.
+        if request.idempotency_key.is_some() {
+            return Err(FieldError::new(
+                IDEMPOTENCY_KEY_HEADER,
+                Rule::UnknownField,
+                format!(
+                    "{IDEMPOTENCY_KEY_HEADER} is for POST /events; in a batch give each event its \
+                     own idempotency_key"
+                ),
+            )
+            .into());
+        }
         let body = json_body(request)?;
         let received_at = self.clock.now();
         let parsed = parse_batch(body, received_at, &self.limits)?;
