@@ -12,8 +12,9 @@
 5. The limits docs/limits.md states hold for the template's defaults: the stage's rate fits the
    default shards' write capacity and the account's API Gateway quota, a read's longest wait fits
    the query function's timeout, the batch size is one a Kinesis mapping accepts, the stream
-   keeps records longer than the mapping's retry age, and the consumers' concurrency at the
-   default shard count fits the account's default Lambda concurrency.
+   keeps records longer than the mapping's retry age, the consumers' concurrency at the default
+   shard count and the query function's reservation fit the account's default Lambda
+   concurrency, and the query function (whose reads wait) is capped.
 
 Run with the SAM CLI's Python (it brings cfn-lint, whose loader understands !Ref and friends):
     .tools/aws-sam-cli/bin/python infra/sam/check_template.py [TEMPLATE]
@@ -48,6 +49,7 @@ API_GATEWAY_ACCOUNT_RATE = 10_000
 API_GATEWAY_ACCOUNT_BURST = 5_000
 KINESIS_MAPPING_MAX_BATCH = 10_000
 LAMBDA_ACCOUNT_CONCURRENCY = 1_000
+LAMBDA_UNRESERVED_MINIMUM = 100
 
 problems = []
 OWN_CHILDREN = re.compile(r"\$\{[A-Za-z0-9]+\.Arn\}/\*")
@@ -226,10 +228,17 @@ def check_limits(template, resources, consumers):
         problems.append(f"limits: MaximumRecordAgeSeconds {max_age} is not under StreamRetentionHours {retention} h: "
                         "a range given up on could no longer be replayed")
 
-    # One batch per shard at a time per consumer (ParallelizationFactor 1, rule 3).
-    if shards is not None and shards * consumers > LAMBDA_ACCOUNT_CONCURRENCY:
-        problems.append(f"limits: {consumers} consumers x ShardCount {shards} need more than the account's "
-                        f"default {LAMBDA_ACCOUNT_CONCURRENCY} concurrent executions")
+    # One batch per shard at a time per consumer (ParallelizationFactor 1, rule 3), beside what
+    # the query function reserves; AWS keeps 100 of the account's executions unreserved.
+    reserved = int(parameters.get("QueryReservedConcurrency", {}).get("Default", 0))
+    if shards is not None and shards * consumers + reserved > LAMBDA_ACCOUNT_CONCURRENCY - LAMBDA_UNRESERVED_MINIMUM:
+        problems.append(f"limits: {consumers} consumers x ShardCount {shards} and QueryReservedConcurrency {reserved} "
+                        f"need more than the account's default {LAMBDA_ACCOUNT_CONCURRENCY} concurrent executions")
+    # Waiting reads hold an execution for seconds: the query function must be capped.
+    query = resources.get("QueryFunction")
+    if query is not None and "ReservedConcurrentExecutions" not in query.get("Properties", {}):
+        problems.append("limits: QueryFunction has no ReservedConcurrentExecutions: long-polling readers "
+                        "could take every execution of the account")
 
 
 if __name__ == "__main__":
