@@ -15,7 +15,7 @@ use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark_cli::serve::{
     aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings,
     ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
 
@@ -63,9 +63,12 @@ pub struct ServeArgs {
     /// `tidemark replay` command that applies them), like Lambda's MaximumRetryAttempts.
     #[arg(long, default_value_t = DEFAULT_MAX_RETRY_ATTEMPTS, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     max_retry_attempts: u32,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Connections served at once; past it a new one is answered 503 (Retry-After: 1) and closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     max_connections: u32,
+    /// Of those, the most one client (IP address) may hold; past it its new ones get 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_connections_per_client: u32,
     /// Seconds a client has to send a request's headers (also the keep-alive idle timeout).
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout_secs: u64,
@@ -172,6 +175,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             header_read_timeout: Duration::from_secs(args.header_timeout_secs),
             body_read_timeout: Duration::from_secs(args.body_timeout_secs),
             max_connections: args.max_connections as usize,
+            max_connections_per_client: args.max_connections_per_client as usize,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
         ..ServeSettings::default()

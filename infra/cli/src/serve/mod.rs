@@ -1,7 +1,9 @@
 //! `tidemark serve`.
 
+mod admission;
 mod memory;
 
+use admission::Admission;
 use memory::{consumer_settings, trim_consumed};
 pub use memory::{restore_from_archive, TRIM_INTERVAL};
 
@@ -41,7 +43,7 @@ use tidemark::run::rebuild::{
 };
 use tidemark::run::registry::{ConsumerSettings, Registry};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -74,8 +76,12 @@ pub struct NetworkSettings {
     /// Time a client has to send a request's body once its headers arrived: 5 MiB at a slow
     /// 1 Mbit/s takes about 40 s.
     pub body_read_timeout: Duration,
-    /// Connections served at once; past it, new ones wait in the kernel's accept queue.
+    /// Connections served at once; past it, a new one is answered `503` with `Retry-After` and
+    /// closed (see `admission.rs`).
     pub max_connections: usize,
+    /// Of those, the most one client (IP address) may hold, so that no one client can take them
+    /// all.
+    pub max_connections_per_client: usize,
     /// After shutdown is asked for, time for requests in flight to finish before their
     /// connections are dropped.
     pub shutdown_grace: Duration,
@@ -87,6 +93,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Far above what the bench's concurrent clients open, far below the default 1,024 open files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// A quarter of the connections: room for a handful of busy clients, and three quarters left
+/// when one client misbehaves.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Long enough for a batch request in flight; short enough for a container's stop timeout.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -96,6 +105,7 @@ impl Default for NetworkSettings {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -216,7 +226,7 @@ async fn accept_loop(
     network: NetworkSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(Semaphore::new(network.max_connections.max(1)));
+    let admission = Admission::new(network.max_connections, network.max_connections_per_client);
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -230,13 +240,6 @@ async fn accept_loop(
     };
     tokio::pin!(stopping);
     loop {
-        let permit = tokio::select! {
-            () = &mut stopping => break,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = &mut stopping => break,
             accepted = listener.accept() => match accepted {
@@ -249,13 +252,18 @@ async fn accept_loop(
                 }
             },
         };
+        let Some(slot) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection shed: at the connection bound");
+            admission.shed(stream);
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
