@@ -62,12 +62,15 @@ impl Admission {
     /// A slot for a connection from `client`, or `None` past either bound.
     pub(super) fn admit(&self, client: IpAddr) -> Option<Slot> {
         let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
-        let open = counts.entry(client).or_insert(0);
-        if *open >= self.per_client_limit {
+        // Counted only once admitted: a shed client leaves no entry behind.
+        if counts
+            .get(&client)
+            .is_some_and(|open| *open >= self.per_client_limit)
+        {
             return None;
         }
         let permit = self.connections.clone().try_acquire_owned().ok()?;
-        *open += 1;
+        *counts.entry(client).or_insert(0) += 1;
         Some(Slot {
             _permit: permit,
             client,
@@ -103,5 +106,37 @@ impl Admission {
             let _ = tokio::time::timeout(SHED_WRITE_TIMEOUT, written).await;
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_in_all_and_per_client_and_freed_on_drop() {
+        let admission = Admission::new(3, 2);
+        let (a, b) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let first = admission.admit(a);
+        let second = admission.admit(a);
+        assert!(first.is_some() && second.is_some());
+        assert!(admission.admit(a).is_none(), "past a's share");
+        let third = admission.admit(b);
+        assert!(third.is_some());
+        assert!(admission.admit(b).is_none(), "past the bound in all");
+        drop(first);
+        assert!(
+            admission.admit(b).is_some(),
+            "a freed slot goes to whoever comes next"
+        );
+        drop((second, third));
+        let counts = admission
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        assert!(
+            !counts.contains_key(&a),
+            "a client with nothing open leaves no entry"
+        );
     }
 }
