@@ -23,10 +23,8 @@
 
 use std::fmt::Write as _;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-
 use super::limits::{MAX_SEQUENCE_DIGITS, MAX_TOKEN_CHARS};
+use super::opaque;
 use super::sequence::SequenceNumber;
 use super::time::EventTime;
 use super::version::{Version, VersionKey};
@@ -97,23 +95,11 @@ impl ConsistencyToken {
                 }
             }
         }
-        let mut token = String::with_capacity(PREFIX.len() + text.len().div_ceil(3) * 4);
-        token.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(text, &mut token);
-        token
+        opaque::encode(PREFIX, &text)
     }
 
     pub fn decode(token: &str) -> Result<Self, TokenError> {
-        if token.len() > MAX_TOKEN_CHARS {
-            return Err(TokenError("longer than any token this API issues"));
-        }
-        let encoded = token
-            .strip_prefix(PREFIX)
-            .ok_or(TokenError("unknown format"))?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| TokenError("not URL-safe base64"))?;
-        let text = String::from_utf8(bytes).map_err(|_| TokenError("not text"))?;
+        let text = opaque::decode(token, PREFIX, MAX_TOKEN_CHARS).map_err(TokenError)?;
         let mut lines = text.split('\n');
         let kind = lines.next().ok_or(TokenError("empty"))?;
         let fields: Vec<&str> = lines.collect();
@@ -189,6 +175,8 @@ fn sequence_of(text: &str) -> Result<SequenceNumber, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use proptest::prelude::*;
 
     fn seq(n: &str) -> SequenceNumber {

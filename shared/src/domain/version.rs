@@ -2,10 +2,8 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-
 use super::limits::MAX_SEQUENCE_DIGITS;
+use super::opaque;
 use super::sequence::SequenceNumber;
 use super::time::{EventTime, SORT_KEY_DIGITS};
 
@@ -67,23 +65,15 @@ impl VersionKey {
             }
             None => self.0.clone(),
         };
-        format!("{OPAQUE_PREFIX}{}", URL_SAFE_NO_PAD.encode(short))
+        opaque::encode(OPAQUE_PREFIX, &short)
     }
 
     /// The key `text` names, if this API could have issued it: the prefix, URL-safe base64, and
     /// inside exactly the shape [`Version::key`] writes (event-time digits, `#`, sequence
     /// digits). Anything else is refused, so a made-up value never waits for a change.
     pub fn from_opaque(text: &str) -> Result<Self, VersionTextError> {
-        if text.len() > MAX_OPAQUE_CHARS {
-            return Err(VersionTextError("longer than any version"));
-        }
-        let encoded = text
-            .strip_prefix(OPAQUE_PREFIX)
-            .ok_or(VersionTextError("unknown format"))?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| VersionTextError("not URL-safe base64"))?;
-        let text = String::from_utf8(bytes).map_err(|_| VersionTextError("not text"))?;
+        let text =
+            opaque::decode(text, OPAQUE_PREFIX, MAX_OPAQUE_CHARS).map_err(VersionTextError)?;
         let (time, sequence) = text
             .split_once('#')
             .filter(|(time, sequence)| {
@@ -124,7 +114,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(VersionKey::from_opaque(&text), Ok(key.clone()));
-        let forged = |inner: &str| format!("v1.{}", URL_SAFE_NO_PAD.encode(inner));
+        let forged = |inner: &str| opaque::encode("v1.", inner);
         for bad in [
             String::new(),
             "v1.".into(),
