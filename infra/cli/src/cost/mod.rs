@@ -60,7 +60,11 @@ pub fn per_million(
     let consumer_batches: u64 = measured.batches.values().sum();
     // Every consumer's writes go through its own function; their durations add up. The keys'
     // writes are the ingest function's, counted in its duration above.
-    let key_units = usage.write_units.get(&Table::Idempotency).copied().unwrap_or(0);
+    let key_units = usage
+        .write_units
+        .get(&Table::Idempotency)
+        .copied()
+        .unwrap_or(0);
     let consumer_ms = consumer_batches as f64 * d.consumer_batch_ms
         + (usage.write_units_total() - key_units) as f64 * d.consumer_ms_per_write_unit;
     let consumer_gb_seconds = consumer_ms / 1000.0 * gb(template.consumer_memory_mb);
