@@ -66,6 +66,11 @@ impl Drop for Serve {
     }
 }
 
+/// The JSON answer to a GET of `url`.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn post(client: &reqwest::Client, url: String, body: &Value) -> (u16, Value) {
     let response = client.post(url).json(body).send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
@@ -125,14 +130,7 @@ async fn newest_event_wins_whatever_the_order() {
     // stopped at the first "returned" would pass a view that later fell back to "created".
     let mut caught_up = false;
     for _ in 0..200 {
-        let shards: Value = client
-            .get(format!("{}/shards", serve.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let shards: Value = get_json(&client, format!("{}/shards", serve.base)).await;
         let shards = shards["shards"].as_array().unwrap();
         caught_up = acknowledged.iter().all(|(shard, sequence)| {
             shards.iter().any(|s| {
@@ -153,26 +151,12 @@ async fn newest_event_wins_whatever_the_order() {
         "the processor never checkpointed past {acknowledged:?}"
     );
     // Newest: 13:30:00.000000001Z ("returned"), later than 15:00+02:00 = 13:00Z ("delivered").
-    let last: Value = client
-        .get(format!("{}/messages/order-9", serve.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let last: Value = get_json(&client, format!("{}/messages/order-9", serve.base)).await;
     assert_eq!(last["status"], "returned", "{last}");
     assert_eq!(last["data"], json!({"reason": "damaged"}));
     assert_eq!(last["timestamp"], "2024-05-01T13:30:00.000000001Z");
 
-    let shards: Value = client
-        .get(format!("{}/shards", serve.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shards: Value = get_json(&client, format!("{}/shards", serve.base)).await;
     let applied: u64 = shards["shards"]
         .as_array()
         .unwrap()
