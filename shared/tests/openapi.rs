@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 use strum::VariantArray;
+use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::api::{
     Api, ApiRequest, ErrorCode, IngestApi, QueryApi, Route, RouteKind, OPENAPI_DOCUMENT,
@@ -40,7 +41,7 @@ fn documented_operations() -> BTreeSet<(String, String)> {
 }
 
 fn full_api() -> Api {
-    let adapters = Adapters::memory(1);
+    let adapters = Adapters::in_memory(MemoryBackend::new(1).with_change_feed(10));
     Api {
         ingest: Some(IngestApi::new(
             Publisher::new(adapters.stream_writer(), RetryPolicy::default()),
@@ -48,11 +49,7 @@ fn full_api() -> Api {
             Limits::default(),
             Arc::new(SystemClock),
         )),
-        query: Some(QueryApi::new(
-            adapters.status_reader(),
-            adapters.checkpoint_reader(),
-            adapters.shard_reader(),
-        )),
+        query: Some(adapters.query_api()),
     }
 }
 

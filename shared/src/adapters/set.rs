@@ -351,7 +351,8 @@ impl Adapters {
     }
 
     /// The query routes over this set's readers: STATUS, the processor's checkpoints, the
-    /// stream's shards, and HISTORY when the set keeps it (otherwise the route answers 501).
+    /// stream's shards, HISTORY when the set keeps it (otherwise the route answers 501), and
+    /// STATUS's change feed when it keeps one (in memory, [`MemoryBackend::with_change_feed`]).
     /// [`crate::run::registry::Registry::query_api`] adds every registered consumer's checkpoints
     /// and the views' routes.
     pub fn query_api(&self) -> QueryApi {
@@ -360,6 +361,10 @@ impl Adapters {
             self.checkpoint_reader(),
             self.shard_reader(),
         );
+        let query = match self.memory_backend().and_then(|m| m.status.change_feed()) {
+            Some(feed) => query.with_change_feed(feed),
+            None => query,
+        };
         if self.history_enabled() {
             query.with_history(self.history_reader())
         } else {

@@ -22,6 +22,8 @@ pub enum Route {
     /// `/statuses/{status}/messages` with the status percent-decoded (a `/` in it is `%2F`).
     StatusMessages(Result<String, ApiError>),
     Shards,
+    /// `/changes`: STATUS's change feed (`serve` only).
+    Changes,
     OpenApi,
     Unknown,
 }
@@ -37,6 +39,7 @@ impl RouteKind {
             RouteKind::Statuses => Some(("get", "/statuses")),
             RouteKind::StatusMessages => Some(("get", "/statuses/{status}/messages")),
             RouteKind::Shards => Some(("get", "/shards")),
+            RouteKind::Changes => Some(("get", "/changes")),
             RouteKind::OpenApi => Some(("get", "/openapi.json")),
             RouteKind::Unknown => None,
         }
@@ -53,6 +56,7 @@ impl Route {
             "/events" => Route::Events,
             "/events/batch" => Route::EventsBatch,
             "/shards" => Route::Shards,
+            "/changes" => Route::Changes,
             "/statuses" => Route::Statuses,
             "/openapi.json" => Route::OpenApi,
             _ if path.starts_with("/statuses/") => match path
@@ -82,6 +86,7 @@ impl Route {
             | Route::Statuses
             | Route::StatusMessages(_)
             | Route::Shards
+            | Route::Changes
             | Route::OpenApi => Some("GET"),
             Route::Unknown => None,
         }
@@ -182,6 +187,7 @@ impl Api {
                 query.get_history(&id?, request.query.as_deref()).await
             }
             (Route::Shards, _, Some(query)) => query.get_shards().await,
+            (Route::Changes, _, Some(query)) => query.get_changes(request.query.as_deref()).await,
             (Route::Statuses, _, Some(query)) => query.get_statuses(request.query.as_deref()).await,
             (Route::StatusMessages(status), _, Some(query)) => {
                 query

@@ -90,6 +90,8 @@ pub enum ErrorCode {
     IdempotencyInProgress,
     /// `GET /messages/{id}/history` on a stack that keeps no history (501).
     HistoryDisabled,
+    /// `GET /changes` with a cursor older than any change the feed still keeps (410).
+    CursorExpired,
 }
 
 impl ErrorCode {
@@ -109,6 +111,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyInProgress => "idempotency_in_progress",
             ErrorCode::HistoryDisabled => "history_disabled",
+            ErrorCode::CursorExpired => "cursor_expired",
         }
     }
 }

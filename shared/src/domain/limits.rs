@@ -163,6 +163,15 @@ pub const MAX_HISTORY_ANSWER_BYTES: usize = 5 * 1024 * 1024;
 /// History page size when `limit` is not given.
 pub const DEFAULT_HISTORY_PAGE: usize = 25;
 
+/// Most changes one `GET /changes` answers (`limit`): a change is under 3.6 KB of JSON (an id
+/// and two statuses of at most 256 characters of up to 4 bytes each, a version of at most ~210
+/// characters, times, a 128-digit sequence number), so a page stays under 4 MB, and usually
+/// near 300 KB.
+pub const MAX_CHANGES_PAGE: usize = 1000;
+
+/// Changes per `GET /changes` answer when `limit` is not given.
+pub const DEFAULT_CHANGES_PAGE: usize = 100;
+
 /// The longest a batch's records can span in arrival time: the event source mapping hands a
 /// record to a consumer at most `MaximumRecordAgeSeconds` after it arrived, and the template
 /// allows at most 604,800 s (Lambda's own ceiling). An archive object is filed under its first

@@ -17,7 +17,7 @@ pub mod event;
 pub mod idempotency;
 pub mod input;
 pub mod limits;
-mod opaque;
+pub(crate) mod opaque;
 pub mod progress;
 pub mod record;
 pub mod rules;

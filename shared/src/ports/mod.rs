@@ -15,8 +15,10 @@ use crate::domain::limits::{MAX_DEAD_LETTER_RAW_BYTES, MAX_DEAD_LETTER_REASON_CH
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
 mod archive;
+mod changes;
 mod status_view;
 pub use archive::*;
+pub use changes::*;
 pub use status_view::*;
 
 /// A record to put on the stream.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use tidemark::adapters::memory::{MemoryArchive, MemoryBackend};
+use tidemark::adapters::memory::{MemoryArchive, MemoryBackend, DEFAULT_FEED_CAPACITY};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
     idempotency_ttl_from_env, limits_from_env, processor_settings_from_env, stuck_after_from_env,
@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// rebuild STATUS and HISTORY from what an earlier run left there.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// In memory: changes of STATUS kept for `GET /changes` (the oldest go first; a cursor
+    /// older than what is kept is answered 410).
+    #[arg(long, default_value_t = DEFAULT_FEED_CAPACITY as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    change_feed_capacity: u32,
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
@@ -96,15 +100,17 @@ impl ServeArgs {
     async fn adapters(&self) -> Result<(Adapters, String), String> {
         let shards = self.shards;
         if self.in_memory() {
+            let backend = MemoryBackend::new(shards as usize)
+                .with_change_feed(self.change_feed_capacity as usize);
             let Some(dir) = &self.data_dir else {
                 return Ok((
-                    Adapters::memory(shards as usize),
+                    Adapters::in_memory(backend),
                     format!("in-memory, {shards} shards"),
                 ));
             };
             let archive_dir = dir.join("archive");
             let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
-            let backend = MemoryBackend::new(shards as usize).with_archive(archive);
+            let backend = backend.with_archive(archive);
             return Ok((
                 Adapters::in_memory(backend),
                 format!(

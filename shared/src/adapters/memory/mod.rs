@@ -5,11 +5,13 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod archive;
+mod changes;
 mod status_view;
 mod stream;
 mod tables;
 
 pub use archive::{MemoryArchive, MemoryHistoryStore};
+pub use changes::{MemoryChangeBus, MemoryChangeFeed, DEFAULT_FEED_CAPACITY};
 pub use status_view::MemoryStatusView;
 pub use stream::{hash_key, MemoryStream};
 pub use tables::{
@@ -50,6 +52,15 @@ impl MemoryBackend {
             history: Arc::default(),
             status_view: Arc::default(),
         }
+    }
+
+    /// As [`Self::new`], with STATUS keeping a change feed of the newest `capacity` changes
+    /// (`GET /changes`). Off by default: it costs a copy of every change.
+    pub fn with_change_feed(mut self, capacity: usize) -> Self {
+        self.status = Arc::new(MemoryStatusStore::with_change_feed(Arc::new(
+            MemoryChangeFeed::new(capacity),
+        )));
+        self
     }
 
     /// As [`Self::new`], with the archive kept in (and first read from) `directory`.

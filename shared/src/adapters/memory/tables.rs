@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -13,16 +13,30 @@ use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
 use crate::domain::EventTime;
 use crate::ports::*;
 
-use super::lock;
+use super::{lock, MemoryChangeFeed};
 
 /// STATUS in memory: the conditional write compares version keys bytewise, as DynamoDB does.
 #[derive(Default)]
 pub struct MemoryStatusStore {
     rows: Mutex<HashMap<String, StatusRow>>,
     apply_calls: AtomicU64,
+    /// Where each write that changes a row is told, as DynamoDB Streams would be.
+    changes: Option<Arc<MemoryChangeFeed>>,
 }
 
 impl MemoryStatusStore {
+    /// An empty STATUS that appends every change to `feed`.
+    pub fn with_change_feed(feed: Arc<MemoryChangeFeed>) -> Self {
+        Self {
+            changes: Some(feed),
+            ..Self::default()
+        }
+    }
+
+    pub fn change_feed(&self) -> Option<Arc<MemoryChangeFeed>> {
+        self.changes.clone()
+    }
+
     pub fn apply_calls(&self) -> u64 {
         self.apply_calls.load(Ordering::Relaxed)
     }
@@ -43,17 +57,22 @@ impl StatusWriter for MemoryStatusStore {
             )));
         }
         let mut rows = lock(&self.rows);
-        match rows.get_mut(&row.id) {
-            Some(stored) if stored.version >= row.version => Ok(ApplyOutcome::Stale),
-            Some(stored) => {
-                *stored = row;
-                Ok(ApplyOutcome::Applied)
-            }
-            None => {
-                rows.insert(row.id.clone(), row);
-                Ok(ApplyOutcome::Applied)
+        let stored = rows.get_mut(&row.id);
+        if stored.as_ref().is_some_and(|s| s.version >= row.version) {
+            return Ok(ApplyOutcome::Stale);
+        }
+        if let Some(feed) = &self.changes {
+            if let Some(change) = StatusChange::between(stored.as_deref(), &row) {
+                feed.append(change);
             }
         }
+        match stored {
+            Some(stored) => *stored = row,
+            None => {
+                rows.insert(row.id.clone(), row);
+            }
+        }
+        Ok(ApplyOutcome::Applied)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `GET /messages/{id}`, `GET /messages/{id}/history` and `GET /shards`.
 
+mod changes;
 mod history;
 mod params;
 mod shards;
@@ -37,6 +38,9 @@ pub struct QueryApi {
     pub(super) status_view: Option<StatusViewRoutes>,
     /// `None`: the stack keeps no history, and the route says so (501).
     history: Option<Arc<dyn HistoryReader>>,
+    /// STATUS's change feed (`serve`); `None`: `GET /changes` answers 404 and says where the
+    /// changes are instead.
+    change_feed: Option<Arc<dyn crate::ports::ChangeFeedReader>>,
     /// Every other consumer's checkpoints (the archiver, each view), shown beside the
     /// processor's by `GET /shards`, each under its name.
     consumer_checkpoints: Vec<(ConsumerName, Arc<dyn CheckpointReader>)>,
@@ -181,6 +185,7 @@ impl QueryApi {
             checkpoints,
             shards,
             history: None,
+            change_feed: None,
             consumer_checkpoints: Vec::new(),
             status_view: None,
             stuck_after: DEFAULT_STUCK_AFTER,
