@@ -34,6 +34,19 @@ pub const DEAD_LETTER_TTL_DAYS_VAR: &str = "TIDEMARK_DEADLETTER_TTL_DAYS";
 /// Days a HISTORY entry is kept before DynamoDB's TTL deletes it; 0 (the default) keeps it. The
 /// archive keeps every event either way.
 pub const HISTORY_TTL_DAYS_VAR: &str = "TIDEMARK_HISTORY_TTL_DAYS";
+/// The EventBridge bus the notifier puts status-change events on.
+pub const CHANGE_BUS_VAR: &str = "TIDEMARK_CHANGE_BUS";
+
+/// The bus named by [`CHANGE_BUS_VAR`].
+pub fn change_bus_from_env() -> Result<String, ConfigError> {
+    match std::env::var(CHANGE_BUS_VAR) {
+        Ok(bus) if !bus.trim().is_empty() => Ok(bus),
+        _ => Err(ConfigError::Missing(
+            CHANGE_BUS_VAR,
+            "EventBridge bus for status changes",
+        )),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

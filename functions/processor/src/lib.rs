@@ -5,6 +5,7 @@
 //! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
 //! runs.
 
+pub mod notifier;
 pub mod synthetic;
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod dynamodb;
+pub mod eventbridge;
 pub mod faults;
 pub mod kinesis;
 #[cfg(feature = "lambda-http")]

@@ -8,6 +8,7 @@
 //! [`CheckpointWriter`].
 
 pub mod archiver;
+pub mod notifier;
 pub mod processor;
 pub mod views;
 

@@ -32,7 +32,7 @@ pub use checkpoints::DynamoCheckpointStore;
 pub use dead_letters::DynamoDeadLetterStore;
 pub use history::DynamoHistoryStore;
 pub use idempotency::DynamoIdempotencyStore;
-pub use status::DynamoStatusStore;
+pub use status::{status_row_of_image, DynamoStatusStore};
 pub use status_view::DynamoStatusView;
 
 type Item = HashMap<String, AttributeValue>;

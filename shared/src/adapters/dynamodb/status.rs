@@ -80,6 +80,12 @@ impl DynamoStatusStore {
     }
 }
 
+/// A STATUS item as its table's stream shows it (an old or new image): the same reader as the
+/// table's own, so a row and its change can never be read two ways.
+pub fn status_row_of_image(item: &Item) -> Result<StatusRow, StoreError> {
+    row_of(item, "STATUS stream")
+}
+
 /// A STATUS row, or a HISTORY entry (the same attributes; HISTORY calls `updated_at`
 /// `archived_at`).
 pub(super) fn row_of(item: &Item, t: &str) -> Result<StatusRow, StoreError> {
