@@ -52,7 +52,9 @@ LAMBDA_ACCOUNT_CONCURRENCY = 1_000
 LAMBDA_UNRESERVED_MINIMUM = 100
 
 problems = []
-OWN_CHILDREN = re.compile(r"\$\{[A-Za-z0-9]+\.Arn\}/\*")
+# The objects of a bucket ("${ArchiveBucket.Arn}/*") and the streams of a table
+# ("${StatusTable.Arn}/stream/*"): children of a resource the stack owns.
+OWN_CHILDREN = re.compile(r"\$\{[A-Za-z0-9]+\.Arn\}(/stream)?/\*")
 
 
 def statements(policy_document):
@@ -87,8 +89,8 @@ def resource_texts(value):
 
 
 def wildcard_resources(statement):
-    # The objects of one of the stack's own resources ("${ArchiveBucket.Arn}/*") are fine; a
-    # wildcard anywhere else ("table/*", an account, a region) reaches what the stack does not own.
+    # The children of one of the stack's own resources (OWN_CHILDREN) are fine; a wildcard
+    # anywhere else ("table/*", an account, a region) reaches what the stack does not own.
     return [r for r in resource_texts(statement.get("Resource", []))
             if "*" in r and not OWN_CHILDREN.fullmatch(r)]
 
