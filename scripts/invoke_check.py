@@ -170,6 +170,36 @@ def status_view_checks():
         print(f"ok   status-view {fixture:<38} {attempt}: batchItemFailures []")
 
 
+def notifier_checks():
+    """The notifier with STATUS stream records: three changes reach a queue a rule targets; the
+    deletion and the image that is not a row are skipped, not retried."""
+    fixture = "notifier/status-stream-batch.json"
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    bus = os.environ["TIDEMARK_CHANGE_BUS"]
+    events = boto3.client("events", endpoint_url=endpoint)
+    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    events.create_event_bus(Name=bus)
+    queue = sqs.create_queue(QueueName=bus)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="status-changes", EventBusName=bus,
+                    EventPattern=json.dumps({"source": ["tidemark"], "detail-type": ["Status changed"]}))
+    events.put_targets(Rule="status-changes", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    answer = invoke("notifier", fixture)
+    check(answer == {"batchItemFailures": []},
+          f"notifier {fixture}: expected no batch item failures, got {answer}")
+    print(f"ok   notifier  {fixture:<40} batchItemFailures []")
+    received = []
+    for _ in range(20):
+        page = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        received += [json.loads(m["Body"])["detail"] for m in page.get("Messages", [])]
+        if len(received) >= 3:
+            break
+    changes = sorted((c["id"], c["old_status"] or "", c["new_status"]) for c in received)
+    check(changes == [("order-1", "", "created"), ("order-1", "created", "shipped"), ("order-2", "", "failed")],
+          f"the queue should hold the fixture's three changes, holds {received}")
+    print(f"ok   the rule delivered the {len(received)} status-change events")
+
+
 def decodes_to_event(data):
     try:
         event = json.loads(base64.b64decode(data))
@@ -235,6 +265,7 @@ def main():
     last_sequence = processor_checks()
     archiver_checks()
     status_view_checks()
+    notifier_checks()
     query_checks(last_sequence)
     print("invoke check passed: every function answered as expected through cargo lambda")
 

@@ -33,3 +33,22 @@ try:
     s3.delete_bucket(Bucket=bucket)
 except s3.exceptions.NoSuchBucket:
     pass
+
+# The notifier's bus, its rule and the queue the rule targets (scripts/invoke_check.py).
+bus = os.environ.get("TIDEMARK_CHANGE_BUS")
+if bus:
+    events = boto3.client("events", endpoint_url=endpoint)
+    sqs = boto3.client("sqs", endpoint_url=endpoint)
+    try:
+        events.remove_targets(Rule="status-changes", EventBusName=bus, Ids=["queue"])
+        events.delete_rule(Name="status-changes", EventBusName=bus)
+    except events.exceptions.ResourceNotFoundException:
+        pass
+    try:
+        events.delete_event_bus(Name=bus)
+    except events.exceptions.ResourceNotFoundException:
+        pass
+    try:
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=bus)["QueueUrl"])
+    except sqs.exceptions.QueueDoesNotExist:
+        pass
