@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use tidemark_cli::cost::{
-    at_rest_per_month, measure, per_million, storage_per_month, Prices, Row, Shape,
-    TemplateDefaults, TABLE_HEADER,
+    at_rest_per_month, change_events_per_million, measure, per_million, storage_per_month, Prices,
+    Row, Shape, TemplateDefaults, TABLE_HEADER,
 };
 
 use super::fail;
@@ -65,6 +65,15 @@ pub async fn run(args: CostArgs) -> ExitCode {
         "\n(storage per month: the archive in S3 and the HISTORY items, for each month they are kept.)"
     );
     println!("Lambda durations are estimated: {}", prices.durations.note);
+    let changes = change_events_per_million(&prices, &template);
+    println!(
+        "\nStatus-change events (StatusChangeEvents, on by default), per million changes of STATUS \
+         (one per applied STATUS write: one per event with distinct ids, fewer when an id's \
+         events share a batch): EventBridge ${:.2}, notifier Lambda ${:.3}, total ${:.2}.",
+        changes.eventbridge,
+        changes.lambda,
+        changes.total()
+    );
     println!(
         "\nAt rest, per month (shards, enhanced fan-out, the KMS key, {} alarms):",
         template.alarms

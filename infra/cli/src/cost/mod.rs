@@ -87,6 +87,36 @@ pub fn per_million(
     }
 }
 
+/// Dollars per million status-change events (`StatusChangeEvents`), by service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangeEventsCost {
+    pub eventbridge: f64,
+    pub lambda: f64,
+}
+
+impl ChangeEventsCost {
+    pub fn total(&self) -> f64 {
+        self.eventbridge + self.lambda
+    }
+}
+
+/// What a million changes of STATUS cost as events: one custom event each, and the notifier's
+/// invocations (a batch of the mapping's size each) and their time (a PutEvents call per ten
+/// changes). Reading STATUS's stream from a Lambda trigger is free.
+pub fn change_events_per_million(prices: &Prices, template: &TemplateDefaults) -> ChangeEventsCost {
+    let changes = 1_000_000.0;
+    let invocations = changes / f64::from(template.notifier_batch_size.max(1));
+    let calls = changes / tidemark::ports::MAX_CHANGES_PER_PUBLISH as f64;
+    let gb_seconds = calls * prices.durations.notifier_put_events_ms / 1000.0
+        * f64::from(template.notifier_memory_mb)
+        / 1024.0;
+    ChangeEventsCost {
+        eventbridge: changes * prices.eventbridge_custom_event.usd,
+        lambda: invocations * prices.lambda_request.usd
+            + gb_seconds * prices.lambda_arm_gb_second.usd,
+    }
+}
+
 /// What a stack with `shards` shards costs a month with no events: shards, enhanced fan-out
 /// consumers, the KMS key and the alarms. Lambda, API Gateway and on-demand DynamoDB cost nothing
 /// at rest; stored data (DynamoDB, S3) is billed per GB-month on top (see [`storage_per_month`]).
@@ -170,6 +200,8 @@ mod tests {
             batch_size: 1000,
             efo_consumers: 1,
             alarms: 9,
+            notifier_memory_mb: 128,
+            notifier_batch_size: 100,
         };
         let measured = Measured {
             shape: Shape {
@@ -221,5 +253,14 @@ mod tests {
         let storage =
             1_000.0 * (1.0 / 1024.0 * 0.023 + 500_000.0 / (1024.0 * 1024.0 * 1024.0) * 0.25);
         assert!(close(storage_per_month(&measured, &prices), storage));
+
+        // Change events: a million events at $1 per million; 10,000 invocations of 100 changes;
+        // 100,000 PutEvents calls × 20 ms × 0.125 GB = 250 GB-s.
+        let changes = change_events_per_million(&prices, &template);
+        assert!(close(changes.eventbridge, 1.0));
+        assert!(close(
+            changes.lambda,
+            10_000.0 * 2.0e-7 + 250.0 * 1.33334e-5
+        ));
     }
 }

@@ -23,6 +23,8 @@ pub struct Durations {
     pub ingest_idempotency_key_ms: f64,
     pub consumer_batch_ms: f64,
     pub consumer_ms_per_write_unit: f64,
+    /// One PutEvents call of the notifier (up to 10 changes).
+    pub notifier_put_events_ms: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +46,7 @@ pub struct Prices {
     pub s3_put: Price,
     pub s3_gb_month: Price,
     pub kms_key_month: Price,
+    pub eventbridge_custom_event: Price,
     pub cloudwatch_alarm_month: Price,
     pub durations: Durations,
 }

@@ -13,10 +13,13 @@ pub struct TemplateDefaults {
     pub batch_size: usize,
     pub efo_consumers: u32,
     pub alarms: u32,
+    /// The notifier's memory and its mapping's batch size (changes per invocation).
+    pub notifier_memory_mb: u32,
+    pub notifier_batch_size: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("template.yaml has no numeric default for the parameter {0}")]
+#[error("template.yaml has no numeric default for {0}")]
 pub struct MissingDefault(pub &'static str);
 
 impl TemplateDefaults {
@@ -37,27 +40,57 @@ impl TemplateDefaults {
             batch_size: parameter_default(template, "BatchSize")? as usize,
             efo_consumers: count("AWS::Kinesis::StreamConsumer"),
             alarms: count("AWS::CloudWatch::Alarm"),
+            notifier_memory_mb: resource_property(template, "NotifierFunction", "MemorySize")?,
+            notifier_batch_size: resource_property(template, "NotifierEventSource", "BatchSize")?,
         })
     }
 }
 
 /// The logical ids of the template's alarms (CloudFormation names each alarm
-/// `<stack>-<logical id>-<suffix>`).
+/// `<stack>-<logical id>-<suffix>`), except those under a `Condition:` (they exist only when
+/// their feature is on, e.g. the notifier's with `StatusChangeEvents`).
 pub fn alarm_logical_ids(template: &str) -> Vec<String> {
-    let mut current = None;
     let mut alarms = Vec::new();
+    // The resource being read: its logical id, whether it is an alarm, whether conditional.
+    let mut current: Option<(String, bool, bool)> = None;
+    let mut finish = |resource: Option<(String, bool, bool)>| {
+        if let Some((id, true, false)) = resource {
+            alarms.push(id);
+        }
+    };
     for line in template.lines() {
         if let Some(name) = line
             .strip_prefix("  ")
             .and_then(|rest| rest.strip_suffix(':'))
             .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
         {
-            current = Some(name.to_owned());
-        } else if line.trim() == "Type: AWS::CloudWatch::Alarm" {
-            alarms.extend(current.take());
+            finish(current.replace((name.to_owned(), false, false)));
+        } else if let Some((_, alarm, conditional)) = current.as_mut() {
+            if line == "    Type: AWS::CloudWatch::Alarm" {
+                *alarm = true;
+            } else if line.starts_with("    Condition:") {
+                *conditional = true;
+            }
         }
     }
+    finish(current);
     alarms
+}
+
+/// A number a resource sets itself (`      Property: 100` under `  Resource:`).
+fn resource_property(
+    template: &str,
+    resource: &'static str,
+    property: &'static str,
+) -> Result<u32, MissingDefault> {
+    let header = format!("  {resource}:");
+    let mut lines = template.lines().skip_while(|line| *line != header);
+    lines.next().ok_or(MissingDefault(resource))?;
+    lines
+        .take_while(|line| line.starts_with("    ") || line.trim().is_empty())
+        .find_map(|line| line.strip_prefix(&format!("      {property}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or(MissingDefault(property))
 }
 
 /// The `Default:` of a top-level parameter (`  Name:` under `Parameters:`).
@@ -84,10 +117,20 @@ mod tests {
         assert_eq!(defaults.batch_size, 1000);
         assert!(defaults.ingest_memory_mb >= 128 && defaults.consumer_memory_mb >= 128);
         assert_eq!(defaults.efo_consumers, 1, "the status view's consumer");
+        assert_eq!(
+            (defaults.notifier_memory_mb, defaults.notifier_batch_size),
+            (128, 100)
+        );
         assert!(defaults.alarms > 0);
         let ids = alarm_logical_ids(TEMPLATE);
-        assert_eq!(ids.len() as u32, defaults.alarms, "{ids:?}");
+        // Every alarm but the notifier's, which exists only with StatusChangeEvents.
+        assert_eq!(ids.len() as u32 + 1, defaults.alarms, "{ids:?}");
         assert!(ids.iter().all(|id| id.ends_with("Alarm")), "{ids:?}");
+        assert!(
+            !ids.iter().any(|id| id == "NotifierIteratorAgeAlarm"),
+            "{ids:?}"
+        );
+        assert!(ids.iter().any(|id| id == "OnFailureQueueAlarm"), "{ids:?}");
     }
 
     #[test]
