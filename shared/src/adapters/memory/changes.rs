@@ -21,6 +21,8 @@ pub struct MemoryChangeFeed {
     feed_id: u64,
     capacity: usize,
     state: Mutex<FeedState>,
+    /// The position after the newest change: waiting readers watch it.
+    end: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -38,6 +40,7 @@ impl MemoryChangeFeed {
             feed_id: RandomState::new().hash_one(std::time::SystemTime::now()),
             capacity: capacity.max(1),
             state: Mutex::default(),
+            end: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -49,6 +52,8 @@ impl MemoryChangeFeed {
             state.first += 1;
         }
         state.entries.push_back(change);
+        self.end
+            .send_replace(state.first + state.entries.len() as u64);
     }
 }
 
@@ -84,6 +89,12 @@ impl ChangeFeedReader for MemoryChangeFeed {
             .collect();
         let next = start + entries.len() as u64;
         Ok(FeedRead::Changes { entries, next })
+    }
+
+    async fn wait_for(&self, position: u64, deadline: tokio::time::Instant) {
+        let mut end = self.end.subscribe();
+        // Times out, or the sender (this feed) is gone: either way the reader answers now.
+        let _ = tokio::time::timeout_at(deadline, end.wait_for(|end| *end > position)).await;
     }
 }
 

@@ -66,11 +66,10 @@ impl QueryApi {
         let [after, limit, wait_ms] = query_params(query, ["after", "limit", "wait_ms"])?;
         let limit = parse_limit(limit.as_deref(), DEFAULT_CHANGES_PAGE, MAX_CHANGES_PAGE)?;
         let wait = parse_wait(wait_ms.as_deref(), true)?;
-        let from = after
+        let mut from = after
             .map(|text| decode_cursor(&text, feed.feed_id()))
             .transpose()?;
         let deadline = Instant::now() + wait;
-        let mut pause = FIRST_POLL_PAUSE;
         loop {
             let (entries, next) =
                 match feed.read_from(from, limit).await? {
@@ -97,8 +96,7 @@ impl QueryApi {
                     )
                     .into()),
                 };
-            let now = Instant::now();
-            if !entries.is_empty() || now >= deadline {
+            if !entries.is_empty() || Instant::now() >= deadline {
                 let changes: Vec<serde_json::Value> =
                     entries.iter().map(|e| e.change.to_json()).collect();
                 let body = json!({
@@ -110,8 +108,8 @@ impl QueryApi {
                     body.to_string().into_bytes(),
                 ));
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_POLL_PAUSE);
+            feed.wait_for(next, deadline).await;
+            from = Some(next);
         }
     }
 }
