@@ -22,6 +22,7 @@ pub mod progress;
 pub mod record;
 pub mod rules;
 pub mod sequence;
+pub mod snapshot;
 pub mod status_view;
 pub mod time;
 pub mod version;

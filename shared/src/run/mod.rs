@@ -9,4 +9,5 @@ pub mod rebuild;
 pub mod registry;
 pub mod replay;
 pub mod shard_pages;
+pub mod snapshot;
 pub mod verify;

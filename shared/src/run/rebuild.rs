@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::consumers::Consumer;
 use crate::domain::archive::{decode_object, hour_prefix};
 use crate::domain::limits::MAX_BATCH_SPAN;
+use crate::domain::snapshot::{SnapshotError, SnapshotManifest, SNAPSHOT_PREFIX};
 use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     ArchiveReader, ShardReader, StartPosition, StoreError, StreamError, StreamRecord,
@@ -29,6 +30,22 @@ pub struct RebuildProgress {
     pub archive_after: Option<String>,
     #[serde(default)]
     pub shards: BTreeMap<String, String>,
+    /// The snapshot this rebuild started from, once its rows are loaded (a resumed rebuild does
+    /// not load them again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+impl RebuildProgress {
+    /// Where a rebuild from `snapshot` starts: the archive from its [`SnapshotManifest::
+    /// archive_from`], each shard of the stream after its position. Its rows are not loaded yet.
+    pub fn after_snapshot(snapshot: &SnapshotManifest) -> Result<Self, SnapshotError> {
+        Ok(Self {
+            archive_after: Some(snapshot.archive_from()?),
+            shards: snapshot.positions.clone(),
+            snapshot: None,
+        })
+    }
 }
 
 /// Which records a rebuild applies, by approximate arrival time: `[from, until)`. Records
@@ -175,6 +192,9 @@ pub struct ArchiveRebuild<'a> {
     pub save: SaveProgress<'a>,
     /// Called after every object with its key and the records read so far.
     pub on_object: OnObject<'a>,
+    /// Each shard's position in a snapshot: records at or before it are skipped (the snapshot
+    /// reflects them). Empty: every record.
+    pub after_positions: BTreeMap<String, SequenceNumber>,
 }
 
 impl<'a> ArchiveRebuild<'a> {
@@ -186,7 +206,14 @@ impl<'a> ArchiveRebuild<'a> {
             window: TimeWindow::default(),
             save: Box::new(|_| Ok(())),
             on_object: Box::new(|_, _| {}),
+            after_positions: BTreeMap::new(),
         }
+    }
+
+    /// Skips every record a snapshot with these positions reflects.
+    pub fn after_positions(mut self, positions: BTreeMap<String, SequenceNumber>) -> Self {
+        self.after_positions = positions;
+        self
     }
 
     pub fn window(mut self, window: TimeWindow) -> Self {
@@ -218,6 +245,7 @@ pub async fn rebuild_from_archive(
         window,
         mut save,
         mut on_object,
+        after_positions,
     } = options;
     let mut report = RebuildReport::default();
     // Objects are filed under their first record's hour: one that starts before `from` can
@@ -228,6 +256,10 @@ pub async fn rebuild_from_archive(
     let last_hour = window.until.map(|until| hour_prefix(Some(until)));
     let mut keys = ArchiveKeys::after(archive, progress.archive_after.clone().max(first_hour));
     while let Some(key) = keys.next().await.map_err(RebuildError::Archive)? {
+        // Snapshots sort after every archive object: the archive ends where they begin.
+        if key.starts_with(SNAPSHOT_PREFIX) {
+            break;
+        }
         if last_hour
             .as_deref()
             .is_some_and(|last| key.as_str() > last && !key.starts_with(last))
@@ -246,9 +278,14 @@ pub async fn rebuild_from_archive(
             }),
             Ok(records) => {
                 let mut by_shard: BTreeMap<String, Vec<StreamRecord>> = BTreeMap::new();
+                let after_snapshot = |r: &crate::domain::archive::ArchivedRecord| {
+                    after_positions
+                        .get(&r.shard_id)
+                        .is_none_or(|position| r.sequence_number > *position)
+                };
                 for record in records
                     .into_iter()
-                    .filter(|r| window.contains(r.approximate_arrival))
+                    .filter(|r| window.contains(r.approximate_arrival) && after_snapshot(r))
                 {
                     by_shard
                         .entry(record.shard_id)

@@ -1,0 +1,289 @@
+//! Taking, listing and loading snapshots of STATUS (`tidemark snapshot`, `tidemark rebuild
+//! --from-snapshot`); why a snapshot and the records after its positions rebuild STATUS
+//! exactly: [`crate::domain::snapshot`].
+
+use std::io::{BufRead, Write};
+
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::digest::sha256_hex;
+use crate::domain::snapshot::{SnapshotError, SnapshotManifest, SNAPSHOT_FORMAT, SNAPSHOT_PREFIX};
+use crate::domain::{EventTime, SequenceNumber, VersionKey};
+use crate::ports::{
+    ArchiveReader, ArchiveWriter, CheckpointReader, StatusRow, StatusScanner, StatusWriter,
+    StoreError,
+};
+
+/// Rows written at once while loading: the processor's default write concurrency.
+const LOAD_CONCURRENCY: usize = 32;
+
+/// The view these snapshots are of.
+pub const STATUS_VIEW: &str = "status";
+
+/// One row as a line of the snapshot's body.
+#[derive(Serialize, Deserialize)]
+struct RowLine {
+    id: String,
+    status: String,
+    timestamp: String,
+    data: Option<String>,
+    received_at: String,
+    shard_id: String,
+    sequence_number: String,
+    version: String,
+    updated_at: String,
+}
+
+impl From<StatusRow> for RowLine {
+    fn from(row: StatusRow) -> Self {
+        Self {
+            id: row.id,
+            status: row.status,
+            timestamp: row.timestamp,
+            data: row.data,
+            received_at: row.received_at,
+            shard_id: row.shard_id,
+            sequence_number: row.sequence_number.as_str().to_owned(),
+            version: row.version.0,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+impl RowLine {
+    fn into_row(self) -> Result<StatusRow, String> {
+        Ok(StatusRow {
+            sequence_number: SequenceNumber::parse(&self.sequence_number)
+                .map_err(|e| format!("row {:?}: {e}", self.id))?,
+            id: self.id,
+            status: self.status,
+            timestamp: self.timestamp,
+            data: self.data,
+            received_at: self.received_at,
+            shard_id: self.shard_id,
+            version: VersionKey(self.version),
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotRunError {
+    #[error("reading OPLOG or STATUS: {0}")]
+    Read(StoreError),
+    #[error("writing the snapshot: {0}")]
+    Write(StoreError),
+    #[error("reading the snapshot: {0}")]
+    Archive(StoreError),
+    #[error("loading a row into the new table: {0}")]
+    Load(StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("no snapshot {0:?} in the archive")]
+    NotFound(String),
+}
+
+/// Takes a snapshot of STATUS into the archive: the processor's checkpoints first, then every
+/// row (the order is what makes it sound), the rows' object, and the manifest last. `suffix`
+/// tells apart snapshots taken in the same second.
+pub async fn take_snapshot(
+    checkpoints: &dyn CheckpointReader,
+    status: &dyn StatusScanner,
+    archive: &dyn ArchiveWriter,
+    taken_at: EventTime,
+    suffix: &str,
+) -> Result<SnapshotManifest, SnapshotRunError> {
+    let positions = checkpoints
+        .list()
+        .await
+        .map_err(SnapshotRunError::Read)?
+        .into_iter()
+        .map(|c| (c.shard_id, c.sequence_number.as_str().to_owned()))
+        .collect();
+    let mut body = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut rows = 0u64;
+    let mut start: Option<String> = None;
+    loop {
+        let page = status
+            .scan_page(start.as_deref())
+            .await
+            .map_err(SnapshotRunError::Read)?;
+        for row in page.rows {
+            // Writing to a Vec cannot fail, nor can serialising strings.
+            let line = serde_json::to_vec(&RowLine::from(row)).unwrap_or_default();
+            let _ = body.write_all(&line);
+            let _ = body.write_all(b"\n");
+            rows += 1;
+        }
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    let body = Bytes::from(body.finish().unwrap_or_default());
+    let rfc3339 = taken_at.to_rfc3339();
+    let id = format!("{}-{suffix}", compact_time(&rfc3339));
+    let manifest = SnapshotManifest {
+        format: SNAPSHOT_FORMAT,
+        view: STATUS_VIEW.into(),
+        id: id.clone(),
+        taken_at: rfc3339,
+        positions,
+        rows,
+        body_key: SnapshotManifest::body_key(STATUS_VIEW, &id),
+        body_bytes: body.len() as u64,
+        body_sha256: sha256_hex(&body),
+    };
+    archive
+        .put(&manifest.body_key, body)
+        .await
+        .map_err(SnapshotRunError::Write)?;
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    archive
+        .put(
+            &SnapshotManifest::manifest_key(STATUS_VIEW, &id),
+            Bytes::from(text),
+        )
+        .await
+        .map_err(SnapshotRunError::Write)?;
+    Ok(manifest)
+}
+
+/// `2026-12-04T23:50:00.123Z` → `20261204T235000Z`: sorts by time, fits a key.
+fn compact_time(rfc3339: &str) -> String {
+    let digits: String = rfc3339
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    format!("{digits}Z")
+}
+
+/// Every complete snapshot of STATUS in the archive, oldest first; a manifest that cannot be
+/// read is listed as an error beside its key, not skipped silently.
+pub async fn list_snapshots(
+    archive: &dyn ArchiveReader,
+) -> Result<Vec<Result<SnapshotManifest, (String, SnapshotError)>>, SnapshotRunError> {
+    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
+    let mut found = Vec::new();
+    let mut after = Some(prefix.clone());
+    'pages: loop {
+        let page = archive
+            .list(after.as_deref())
+            .await
+            .map_err(SnapshotRunError::Archive)?;
+        for key in &page.keys {
+            if !key.starts_with(&prefix) {
+                break 'pages;
+            }
+            if key.ends_with("/manifest.json") {
+                found.push(
+                    read_manifest(archive, key)
+                        .await
+                        .map_err(|e| (key.clone(), e)),
+                );
+            }
+        }
+        if !page.more || page.keys.is_empty() {
+            break;
+        }
+        after = page.keys.last().cloned();
+    }
+    Ok(found)
+}
+
+async fn read_manifest(
+    archive: &dyn ArchiveReader,
+    key: &str,
+) -> Result<SnapshotManifest, SnapshotError> {
+    let bytes = archive
+        .get(key)
+        .await
+        .map_err(|e| SnapshotError::Invalid(format!("{key}: {e}")))?;
+    let manifest: SnapshotManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| SnapshotError::Invalid(format!("{key}: {e}")))?;
+    if manifest.format != SNAPSHOT_FORMAT || manifest.view != STATUS_VIEW {
+        return Err(SnapshotError::Invalid(format!(
+            "{key}: format {} of view {:?}; this version reads format {SNAPSHOT_FORMAT} of {STATUS_VIEW:?}",
+            manifest.format, manifest.view
+        )));
+    }
+    manifest.positions()?;
+    manifest.archive_from()?;
+    Ok(manifest)
+}
+
+/// The snapshot named `id`, or the newest readable one for `latest`.
+pub async fn find_snapshot(
+    archive: &dyn ArchiveReader,
+    id: &str,
+) -> Result<SnapshotManifest, SnapshotRunError> {
+    let listed = list_snapshots(archive).await?;
+    if id == "latest" {
+        return listed
+            .into_iter()
+            .rev()
+            .find_map(Result::ok)
+            .ok_or_else(|| SnapshotRunError::NotFound(id.into()));
+    }
+    for entry in listed {
+        match entry {
+            Ok(manifest) if manifest.id == id => return Ok(manifest),
+            Err((key, error)) if key == SnapshotManifest::manifest_key(STATUS_VIEW, id) => {
+                return Err(error.into())
+            }
+            _ => {}
+        }
+    }
+    Err(SnapshotRunError::NotFound(id.into()))
+}
+
+/// Reads the snapshot's rows, checked against its manifest (size, SHA-256, row count) before
+/// any is written, and writes them into `status` (conditional writes: loading into a table that
+/// already holds newer rows changes nothing of them). Returns the rows written.
+pub async fn load_snapshot(
+    archive: &dyn ArchiveReader,
+    manifest: &SnapshotManifest,
+    status: &dyn StatusWriter,
+) -> Result<u64, SnapshotRunError> {
+    let body = archive
+        .get(&manifest.body_key)
+        .await
+        .map_err(|e| SnapshotError::Corrupt(format!("{}: {e}", manifest.body_key)))?;
+    if body.len() as u64 != manifest.body_bytes || sha256_hex(&body) != manifest.body_sha256 {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} is {} bytes and does not match the manifest's size ({}) and SHA-256",
+            manifest.body_key,
+            body.len(),
+            manifest.body_bytes
+        ))
+        .into());
+    }
+    let mut rows = Vec::new();
+    for line in std::io::BufReader::new(GzDecoder::new(&body[..])).lines() {
+        let line = line.map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let row: RowLine =
+            serde_json::from_str(&line).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        rows.push(row.into_row().map_err(SnapshotError::Corrupt)?);
+    }
+    if rows.len() as u64 != manifest.rows {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} rows where the manifest says {}",
+            rows.len(),
+            manifest.rows
+        ))
+        .into());
+    }
+    let written = rows.len() as u64;
+    // Rows of distinct ids: written in parallel, as the processor writes a batch.
+    let mut writes = futures::stream::iter(rows.into_iter().map(|row| status.apply(row)))
+        .buffer_unordered(LOAD_CONCURRENCY);
+    while let Some(result) = writes.next().await {
+        result.map_err(SnapshotRunError::Load)?;
+    }
+    Ok(written)
+}
