@@ -128,7 +128,7 @@ mod tests {
         // Keys after it include every object of that hour ("2026/12/06/05/shard…").
         assert!("2026/12/06/05/shardId-000000000000/1.jsonl.gz" > "2026/12/06/05");
         // Snapshots sort after every archive key, whose first character is a digit.
-        assert!(SnapshotManifest::manifest_key("status", "a") > "9999/12/31/23".to_owned());
+        assert!(SnapshotManifest::manifest_key("status", "a").as_str() > "9999/12/31/23");
         assert!(matches!(
             manifest("yesterday").archive_from(),
             Err(SnapshotError::Invalid(_))
