@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
     bench, bench_archive, bench_dynamodb, bootstrap, coldstart, cost, rebuild, replay, serve,
-    smoke, teardown, verify,
+    smoke, snapshot, teardown, verify,
 };
 
 #[derive(Parser)]
@@ -56,6 +56,9 @@ enum Command {
     /// the stream still holds, through the same processor; resumable (--state), set-aside
     /// records and unreadable archive objects listed at the end.
     Rebuild(rebuild::RebuildArgs),
+    /// Snapshot STATUS (its rows and the processor's checkpoints they reflect) into the archive,
+    /// or --list the snapshots there; `rebuild --from-snapshot` then reads only what came after.
+    Snapshot(snapshot::SnapshotArgs),
     /// The cost per million events for each shape of traffic (single or batched, distinct or
     /// repeated ids, history and idempotency keys on or off), counted by running the pipeline in
     /// memory with metered adapters against the price table; and a stack's monthly cost at rest.
@@ -85,6 +88,7 @@ async fn main() -> ExitCode {
         Command::Smoke(args) => smoke::run(args).await,
         Command::Teardown(args) => teardown::run(args).await,
         Command::Rebuild(args) => rebuild::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
         Command::Coldstart(args) => coldstart::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Bootstrap(args) => bootstrap::run(args).await,

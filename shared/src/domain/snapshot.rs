@@ -134,7 +134,8 @@ mod tests {
             Err(SnapshotError::Invalid(_))
         ));
         let mut bad = manifest("2026-12-20T05:30:00Z");
-        bad.positions.insert("shardId-000000000001".into(), "x".into());
+        bad.positions
+            .insert("shardId-000000000001".into(), "x".into());
         assert!(bad.positions().is_err());
     }
 }

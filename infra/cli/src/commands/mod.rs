@@ -10,6 +10,7 @@ pub mod rebuild;
 pub mod replay;
 pub mod serve;
 pub mod smoke;
+pub mod snapshot;
 pub mod teardown;
 pub mod verify;
 

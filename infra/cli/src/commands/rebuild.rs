@@ -26,6 +26,7 @@ use tidemark::ports::{ArchiveReader, DeadLetterReader};
 use tidemark::run::rebuild::{
     rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport, TimeWindow,
 };
+use tidemark::run::snapshot::{find_snapshot, load_snapshot};
 
 use super::fail;
 
@@ -57,6 +58,11 @@ pub struct RebuildArgs {
     /// counts by status, the same records through the same version rule).
     #[arg(long, value_enum, default_value = "status")]
     view: RebuiltView,
+    /// Start from a snapshot in the archive (`tidemark snapshot`): an id from `tidemark
+    /// snapshot --list`, or `latest`. Its rows are loaded, then only the records after its
+    /// positions are applied. STATUS only; not with --from/--until.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["from", "until"])]
+    from_snapshot: Option<String>,
     /// Where progress is saved after every page; run again with it to continue after an
     /// interruption (default: rebuild-<TABLE>.json).
     #[arg(long)]
@@ -166,6 +172,53 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         from: args.from,
         until: args.until,
     };
+    // A snapshot: its rows into the new table once (a resumed rebuild remembers it), and its
+    // positions, from which the archive and the stream are read.
+    let mut after_positions = Default::default();
+    if let Some(id) = &args.from_snapshot {
+        if args.view != RebuiltView::Status {
+            return fail(&"--from-snapshot: snapshots are of STATUS; rebuild the status view from the archive");
+        }
+        let Some(archive) = &archive else {
+            return fail(&format!(
+                "--from-snapshot reads the snapshot from the archive: give --archive-bucket \
+                 ({ARCHIVE_BUCKET_VAR}) or --archive-dir"
+            ));
+        };
+        let wanted = progress.snapshot.clone().unwrap_or_else(|| id.clone());
+        let manifest = match find_snapshot(archive.as_ref(), &wanted).await {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                return fail(&format!(
+                    "{e}; rebuild without --from-snapshot to read the whole archive"
+                ))
+            }
+        };
+        if progress.snapshot.is_none() {
+            let into = DynamoStatusStore::new(dynamodb.clone(), &args.into);
+            if let Err(e) = load_snapshot(archive.as_ref(), &manifest, &into).await {
+                return fail(&format!(
+                    "{e}; rebuild without --from-snapshot to read the whole archive"
+                ));
+            }
+            progress = match RebuildProgress::after_snapshot(&manifest) {
+                Ok(p) => p,
+                Err(e) => return fail(&e),
+            };
+            progress.snapshot = Some(manifest.id.clone());
+            if let Err(e) = save(&state, &progress) {
+                return fail(&e);
+            }
+            println!(
+                "loaded snapshot {} ({} rows, taken {}) into {}",
+                manifest.id, manifest.rows, manifest.taken_at, args.into
+            );
+        }
+        after_positions = match manifest.positions() {
+            Ok(positions) => positions,
+            Err(e) => return fail(&e),
+        };
+    }
     // Poison is listed at the end rather than written to the live DEADLETTER a second time.
     let set_aside = Arc::new(MemoryDeadLetterStore::default());
     let processor: Box<dyn Consumer> = match args.view {
@@ -193,6 +246,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         let result = rebuild_from_archive(
             ArchiveRebuild::new(archive.as_ref(), processor.as_ref())
                 .window(window)
+                .after_positions(after_positions.clone())
                 .saving(|progress| save(&state, progress))
                 .reporting(|key, records| {
                     bar.inc((records - last) as u64);

@@ -1,0 +1,103 @@
+//! `tidemark snapshot`: STATUS's rows and the positions they reflect, into the archive bucket
+//! (or a local archive directory), and `--list` to see the snapshots there. A rebuild then
+//! starts from one (`tidemark rebuild --from-snapshot latest`) and reads only what came after.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tidemark::adapters::memory::MemoryArchive;
+use tidemark::adapters::s3::S3Archive;
+use tidemark::adapters::sdk::load_sdk_config;
+use tidemark::adapters::Adapters;
+use tidemark::config::{ResourceNames, ARCHIVE_BUCKET_VAR};
+use tidemark::domain::{Clock, SystemClock};
+use tidemark::ports::{ArchiveReader, ArchiveWriter};
+use tidemark::run::snapshot::{list_snapshots, take_snapshot};
+
+use super::fail;
+
+#[derive(Args)]
+pub struct SnapshotArgs {
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// The archive bucket the snapshot goes to (default: TIDEMARK_ARCHIVE_BUCKET), under
+    /// `snapshots/status/`.
+    #[arg(long, env = ARCHIVE_BUCKET_VAR, conflicts_with = "archive_dir")]
+    archive_bucket: Option<String>,
+    /// A local archive directory instead.
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
+    /// List the snapshots in the archive instead of taking one.
+    #[arg(long)]
+    list: bool,
+}
+
+/// The archive as both a reader and a writer.
+trait Archive: ArchiveReader + ArchiveWriter {}
+impl<T: ArchiveReader + ArchiveWriter> Archive for T {}
+
+pub async fn run(args: SnapshotArgs) -> ExitCode {
+    let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
+    let archive: Box<dyn Archive> = match (&args.archive_dir, &args.archive_bucket) {
+        (Some(dir), _) => match MemoryArchive::in_directory(dir) {
+            Ok(archive) => Box::new(archive),
+            Err(e) => return fail(&e),
+        },
+        (None, Some(bucket)) => Box::new(S3Archive::new(S3Archive::client(&sdk), bucket)),
+        (None, None) => {
+            return fail(&format!(
+                "no archive: give --archive-bucket ({ARCHIVE_BUCKET_VAR}) or --archive-dir"
+            ))
+        }
+    };
+    if args.list {
+        let listed = match list_snapshots(archive.as_ref()).await {
+            Ok(listed) => listed,
+            Err(e) => return fail(&e),
+        };
+        if listed.is_empty() {
+            println!("no snapshots");
+        }
+        for entry in listed {
+            match entry {
+                Ok(m) => println!(
+                    "{}  taken {}  {} rows  {} bytes  {} shards",
+                    m.id,
+                    m.taken_at,
+                    m.rows,
+                    m.body_bytes,
+                    m.positions.len()
+                ),
+                Err((key, error)) => println!("{key}  UNUSABLE: {error}"),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let adapters = Adapters::aws(&sdk, &ResourceNames::from_env_or_defaults());
+    let started = std::time::Instant::now();
+    let suffix = format!("{:04x}", fastrand::u16(..));
+    let manifest = match take_snapshot(
+        adapters.checkpoint_reader().as_ref(),
+        adapters.status_scanner().as_ref(),
+        archive.as_ref(),
+        SystemClock.now(),
+        &suffix,
+    )
+    .await
+    {
+        Ok(manifest) => manifest,
+        Err(e) => return fail(&e),
+    };
+    println!(
+        "snapshot {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; rebuild from it \
+         with: tidemark rebuild --from-snapshot {} --into NEW_TABLE",
+        manifest.id,
+        manifest.rows,
+        manifest.body_bytes,
+        manifest.positions.len(),
+        started.elapsed().as_secs_f64(),
+        manifest.id
+    );
+    ExitCode::SUCCESS
+}
