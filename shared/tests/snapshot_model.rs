@@ -24,7 +24,7 @@ use tidemark::domain::{parse_event, EventTime, FixedClock, Limits};
 use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 use tidemark::run::snapshot::{
-    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotRunError,
+    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotRunError, SnapshotSource,
 };
 
 const BASE: &str = "2026-12-04T00:00:00Z";
@@ -112,6 +112,27 @@ impl StatusScanner for BusyScan {
             page.next = page.rows.last().map(|r| r.id.clone());
         }
         Ok(page)
+    }
+}
+
+/// A snapshot of `status` with the processor's `checkpoints` into the backend's archive.
+async fn source<'a>(
+    memory: &'a MemoryBackend,
+    checkpoints: &'a dyn CheckpointReader,
+    status: &'a dyn StatusScanner,
+) -> SnapshotSource<'a> {
+    SnapshotSource {
+        checkpoints,
+        shards: memory
+            .stream
+            .list_shards()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect(),
+        status,
+        archive: memory.archive.as_ref(),
     }
 }
 
@@ -242,9 +263,7 @@ async fn run_case(
             };
             snapshot = Some(
                 take_snapshot(
-                    processed.as_ref(),
-                    &scan,
-                    memory.archive.as_ref(),
+                    source(&memory, processed.as_ref(), &scan).await,
                     clock.0,
                     "t",
                 )
@@ -376,9 +395,7 @@ async fn settled_with_snapshot() -> (MemoryBackend, Adapters, SnapshotManifest) 
     .await
     {}
     let manifest = take_snapshot(
-        checkpoints.as_ref(),
-        memory.status.as_ref(),
-        memory.archive.as_ref(),
+        source(&memory, checkpoints.as_ref(), memory.status.as_ref()).await,
         clock.0,
         "a",
     )

@@ -14,7 +14,9 @@ use tidemark::adapters::memory::MemoryDeadLetterStore;
 use tidemark::consumers::processor::Processor;
 use tidemark::domain::{Clock, SystemClock};
 use tidemark::run::rebuild::{rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress};
-use tidemark::run::snapshot::{find_snapshot, list_snapshots, load_snapshot, take_snapshot};
+use tidemark::run::snapshot::{
+    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotSource,
+};
 use tidemark::run::verify::verify;
 use tidemark_tests::{quick_settings, wait_until_applied, Resources, Running};
 
@@ -61,10 +63,16 @@ async fn a_snapshot_taken_while_events_arrive_plus_the_tail_rebuilds_status_on_l
     };
     let archive = adapters.archive_reader();
     let archive_writer = adapters.archive_writer();
+    let checkpoints = adapters.checkpoint_reader();
+    let status = adapters.status_scanner();
+    let shards = stream.list_shards().await.unwrap();
     let manifest = take_snapshot(
-        adapters.checkpoint_reader().as_ref(),
-        adapters.status_scanner().as_ref(),
-        archive_writer.as_ref(),
+        SnapshotSource {
+            checkpoints: checkpoints.as_ref(),
+            shards: shards.into_iter().map(|s| s.shard_id).collect(),
+            status: status.as_ref(),
+            archive: archive_writer.as_ref(),
+        },
         SystemClock.now(),
         "ls",
     )
@@ -76,6 +84,8 @@ async fn a_snapshot_taken_while_events_arrive_plus_the_tail_rebuilds_status_on_l
     running.stop().await;
     assert_eq!(manifest.positions.len(), 2, "{manifest:?}");
     assert_eq!(manifest.rows, 10);
+    // Both shards were checkpointed: the tail is bounded (not the whole archive).
+    assert!(!manifest.archive_from.is_empty(), "{manifest:?}");
     let listed = list_snapshots(archive.as_ref()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
 

@@ -13,8 +13,8 @@ mod commands;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use commands::{
-    bench, bench_archive, bench_dynamodb, bootstrap, coldstart, cost, rebuild, replay, serve,
-    smoke, snapshot, teardown, verify,
+    bench, bench_archive, bench_dynamodb, bench_snapshot, bootstrap, coldstart, cost, rebuild,
+    replay, serve, smoke, snapshot, teardown, verify,
 };
 
 #[derive(Parser)]
@@ -42,6 +42,9 @@ enum Command {
     /// What the archive costs per batch size (S3 and DynamoDB calls, bytes stored) and how fast
     /// a rebuild reads it back, into memory and (with --dynamodb-endpoint) into DynamoDB.
     BenchArchive(bench_archive::BenchArchiveArgs),
+    /// What a snapshot saves a rebuild: records over 60 days, a snapshot at 90 %, a rebuild from
+    /// the whole archive against one from the snapshot and the tail (in memory).
+    BenchSnapshot(bench_snapshot::BenchSnapshotArgs),
     /// Start each function binary against a minimal local Lambda Runtime API, many times, and
     /// print its size, the time from exec to its first `next` request, and its peak memory after
     /// one invocation (a Kinesis batch of --batch-records records for the processor).
@@ -83,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchDynamodb(args) => bench_dynamodb::run(args).await,
         Command::BenchArchive(args) => bench_archive::run(args).await,
+        Command::BenchSnapshot(args) => bench_snapshot::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Cost(args) => cost::run(args).await,
         Command::Smoke(args) => smoke::run(args).await,

@@ -14,14 +14,15 @@
 //! 3. So, per id, the rebuilt row is the newest of (the snapshot's row, every record after P),
 //!    which is the newest of every record: the live row.
 //!
-//! Where the tail starts in the archive: a record after P arrived at most the longest a record
-//! waits to be applied ([`MAX_APPLY_LAG`]) before the snapshot, or after it; its archive object
-//! is filed under its batch's first record's hour, at most [`MAX_BATCH_SPAN`] earlier. A rebuild
-//! therefore lists the archive from [`SnapshotManifest::archive_from`], and applies, of what it
-//! reads, only the records after P.
+//! Where the tail starts in the archive: within a shard, records arrive in sequence order, so a
+//! record after P arrived no earlier than the record at P, whose arrival the checkpoint gives
+//! (written at `updated_at`, when that record was `lag_ms` old). Its archive object is filed
+//! under its batch's first record's hour, at most [`MAX_BATCH_SPAN`] earlier. A rebuild therefore
+//! lists the archive from [`SnapshotManifest::archive_from`] (the earliest such hour over the
+//! shards), and applies, of what it reads, only the records after P. A shard of the stream
+//! without a checkpoint has no such bound: then the whole archive is read.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,10 +33,6 @@ use super::{EventTime, SequenceNumber};
 /// Where snapshots live in the archive's bucket (or directory). Archive keys start with a year,
 /// so these sort after every archive object, and a rebuild's walk of the archive stops here.
 pub const SNAPSHOT_PREFIX: &str = "snapshots/";
-
-/// The longest a record can wait on the stream before the processor applies it or the mapping
-/// gives up on it: the template's ceiling for `MaximumRecordAgeSeconds` (604,800 s).
-pub const MAX_APPLY_LAG: Duration = Duration::from_secs(604_800);
 
 /// The snapshot format this code writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -52,6 +49,8 @@ pub struct SnapshotManifest {
     /// Each shard's processor checkpoint when the snapshot was taken (sequence numbers as text).
     pub positions: BTreeMap<String, String>,
     pub rows: u64,
+    /// The archive key a rebuild from this snapshot lists from (empty: the whole archive).
+    pub archive_from: String,
     /// The rows' object: gzip JSON lines, one row each.
     pub body_key: String,
     pub body_bytes: u64,
@@ -67,13 +66,24 @@ impl SnapshotManifest {
         format!("{SNAPSHOT_PREFIX}{view}/{id}/rows.jsonl.gz")
     }
 
-    /// The archive key a rebuild from this snapshot lists from (see the module's note).
-    pub fn archive_from(&self) -> Result<String, SnapshotError> {
-        let taken_at = EventTime::parse_rfc3339(&self.taken_at)
-            .ok_or_else(|| SnapshotError::Invalid(format!("taken_at {:?}", self.taken_at)))?;
-        Ok(hour_prefix(Some(
-            taken_at.saturating_sub(MAX_APPLY_LAG + MAX_BATCH_SPAN),
-        )))
+    /// Where a rebuild from a snapshot with these checkpoints lists the archive from (see the
+    /// module's note); the whole archive when a shard of the stream (`shards`) has none.
+    pub fn archive_from_checkpoints<'c>(
+        checkpoints: impl IntoIterator<Item = (&'c str, EventTime)>,
+        shards: &[String],
+    ) -> String {
+        let mut earliest: Option<EventTime> = None;
+        let mut covered = Vec::new();
+        for (shard, arrival) in checkpoints {
+            covered.push(shard);
+            earliest = Some(earliest.map_or(arrival, |e| e.min(arrival)));
+        }
+        match earliest {
+            Some(arrival) if shards.iter().all(|s| covered.contains(&s.as_str())) => {
+                hour_prefix(Some(arrival.saturating_sub(MAX_BATCH_SPAN)))
+            }
+            _ => String::new(),
+        }
     }
 
     /// The positions, parsed.
@@ -104,38 +114,52 @@ mod tests {
 
     use super::*;
 
-    fn manifest(taken_at: &str) -> SnapshotManifest {
-        SnapshotManifest {
-            format: SNAPSHOT_FORMAT,
-            view: "status".into(),
-            id: "x".into(),
-            taken_at: taken_at.into(),
-            positions: BTreeMap::from([("shardId-000000000000".into(), "42".into())]),
-            rows: 0,
-            body_key: String::new(),
-            body_bytes: 0,
-            body_sha256: String::new(),
-        }
+    fn at(text: &str) -> EventTime {
+        EventTime::parse_rfc3339(text).unwrap()
     }
 
     #[test]
-    fn the_tail_starts_two_weeks_before_the_snapshot_and_before_every_archive_key() {
-        // Seven days a record may wait, seven a batch may span.
-        assert_eq!(
-            manifest("2026-12-20T05:30:00Z").archive_from().unwrap(),
-            "2026/12/06/05"
+    fn the_tail_starts_a_batch_span_before_the_earliest_checkpointed_record() {
+        let shards = ["a".to_owned(), "b".to_owned()];
+        // The earliest checkpointed record of any shard, less the 7 days a batch may span.
+        let from = SnapshotManifest::archive_from_checkpoints(
+            [
+                ("a", at("2026-12-20T05:30:00Z")),
+                ("b", at("2026-12-18T09:00:00Z")),
+            ],
+            &shards,
         );
-        // Keys after it include every object of that hour ("2026/12/06/05/shard…").
-        assert!("2026/12/06/05/shardId-000000000000/1.jsonl.gz" > "2026/12/06/05");
+        assert_eq!(from, "2026/12/11/09");
+        // Keys after it include every object of that hour ("2026/12/11/09/shard…").
+        assert!("2026/12/11/09/shardId-000000000000/1.jsonl.gz" > from.as_str());
+        // A shard without a checkpoint: no bound, the whole archive.
+        let from = SnapshotManifest::archive_from_checkpoints(
+            [("a", at("2026-12-20T05:30:00Z"))],
+            &shards,
+        );
+        assert_eq!(from, "");
+        assert_eq!(SnapshotManifest::archive_from_checkpoints([], &[]), "");
         // Snapshots sort after every archive key, whose first character is a digit.
         assert!(SnapshotManifest::manifest_key("status", "a").as_str() > "9999/12/31/23");
+    }
+
+    #[test]
+    fn positions_that_are_not_sequence_numbers_are_refused() {
+        let manifest = SnapshotManifest {
+            format: SNAPSHOT_FORMAT,
+            view: "status".into(),
+            id: "x".into(),
+            taken_at: "2026-12-20T05:30:00Z".into(),
+            positions: BTreeMap::from([("a".into(), "42".into()), ("b".into(), "x".into())]),
+            rows: 0,
+            archive_from: String::new(),
+            body_key: String::new(),
+            body_bytes: 0,
+            body_sha256: String::new(),
+        };
         assert!(matches!(
-            manifest("yesterday").archive_from(),
+            manifest.positions(),
             Err(SnapshotError::Invalid(_))
         ));
-        let mut bad = manifest("2026-12-20T05:30:00Z");
-        bad.positions
-            .insert("shardId-000000000001".into(), "x".into());
-        assert!(bad.positions().is_err());
     }
 }

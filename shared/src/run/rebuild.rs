@@ -37,11 +37,12 @@ pub struct RebuildProgress {
 }
 
 impl RebuildProgress {
-    /// Where a rebuild from `snapshot` starts: the archive from its [`SnapshotManifest::
-    /// archive_from`], each shard of the stream after its position. Its rows are not loaded yet.
+    /// Where a rebuild from `snapshot` starts: the archive from its `archive_from`, each shard
+    /// of the stream after its position. Its rows are not loaded yet.
     pub fn after_snapshot(snapshot: &SnapshotManifest) -> Result<Self, SnapshotError> {
+        snapshot.positions()?;
         Ok(Self {
-            archive_after: Some(snapshot.archive_from()?),
+            archive_after: Some(snapshot.archive_from.clone()).filter(|from| !from.is_empty()),
             shards: snapshot.positions.clone(),
             snapshot: None,
         })

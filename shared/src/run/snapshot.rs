@@ -87,22 +87,43 @@ pub enum SnapshotRunError {
     NotFound(String),
 }
 
+/// What a snapshot reads and where it goes.
+pub struct SnapshotSource<'a> {
+    /// The processor's checkpoints.
+    pub checkpoints: &'a dyn CheckpointReader,
+    /// The stream's shards now: one without a checkpoint makes a rebuild read the whole archive.
+    pub shards: Vec<String>,
+    pub status: &'a dyn StatusScanner,
+    pub archive: &'a dyn ArchiveWriter,
+}
+
 /// Takes a snapshot of STATUS into the archive: the processor's checkpoints first, then every
 /// row (the order is what makes it sound), the rows' object, and the manifest last. `suffix`
 /// tells apart snapshots taken in the same second.
 pub async fn take_snapshot(
-    checkpoints: &dyn CheckpointReader,
-    status: &dyn StatusScanner,
-    archive: &dyn ArchiveWriter,
+    source: SnapshotSource<'_>,
     taken_at: EventTime,
     suffix: &str,
 ) -> Result<SnapshotManifest, SnapshotRunError> {
+    let SnapshotSource {
+        checkpoints,
+        shards,
+        status,
+        archive,
+    } = source;
+    let checkpoints = checkpoints.list().await.map_err(SnapshotRunError::Read)?;
+    // The checkpointed record arrived `lag_ms` before its checkpoint was written.
+    let arrivals = checkpoints.iter().filter_map(|c| {
+        let written = EventTime::parse_rfc3339(&c.updated_at)?;
+        Some((
+            c.shard_id.as_str(),
+            written.saturating_sub(std::time::Duration::from_millis(c.lag_ms)),
+        ))
+    });
+    let archive_from = SnapshotManifest::archive_from_checkpoints(arrivals, &shards);
     let positions = checkpoints
-        .list()
-        .await
-        .map_err(SnapshotRunError::Read)?
-        .into_iter()
-        .map(|c| (c.shard_id, c.sequence_number.as_str().to_owned()))
+        .iter()
+        .map(|c| (c.shard_id.clone(), c.sequence_number.as_str().to_owned()))
         .collect();
     let mut body = GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut rows = 0u64;
@@ -134,6 +155,7 @@ pub async fn take_snapshot(
         taken_at: rfc3339,
         positions,
         rows,
+        archive_from,
         body_key: SnapshotManifest::body_key(STATUS_VIEW, &id),
         body_bytes: body.len() as u64,
         body_sha256: sha256_hex(&body),
@@ -213,7 +235,6 @@ async fn read_manifest(
         )));
     }
     manifest.positions()?;
-    manifest.archive_from()?;
     Ok(manifest)
 }
 

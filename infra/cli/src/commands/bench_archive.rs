@@ -45,7 +45,7 @@ pub struct BenchArchiveArgs {
 
 /// Records shaped like real status events: an order id, a status, a timestamp and ~80 bytes of
 /// `data`, read back from a one-shard stream as the archiver gets them.
-async fn records(count: u32, ids: u32) -> Result<Vec<StreamRecord>, String> {
+pub(crate) async fn records(count: u32, ids: u32) -> Result<Vec<StreamRecord>, String> {
     let stream = MemoryStream::new(1);
     let statuses = [
         "created",
@@ -81,15 +81,27 @@ async fn records(count: u32, ids: u32) -> Result<Vec<StreamRecord>, String> {
     let shard = stream.list_shards().await.map_err(|e| e.to_string())?[0]
         .shard_id
         .clone();
-    let iterator = stream
+    let mut iterator = stream
         .shard_iterator(&shard, &StartPosition::TrimHorizon)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(stream
-        .get_records(&iterator, count as usize)
-        .await
-        .map_err(|e| e.to_string())?
-        .records)
+    // GetRecords answers at most 10,000 records, as Kinesis does: page through.
+    let mut records = Vec::with_capacity(count as usize);
+    while records.len() < count as usize {
+        let page = stream
+            .get_records(&iterator, count as usize - records.len())
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.records.is_empty() {
+            break;
+        }
+        records.extend(page.records);
+        match page.next_iterator {
+            Some(next) => iterator = next,
+            None => break,
+        }
+    }
+    Ok(records)
 }
 
 pub async fn run(args: BenchArchiveArgs) -> ExitCode {

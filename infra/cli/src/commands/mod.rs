@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_archive;
 pub mod bench_dynamodb;
+pub mod bench_snapshot;
 pub mod bootstrap;
 pub mod coldstart;
 pub mod cost;

@@ -13,7 +13,7 @@ use tidemark::adapters::Adapters;
 use tidemark::config::{ResourceNames, ARCHIVE_BUCKET_VAR};
 use tidemark::domain::{Clock, SystemClock};
 use tidemark::ports::{ArchiveReader, ArchiveWriter};
-use tidemark::run::snapshot::{list_snapshots, take_snapshot};
+use tidemark::run::snapshot::{list_snapshots, take_snapshot, SnapshotSource};
 
 use super::fail;
 
@@ -77,26 +77,35 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
     let adapters = Adapters::aws(&sdk, &ResourceNames::from_env_or_defaults());
     let started = std::time::Instant::now();
     let suffix = format!("{:04x}", fastrand::u16(..));
-    let manifest = match take_snapshot(
-        adapters.checkpoint_reader().as_ref(),
-        adapters.status_scanner().as_ref(),
-        archive.as_ref(),
-        SystemClock.now(),
-        &suffix,
-    )
-    .await
-    {
+    let shards = match adapters.shard_reader().list_shards().await {
+        Ok(shards) => shards.into_iter().map(|s| s.shard_id).collect(),
+        Err(e) => return fail(&format!("listing the stream's shards: {e}")),
+    };
+    let (checkpoints, status) = (adapters.checkpoint_reader(), adapters.status_scanner());
+    let source = SnapshotSource {
+        checkpoints: checkpoints.as_ref(),
+        shards,
+        status: status.as_ref(),
+        archive: archive.as_ref(),
+    };
+    let manifest = match take_snapshot(source, SystemClock.now(), &suffix).await {
         Ok(manifest) => manifest,
         Err(e) => return fail(&e),
     };
     println!(
-        "snapshot {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; rebuild from it \
-         with: tidemark rebuild --from-snapshot {} --into NEW_TABLE",
+        "snapshot {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; a rebuild from it \
+         reads the archive from {}; rebuild from it with: tidemark rebuild --from-snapshot {} \
+         --into NEW_TABLE",
         manifest.id,
         manifest.rows,
         manifest.body_bytes,
         manifest.positions.len(),
         started.elapsed().as_secs_f64(),
+        if manifest.archive_from.is_empty() {
+            "its start (a shard has no checkpoint yet)"
+        } else {
+            manifest.archive_from.as_str()
+        },
         manifest.id
     );
     ExitCode::SUCCESS
