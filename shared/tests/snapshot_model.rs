@@ -2,30 +2,28 @@
 //! writing (redelivered batches, crashes before a checkpoint, rows changing between the scan's
 //! pages), then more events; loading it into an empty table and applying only the records after
 //! its positions (from the archive, then what the stream still holds) rebuilds exactly the live
-//! STATUS. A snapshot whose rows were altered or cut short is refused, naming why, and the
-//! rebuild from the whole archive still works.
+//! STATUS. Snapshots that cannot be used: snapshot_refusals.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use proptest::prelude::*;
+use support::{put_event, read_batch, row_states, snapshot_source};
 use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
 use tidemark::adapters::Adapters;
 use tidemark::consumers::archiver::Archiver;
 use tidemark::consumers::{CheckpointedConsumer, Consumer};
 use tidemark::domain::progress::ConsumerName;
-use tidemark::domain::snapshot::{SnapshotError, SnapshotManifest};
-use tidemark::domain::{parse_event, EventTime, FixedClock, Limits};
+use tidemark::domain::{EventTime, FixedClock, Limits};
 use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress};
-use tidemark::run::snapshot::{
-    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotRunError, SnapshotSource,
-};
+use tidemark::run::snapshot::{find_snapshot, load_snapshot, take_snapshot};
 
 const BASE: &str = "2026-12-04T00:00:00Z";
 const STATUSES: [&str; 4] = ["created", "shipped", "delivered", "failed"];
@@ -62,24 +60,9 @@ async fn produce(memory: &MemoryBackend, records: &[Produced]) {
                 millis,
                 copies,
             } => {
-                let json = serde_json::json!({
-                    "id": format!("id-{id}"),
-                    "status": STATUSES[*status],
-                    "timestamp": base().saturating_add(Duration::from_millis(u64::from(*millis))).to_rfc3339(),
-                })
-                .to_string();
-                let raw: &serde_json::value::RawValue = serde_json::from_str(&json).unwrap();
-                let event = parse_event(raw, None, base(), &Limits::default()).unwrap();
-                for _ in 0..*copies {
-                    memory
-                        .stream
-                        .put(&OutgoingRecord {
-                            partition_key: event.id.clone(),
-                            data: Bytes::from(event.encode().unwrap()),
-                        })
-                        .await
-                        .unwrap();
-                }
+                let timestamp = base().saturating_add(Duration::from_millis(u64::from(*millis)));
+                let id = format!("id-{id}");
+                put_event(&memory.stream, &id, STATUSES[*status], timestamp, *copies).await;
             }
             Produced::Poison => {
                 memory
@@ -115,27 +98,6 @@ impl StatusScanner for BusyScan {
     }
 }
 
-/// A snapshot of `status` with the processor's `checkpoints` into the backend's archive.
-async fn source<'a>(
-    memory: &'a MemoryBackend,
-    checkpoints: &'a dyn CheckpointReader,
-    status: &'a dyn StatusScanner,
-) -> SnapshotSource<'a> {
-    SnapshotSource {
-        checkpoints,
-        shards: memory
-            .stream
-            .list_shards()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| s.shard_id)
-            .collect(),
-        status,
-        archive: memory.archive.as_ref(),
-    }
-}
-
 #[derive(Clone, Debug)]
 struct Chaos {
     shards: usize,
@@ -157,16 +119,6 @@ fn chaos() -> impl Strategy<Value = Chaos> {
     )
 }
 
-async fn read(
-    memory: &MemoryBackend,
-    shard: &str,
-    from: &StartPosition,
-    size: usize,
-) -> Vec<StreamRecord> {
-    let it = memory.stream.shard_iterator(shard, from).await.unwrap();
-    memory.stream.get_records(&it, size).await.unwrap().records
-}
-
 /// One batch of each shard through `consumer` from its checkpoint; whether any shard moved.
 async fn round(
     memory: &MemoryBackend,
@@ -183,7 +135,7 @@ async fn round(
             Some(c) => StartPosition::AfterSequence(c.sequence_number),
             None => StartPosition::TrimHorizon,
         };
-        let batch = read(memory, &shard, &from, rng.usize(1..=5)).await;
+        let batch = read_batch(&memory.stream, &shard, &from, rng.usize(1..=5)).await;
         if batch.is_empty() {
             continue;
         }
@@ -201,14 +153,6 @@ async fn round(
         }
     }
     moved
-}
-
-fn comparable(
-    rows: impl IntoIterator<Item = (String, StatusRow)>,
-) -> BTreeMap<String, (String, String, Option<String>)> {
-    rows.into_iter()
-        .map(|(id, r)| (id, (r.status, r.version.0, r.data)))
-        .collect()
 }
 
 async fn run_case(
@@ -241,8 +185,8 @@ async fn run_case(
     for n in 0..60 {
         if n == chaos.snapshot_round {
             // Batches the processor applies while the snapshot reads: the next ones of shard 0.
-            let pending = read(
-                &memory,
+            let pending = read_batch(
+                &memory.stream,
                 "shardId-000000000000",
                 &StartPosition::TrimHorizon,
                 1000,
@@ -263,7 +207,7 @@ async fn run_case(
             };
             snapshot = Some(
                 take_snapshot(
-                    source(&memory, processed.as_ref(), &scan).await,
+                    snapshot_source(&memory, processed.as_ref(), &scan).await,
                     clock.0,
                     "t",
                 )
@@ -306,7 +250,7 @@ async fn run_case(
     {
         memory.stream.trim_through(&shard, &c.sequence_number);
     }
-    let live = comparable(memory.status.snapshot());
+    let live = row_states(memory.status.snapshot());
 
     // Snapshot + the tail.
     let found = find_snapshot(memory.archive.as_ref(), "latest")
@@ -345,7 +289,7 @@ async fn run_case(
     )
     .await
     .unwrap();
-    prop_assert_eq!(comparable(rebuilt.snapshot()), live);
+    prop_assert_eq!(row_states(rebuilt.snapshot()), live);
     Ok(())
 }
 
@@ -361,158 +305,4 @@ proptest! {
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
             .block_on(run_case(before, after, chaos))?;
     }
-}
-
-/// A small settled pipeline and a snapshot of it.
-async fn settled_with_snapshot() -> (MemoryBackend, Adapters, SnapshotManifest) {
-    let memory = MemoryBackend::new(2);
-    let records: Vec<Produced> = (0..12)
-        .map(|i| Produced::Event {
-            id: i % 5,
-            status: usize::from(i) % STATUSES.len(),
-            millis: u16::from(i),
-            copies: 1,
-        })
-        .collect();
-    produce(&memory, &records).await;
-    let adapters = Adapters::in_memory(memory.clone());
-    let clock = Arc::new(FixedClock(base()));
-    let processing = CheckpointedConsumer::new(
-        Arc::new(adapters.processor(Default::default(), clock.clone())),
-        adapters.checkpoint_writer(),
-    );
-    let checkpoints = adapters.checkpoint_reader();
-    let mut rng = fastrand::Rng::with_seed(7);
-    let raw = adapters.processor(Default::default(), clock.clone());
-    while round(
-        &memory,
-        &raw,
-        &processing,
-        checkpoints.as_ref(),
-        None,
-        &mut rng,
-    )
-    .await
-    {}
-    let manifest = take_snapshot(
-        source(&memory, checkpoints.as_ref(), memory.status.as_ref()).await,
-        clock.0,
-        "a",
-    )
-    .await
-    .unwrap();
-    (memory, adapters, manifest)
-}
-
-#[tokio::test]
-async fn an_altered_or_truncated_snapshot_is_refused_before_any_row_is_written() {
-    let (memory, _, manifest) = settled_with_snapshot().await;
-    assert_eq!(manifest.rows, 5);
-    let body = memory.archive.get(&manifest.body_key).await.unwrap();
-    let mut flipped = body.to_vec();
-    let middle = flipped.len() / 2;
-    flipped[middle] ^= 0x01;
-    let truncated = body.slice(..body.len() - 10);
-    for (what, bad) in [("altered", Bytes::from(flipped)), ("truncated", truncated)] {
-        memory.archive.put(&manifest.body_key, bad).await.unwrap();
-        let target = MemoryStatusStore::default();
-        let error = load_snapshot(memory.archive.as_ref(), &manifest, &target)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, SnapshotRunError::Snapshot(SnapshotError::Corrupt(_))),
-            "{what}: {error}"
-        );
-        assert!(error.to_string().contains("SHA-256"), "{what}: {error}");
-        assert!(target.snapshot().is_empty(), "{what}: rows were written");
-    }
-}
-
-#[tokio::test]
-async fn an_unreadable_manifest_is_listed_with_its_reason_and_latest_skips_it() {
-    let (memory, _, manifest) = settled_with_snapshot().await;
-    let mut newer = serde_json::to_value(&manifest).unwrap();
-    newer["id"] = "29991231T000000Z-z".into();
-    newer["format"] = 2.into();
-    let key = SnapshotManifest::manifest_key("status", "29991231T000000Z-z");
-    memory
-        .archive
-        .put(&key, Bytes::from(newer.to_string()))
-        .await
-        .unwrap();
-    memory
-        .archive
-        .put(
-            &SnapshotManifest::manifest_key("status", "29991231T000001Z-y"),
-            Bytes::from_static(b"{not json"),
-        )
-        .await
-        .unwrap();
-    let listed = list_snapshots(memory.archive.as_ref()).await.unwrap();
-    assert_eq!(listed.len(), 3, "{listed:?}");
-    let errors: Vec<String> = listed
-        .iter()
-        .filter_map(|e| e.as_ref().err().map(|(k, e)| format!("{k}: {e}")))
-        .collect();
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("format 2")), "{errors:?}");
-    // The newest readable one is the real snapshot; the broken one, asked for by name, says why.
-    let latest = find_snapshot(memory.archive.as_ref(), "latest")
-        .await
-        .unwrap();
-    assert_eq!(latest, manifest);
-    let named = find_snapshot(memory.archive.as_ref(), "29991231T000000Z-z")
-        .await
-        .unwrap_err();
-    assert!(named.to_string().contains("format 2"), "{named}");
-    assert!(matches!(
-        find_snapshot(memory.archive.as_ref(), "nope").await,
-        Err(SnapshotRunError::NotFound(_))
-    ));
-}
-
-/// Without a snapshot (or after refusing one) the whole archive still rebuilds STATUS, and the
-/// snapshot's own objects in the archive are not read as archive objects.
-#[tokio::test]
-async fn the_whole_archive_rebuilds_status_beside_a_snapshot() {
-    let (memory, adapters, _) = settled_with_snapshot().await;
-    let clock = Arc::new(FixedClock(base()));
-    let archiving = CheckpointedConsumer::new(
-        Arc::new(Archiver::new(
-            memory.archive.clone(),
-            None,
-            Limits::default(),
-            clock.clone(),
-        )),
-        adapters.checkpoints_of(ConsumerName::ARCHIVER).writer,
-    );
-    let archived = adapters.checkpoints_of(ConsumerName::ARCHIVER).reader;
-    let raw = Archiver::new(
-        memory.archive.clone(),
-        None,
-        Limits::default(),
-        clock.clone(),
-    );
-    let mut rng = fastrand::Rng::with_seed(3);
-    while round(&memory, &raw, &archiving, archived.as_ref(), None, &mut rng).await {}
-    let rebuilt = Arc::new(MemoryStatusStore::default());
-    let rebuilding = adapters
-        .clone()
-        .with_status_writer(rebuilt.clone())
-        .processor(Default::default(), clock);
-    let report = rebuild_from_archive(
-        ArchiveRebuild::new(memory.archive.as_ref(), &rebuilding),
-        &mut RebuildProgress::default(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.corrupt_objects.is_empty(),
-        "{:?}",
-        report.corrupt_objects
-    );
-    assert_eq!(
-        comparable(rebuilt.snapshot()),
-        comparable(memory.status.snapshot())
-    );
 }
