@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use proptest::prelude::*;
+use support::read_batch;
 use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
 use tidemark::adapters::Adapters;
 use tidemark::api::{Api, ApiRequest};
@@ -177,16 +180,6 @@ async fn produce(stream: &MemoryStream, records: &[Produced]) {
             }
         }
     }
-}
-
-async fn read_batch(
-    stream: &MemoryStream,
-    shard: &str,
-    from: &StartPosition,
-    size: usize,
-) -> Vec<StreamRecord> {
-    let it = stream.shard_iterator(shard, from).await.unwrap();
-    stream.get_records(&it, size).await.unwrap().records
 }
 
 /// Runs `consumer` over every shard the way the mapping does (resume from the checkpoint, retry
