@@ -2,7 +2,7 @@
 //! writing (redelivered batches, crashes before a checkpoint, rows changing between the scan's
 //! pages), then more events; loading it into an empty table and applying only the records after
 //! its positions (from the archive, then what the stream still holds) rebuilds exactly the live
-//! STATUS. Snapshots that cannot be used: snapshot_refusals.rs.
+//! STATUS. Snapshots that cannot be used, and pruning: snapshot_archive.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 

@@ -69,6 +69,22 @@ impl ArchiveWriter for S3Archive {
 }
 
 #[async_trait]
+impl ArchivePruner for S3Archive {
+    /// In the stack's versioned bucket this leaves a delete marker; the bytes go when the
+    /// bucket's noncurrent versions do (teardown removes every version).
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| store_error(classify(&e)))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl ArchiveReader for S3Archive {
     async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError> {
         let output = self

@@ -18,6 +18,14 @@ pub trait ArchiveWriter: Send + Sync {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
 }
 
+/// Deleting from the archive: only old snapshots are ever deleted (`tidemark snapshot --keep`);
+/// the archive's own objects never are.
+#[async_trait]
+pub trait ArchivePruner: Send + Sync {
+    /// Deletes the object; deleting one that is not there is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
 /// Reading the archive: what a rebuild needs.
 #[async_trait]
 pub trait ArchiveReader: Send + Sync {

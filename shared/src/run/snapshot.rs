@@ -14,8 +14,8 @@ use crate::domain::digest::sha256_hex;
 use crate::domain::snapshot::{SnapshotError, SnapshotManifest, SNAPSHOT_FORMAT, SNAPSHOT_PREFIX};
 use crate::domain::{EventTime, SequenceNumber, VersionKey};
 use crate::ports::{
-    ArchiveReader, ArchiveWriter, CheckpointReader, StatusRow, StatusScanner, StatusWriter,
-    StoreError,
+    ArchivePruner, ArchiveReader, ArchiveWriter, CheckpointReader, StatusRow, StatusScanner,
+    StatusWriter, StoreError,
 };
 
 /// Rows written at once while loading: the processor's default write concurrency.
@@ -307,4 +307,57 @@ pub async fn load_snapshot(
         result.map_err(SnapshotRunError::Load)?;
     }
     Ok(written)
+}
+
+/// Keeps the newest `keep` usable snapshots and deletes every object of the ones before the
+/// oldest of those (an unusable snapshot among the kept ones stays, to be looked at; one left
+/// without a manifest by an interrupted snapshot or prune goes with its age). The manifest is
+/// deleted first, so a prune cut short never leaves a listed snapshot without its rows. Returns
+/// the ids deleted.
+pub async fn prune_snapshots(
+    archive: &dyn ArchiveReader,
+    pruner: &dyn ArchivePruner,
+    keep: usize,
+) -> Result<Vec<String>, SnapshotRunError> {
+    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
+    let usable: Vec<String> = list_snapshots(archive)
+        .await?
+        .into_iter()
+        .filter_map(|entry| entry.ok().map(|m| m.id))
+        .collect();
+    let Some(oldest_kept) = usable.len().checked_sub(keep).and_then(|i| usable.get(i)) else {
+        return Ok(Vec::new()); // no more than `keep`: nothing to delete
+    };
+    // Every object under the prefix, grouped by snapshot id (ids sort by time).
+    let mut objects: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut after = Some(prefix.clone());
+    'pages: loop {
+        let page = archive
+            .list(after.as_deref())
+            .await
+            .map_err(SnapshotRunError::Archive)?;
+        for key in &page.keys {
+            let Some(id) = key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split('/').next())
+            else {
+                break 'pages;
+            };
+            objects.entry(id.to_owned()).or_default().push(key.clone());
+        }
+        if !page.more || page.keys.is_empty() {
+            break;
+        }
+        after = page.keys.last().cloned();
+    }
+    let mut deleted = Vec::new();
+    for (id, mut keys) in objects.into_iter().filter(|(id, _)| id < oldest_kept) {
+        // The manifest first: `false` sorts before `true`.
+        keys.sort_by_key(|k| !k.ends_with("/manifest.json"));
+        for key in keys {
+            pruner.delete(&key).await.map_err(SnapshotRunError::Write)?;
+        }
+        deleted.push(id);
+    }
+    Ok(deleted)
 }

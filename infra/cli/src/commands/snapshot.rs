@@ -12,8 +12,8 @@ use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::{ResourceNames, ARCHIVE_BUCKET_VAR};
 use tidemark::domain::{Clock, SystemClock};
-use tidemark::ports::{ArchiveReader, ArchiveWriter};
-use tidemark::run::snapshot::{list_snapshots, take_snapshot, SnapshotSource};
+use tidemark::ports::{ArchivePruner, ArchiveReader, ArchiveWriter};
+use tidemark::run::snapshot::{list_snapshots, prune_snapshots, take_snapshot, SnapshotSource};
 
 use super::fail;
 
@@ -31,11 +31,14 @@ pub struct SnapshotArgs {
     /// List the snapshots in the archive instead of taking one.
     #[arg(long)]
     list: bool,
+    /// After taking this one, keep only the newest N snapshots and delete the older ones.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "list")]
+    keep: Option<u32>,
 }
 
-/// The archive as both a reader and a writer.
-trait Archive: ArchiveReader + ArchiveWriter {}
-impl<T: ArchiveReader + ArchiveWriter> Archive for T {}
+/// The archive as a reader, a writer and a pruner.
+trait Archive: ArchiveReader + ArchiveWriter + ArchivePruner {}
+impl<T: ArchiveReader + ArchiveWriter + ArchivePruner> Archive for T {}
 
 pub async fn run(args: SnapshotArgs) -> ExitCode {
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
@@ -108,5 +111,16 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
         },
         manifest.id
     );
+    if let Some(keep) = args.keep {
+        match prune_snapshots(archive.as_ref(), archive.as_ref(), keep as usize).await {
+            Ok(deleted) if deleted.is_empty() => println!("kept every snapshot (at most {keep})"),
+            Ok(deleted) => println!(
+                "deleted {} older snapshots: {}",
+                deleted.len(),
+                deleted.join(", ")
+            ),
+            Err(e) => return fail(&e),
+        }
+    }
     ExitCode::SUCCESS
 }

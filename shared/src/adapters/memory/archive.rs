@@ -155,6 +155,22 @@ impl ArchiveWriter for MemoryArchive {
 }
 
 #[async_trait]
+impl ArchivePruner for MemoryArchive {
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(directory) = &self.directory {
+            let file = file_of(directory, key)?;
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&file, e)),
+            }
+        }
+        lock(&self.objects).remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl ArchiveReader for MemoryArchive {
     async fn list(&self, start_after: Option<&str>) -> Result<ArchivePage, StoreError> {
         let objects = lock(&self.objects);

@@ -1,6 +1,7 @@
-//! Snapshots that cannot be used, and the rebuild beside them: an altered or truncated snapshot
-//! is refused before any row is written; an unreadable manifest is listed with its reason and
-//! `latest` passes over it; the whole archive still rebuilds STATUS, snapshots in it or not.
+//! Snapshots in the archive: an altered or truncated snapshot is refused before any row is
+//! written; an unreadable manifest is listed with its reason and `latest` passes over it;
+//! pruning keeps the newest and removes the rest, leftovers included; the whole archive still
+//! rebuilds STATUS, snapshots in it or not.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
@@ -21,7 +22,7 @@ use tidemark::domain::{EventTime, FixedClock, Limits};
 use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 use tidemark::run::snapshot::{
-    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotRunError,
+    find_snapshot, list_snapshots, load_snapshot, prune_snapshots, take_snapshot, SnapshotRunError,
 };
 
 const STATUSES: [&str; 4] = ["created", "shipped", "delivered", "failed"];
@@ -182,5 +183,54 @@ async fn the_whole_archive_rebuilds_status_beside_a_snapshot() {
     assert_eq!(
         row_states(rebuilt.snapshot()),
         row_states(memory.status.snapshot())
+    );
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_newest_and_removes_the_rest_with_their_leftovers() {
+    let (memory, adapters, first) = settled_with_snapshot().await;
+    let checkpoints = adapters.checkpoint_reader();
+    let mut ids = vec![first.id.clone()];
+    for (n, suffix) in ["b", "c", "d"].into_iter().enumerate() {
+        let at = base().saturating_add(Duration::from_secs(60 * (n as u64 + 1)));
+        let source = snapshot_source(&memory, checkpoints.as_ref(), memory.status.as_ref()).await;
+        ids.push(take_snapshot(source, at, suffix).await.unwrap().id);
+    }
+    // What an interrupted snapshot leaves: rows without a manifest, older than the kept ones.
+    let leftover = SnapshotManifest::body_key("status", "20000101T000000Z-x");
+    memory
+        .archive
+        .put(&leftover, Bytes::from_static(b"partial"))
+        .await
+        .unwrap();
+    let deleted = prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted,
+        ["20000101T000000Z-x", ids[0].as_str(), ids[1].as_str()]
+    );
+    let kept: Vec<String> = list_snapshots(memory.archive.as_ref())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.unwrap().id)
+        .collect();
+    assert_eq!(kept, ids[2..]);
+    assert!(memory.archive.get(&leftover).await.is_err());
+    // The kept ones are whole; pruning again deletes nothing.
+    let newest = find_snapshot(memory.archive.as_ref(), "latest")
+        .await
+        .unwrap();
+    let target = MemoryStatusStore::default();
+    load_snapshot(memory.archive.as_ref(), &newest, &target)
+        .await
+        .unwrap();
+    assert_eq!(target.snapshot().len(), 5);
+    assert!(
+        prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), 2)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
