@@ -40,7 +40,11 @@ fn fixture_api_at(now: EventTime) -> Fixture {
 
 /// The fixture with its faults drawn from `seed`.
 fn fixture_api_seeded(now: EventTime, seed: u64) -> Fixture {
-    let memory = MemoryBackend::new(2);
+    fixture_over(MemoryBackend::new(2), now, seed)
+}
+
+/// The fixture over `memory` (with a change feed or not).
+fn fixture_over(memory: MemoryBackend, now: EventTime, seed: u64) -> Fixture {
     let faults = Faults::new(seed);
     let adapters = Adapters::in_memory(memory.clone())
         .with_stream_writer(Arc::new(Faulty::new(memory.stream.clone(), &faults)));
@@ -57,11 +61,17 @@ fn fixture_api_seeded(now: EventTime, seed: u64) -> Fixture {
             Limits::default(),
             Arc::new(FixedClock(now)),
         )),
-        query: Some(QueryApi::new(
-            adapters.status_reader(),
-            adapters.checkpoint_reader(),
-            adapters.shard_reader(),
-        )),
+        query: Some({
+            let query = QueryApi::new(
+                adapters.status_reader(),
+                adapters.checkpoint_reader(),
+                adapters.shard_reader(),
+            );
+            match memory.status.change_feed() {
+                Some(feed) => query.with_change_feed(feed),
+                None => query,
+            }
+        }),
     };
     Fixture {
         api,
@@ -713,10 +723,20 @@ async fn read_after(f: &Fixture, id: &str, token: &str, wait_ms: u64) -> (Status
 /// Watching one id (`newer_than`): one holding the current version gets `304` (no body) when
 /// `wait_ms` runs out; an event that loses to the row never wakes it; one started before a newer
 /// write is answered by that write; a made-up version, or one beside `after`, is a 400 naming it.
+/// Both ways a watcher waits: re-reading after growing pauses (the Lambda), and woken by
+/// STATUS's change feed (`serve`).
 #[tokio::test]
 async fn a_watcher_is_answered_by_a_newer_row_and_never_by_a_losing_event() {
-    let f = fixture_api();
-    let f = &f;
+    watcher_case(&fixture_api()).await;
+    watcher_case(&fixture_over(
+        MemoryBackend::new(2).with_change_feed(100),
+        now(),
+        11,
+    ))
+    .await;
+}
+
+async fn watcher_case(f: &Fixture) {
     let post = |status: &str, timestamp: &str| {
         let body = format!(r#"{{"id":"w","status":"{status}","timestamp":"{timestamp}"}}"#);
         async move { call(f, Method::POST, "/events", &body).await }

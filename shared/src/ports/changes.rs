@@ -88,6 +88,8 @@ pub trait ChangeFeedReader: Send + Sync {
     fn feed_id(&self) -> u64;
     /// Up to `limit` changes from position `from` on (`None`: from the oldest kept).
     async fn read_from(&self, from: Option<u64>, limit: usize) -> Result<FeedRead, StoreError>;
+    /// The position the next change will take.
+    fn end(&self) -> u64;
     /// Returns as soon as the feed holds a change at `position` (or past it), or at `deadline`:
     /// a waiting reader is woken by the change itself, not by its next poll.
     async fn wait_for(&self, position: u64, deadline: tokio::time::Instant);

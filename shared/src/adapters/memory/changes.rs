@@ -91,6 +91,10 @@ impl ChangeFeedReader for MemoryChangeFeed {
         Ok(FeedRead::Changes { entries, next })
     }
 
+    fn end(&self) -> u64 {
+        *self.end.borrow()
+    }
+
     async fn wait_for(&self, position: u64, deadline: tokio::time::Instant) {
         let mut end = self.end.subscribe();
         // Times out, or the sender (this feed) is gone: either way the reader answers now.

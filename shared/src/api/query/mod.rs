@@ -263,7 +263,8 @@ impl QueryApi {
     /// Watching one id: the row as soon as its version is newer than `held`, or `304 Not
     /// Modified` (no body) when `wait` runs out first (`404` if the id still has no row). STATUS
     /// only ever moves to a newer version, so an event that loses never wakes a watcher, and a
-    /// row read once newer stays newer.
+    /// row read once newer stays newer. With a change feed (`serve`) the row is read again when
+    /// STATUS changes; otherwise after a pause that grows to [`MAX_POLL_PAUSE`].
     async fn watch(
         &self,
         id: &str,
@@ -273,6 +274,8 @@ impl QueryApi {
         let deadline = Instant::now() + wait;
         let mut pause = FIRST_POLL_PAUSE;
         loop {
+            // Taken before the read: a change after it ends the wait below at once.
+            let feed_end = self.change_feed.as_ref().map(|feed| feed.end());
             let row = self.status.get(id).await?;
             if row.as_ref().is_some_and(|r| r.version > *held) {
                 return row_response(id, row);
@@ -284,8 +287,13 @@ impl QueryApi {
                     None => row_response(id, None),
                 };
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_POLL_PAUSE);
+            match (&self.change_feed, feed_end) {
+                (Some(feed), Some(end)) => feed.wait_for(end, deadline).await,
+                _ => {
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(MAX_POLL_PAUSE);
+                }
+            }
         }
     }
 
