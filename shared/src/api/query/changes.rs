@@ -16,32 +16,45 @@ fn encode_cursor(feed_id: u64, position: u64) -> String {
     opaque::encode(CURSOR_PREFIX, &format!("{feed_id:016x}.{position}"))
 }
 
-fn decode_cursor(text: &str, feed_id: u64) -> Result<u64, FieldError> {
-    let invalid = |why: &str| {
-        FieldError::new(
-            "after",
-            Rule::InvalidToken,
-            format!("after must be a cursor from an earlier GET /changes answer: {why}"),
+/// 400 naming `after`: not a cursor this feed gave out, and why.
+fn invalid_cursor(why: &str) -> FieldError {
+    FieldError::new(
+        "after",
+        Rule::InvalidToken,
+        format!("after must be a cursor from an earlier GET /changes answer: {why}"),
+    )
+}
+
+/// 410 naming `after`: the feed has dropped the changes after it.
+fn cursor_expired(oldest: u64) -> ApiError {
+    ApiError {
+        field: Some("after".into()),
+        ..ApiError::new(
+            StatusCode::GONE,
+            ErrorCode::CursorExpired,
+            format!(
+                "the feed no longer keeps the changes after this cursor (it keeps the newest; \
+                 the oldest kept is change {oldest}): read the rows you follow again, and start \
+                 again without after"
+            ),
         )
-    };
-    let content = opaque::decode(text, CURSOR_PREFIX, MAX_CURSOR_CHARS).map_err(invalid)?;
+    }
+}
+
+/// Why a well-formed cursor of another feed is refused.
+const ANOTHER_FEED: &str = "it is from another change feed (another server, or before this one \
+                            restarted); start again without after";
+
+fn decode_cursor(text: &str, feed_id: u64) -> Result<u64, FieldError> {
+    let content = opaque::decode(text, CURSOR_PREFIX, MAX_CURSOR_CHARS).map_err(invalid_cursor)?;
     let (id, position) = content
         .split_once('.')
-        .ok_or_else(|| invalid("not a cursor"))?;
-    let position =
-        match (
-            id.len(),
-            u64::from_str_radix(id, 16),
-            position.parse::<u64>(),
-        ) {
-            (16, Ok(id), Ok(position)) if id == feed_id => position,
-            (16, Ok(_), Ok(_)) => return Err(invalid(
-                "it is from another change feed (another server, or before this one restarted); \
-                 start again without after",
-            )),
-            _ => return Err(invalid("not a cursor")),
-        };
-    Ok(position)
+        .ok_or_else(|| invalid_cursor("not a cursor"))?;
+    match (id.len(), u64::from_str_radix(id, 16), position.parse()) {
+        (16, Ok(id), Ok(position)) if id == feed_id => Ok(position),
+        (16, Ok(_), Ok(_)) => Err(invalid_cursor(ANOTHER_FEED)),
+        _ => Err(invalid_cursor("not a cursor")),
+    }
 }
 
 impl QueryApi {
@@ -71,31 +84,13 @@ impl QueryApi {
             .transpose()?;
         let deadline = Instant::now() + wait;
         loop {
-            let (entries, next) =
-                match feed.read_from(from, limit).await? {
-                    FeedRead::Changes { entries, next } => (entries, next),
-                    FeedRead::Expired { oldest } => {
-                        return Err(ApiError {
-                            field: Some("after".into()),
-                            ..ApiError::new(
-                                StatusCode::GONE,
-                                ErrorCode::CursorExpired,
-                                format!(
-                                "the feed no longer keeps the changes after this cursor (it keeps \
-                                 the newest; the oldest kept is change {oldest}): read the rows \
-                                 you follow again, and start again without after"
-                            ),
-                            )
-                        })
-                    }
-                    FeedRead::Ahead => return Err(FieldError::new(
-                        "after",
-                        Rule::InvalidToken,
-                        "after must be a cursor from an earlier GET /changes answer: this one is \
-                         past the end of the feed",
-                    )
-                    .into()),
-                };
+            let (entries, next) = match feed.read_from(from, limit).await? {
+                FeedRead::Changes { entries, next } => (entries, next),
+                FeedRead::Expired { oldest } => return Err(cursor_expired(oldest)),
+                FeedRead::Ahead => {
+                    return Err(invalid_cursor("it is past the end of the feed").into())
+                }
+            };
             if !entries.is_empty() || Instant::now() >= deadline {
                 let changes: Vec<serde_json::Value> =
                     entries.iter().map(|e| e.change.to_json()).collect();
