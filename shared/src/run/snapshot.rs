@@ -185,35 +185,38 @@ fn compact_time(rfc3339: &str) -> String {
     format!("{digits}Z")
 }
 
+/// Every object key under STATUS's snapshots, in key order (a snapshot's objects together,
+/// snapshots oldest first): the archive listed from the prefix until a key leaves it.
+async fn snapshot_keys(archive: &dyn ArchiveReader) -> Result<Vec<String>, SnapshotRunError> {
+    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
+    let mut keys = Vec::new();
+    let mut after = Some(prefix.clone());
+    loop {
+        let page = archive
+            .list(after.as_deref())
+            .await
+            .map_err(SnapshotRunError::Archive)?;
+        let listed = page.keys.len();
+        let more = page.more;
+        after = page.keys.last().cloned();
+        let before = keys.len();
+        keys.extend(page.keys.into_iter().take_while(|k| k.starts_with(&prefix)));
+        if keys.len() - before < listed || !more || listed == 0 {
+            return Ok(keys);
+        }
+    }
+}
+
 /// Every complete snapshot of STATUS in the archive, oldest first; a manifest that cannot be
 /// read is listed as an error beside its key, not skipped silently.
 pub async fn list_snapshots(
     archive: &dyn ArchiveReader,
 ) -> Result<Vec<Result<SnapshotManifest, (String, SnapshotError)>>, SnapshotRunError> {
-    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
     let mut found = Vec::new();
-    let mut after = Some(prefix.clone());
-    'pages: loop {
-        let page = archive
-            .list(after.as_deref())
-            .await
-            .map_err(SnapshotRunError::Archive)?;
-        for key in &page.keys {
-            if !key.starts_with(&prefix) {
-                break 'pages;
-            }
-            if key.ends_with("/manifest.json") {
-                found.push(
-                    read_manifest(archive, key)
-                        .await
-                        .map_err(|e| (key.clone(), e)),
-                );
-            }
+    for key in snapshot_keys(archive).await? {
+        if key.ends_with("/manifest.json") {
+            found.push(read_manifest(archive, &key).await.map_err(|e| (key, e)));
         }
-        if !page.more || page.keys.is_empty() {
-            break;
-        }
-        after = page.keys.last().cloned();
     }
     Ok(found)
 }
@@ -330,25 +333,13 @@ pub async fn prune_snapshots(
     };
     // Every object under the prefix, grouped by snapshot id (ids sort by time).
     let mut objects: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let mut after = Some(prefix.clone());
-    'pages: loop {
-        let page = archive
-            .list(after.as_deref())
-            .await
-            .map_err(SnapshotRunError::Archive)?;
-        for key in &page.keys {
-            let Some(id) = key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split('/').next())
-            else {
-                break 'pages;
-            };
-            objects.entry(id.to_owned()).or_default().push(key.clone());
-        }
-        if !page.more || page.keys.is_empty() {
-            break;
-        }
-        after = page.keys.last().cloned();
+    for key in snapshot_keys(archive).await? {
+        let id = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        objects.entry(id).or_default().push(key);
     }
     let mut deleted = Vec::new();
     for (id, mut keys) in objects.into_iter().filter(|(id, _)| id < oldest_kept) {
