@@ -37,6 +37,18 @@ pub const HISTORY_TTL_DAYS_VAR: &str = "TIDEMARK_HISTORY_TTL_DAYS";
 /// The EventBridge bus the notifier puts status-change events on.
 pub const CHANGE_BUS_VAR: &str = "TIDEMARK_CHANGE_BUS";
 
+/// A rebuilt STATUS table the processor also writes, first, during a switch to it
+/// (docs/operations.md); unset or empty: none.
+pub const MIRROR_STATUS_TABLE_VAR: &str = "TIDEMARK_MIRROR_STATUS_TABLE";
+
+/// The table named by [`MIRROR_STATUS_TABLE_VAR`], if any.
+pub fn mirror_status_table_from_env() -> Option<String> {
+    std::env::var(MIRROR_STATUS_TABLE_VAR)
+        .ok()
+        .map(|table| table.trim().to_owned())
+        .filter(|table| !table.is_empty())
+}
+
 /// The bus named by [`CHANGE_BUS_VAR`].
 pub fn change_bus_from_env() -> Result<String, ConfigError> {
     match std::env::var(CHANGE_BUS_VAR) {

@@ -611,13 +611,15 @@ async fn oplog_records_a_shard_falling_behind_and_progress_clears_it() {
     assert_eq!(reader.get("shardId-000000000000").await.unwrap(), None);
     assert!(reader.list().await.unwrap().is_empty());
 
-    let checkpoint = |seq: &str| Checkpoint {
+    let mirrored = |seq: &str, mirror: Option<&str>| Checkpoint {
         shard_id: "shardId-000000000000".into(),
         sequence_number: SequenceNumber::parse(seq).unwrap(),
         updated_at: "t3".into(),
         records_applied: 4,
         lag_ms: 7,
+        mirrored_into: mirror.map(str::to_owned),
     };
+    let checkpoint = |seq: &str| mirrored(seq, None);
     assert_eq!(
         writer.advance(&checkpoint("10")).await.unwrap(),
         AdvanceOutcome::Advanced
@@ -637,6 +639,15 @@ async fn oplog_records_a_shard_falling_behind_and_progress_clears_it() {
         "a new since after progress"
     );
     assert_eq!(reader.list().await.unwrap(), vec![checkpoint("10")]);
+
+    // A checkpoint says where its batches were mirrored, and the next one without says so too.
+    let into_rebuilt = mirrored("12", Some("tidemark-status-rebuilt"));
+    writer.advance(&into_rebuilt).await.unwrap();
+    let stored = reader.get("shardId-000000000000").await.unwrap().unwrap();
+    assert_eq!(stored.mirrored_into, into_rebuilt.mirrored_into);
+    writer.advance(&checkpoint("14")).await.unwrap();
+    let stored = reader.get("shardId-000000000000").await.unwrap().unwrap();
+    assert_eq!(stored.mirrored_into, None);
 }
 
 /// Rebuilding STATUS from Kinesis into a new DynamoDB table, through the same processor: equal

@@ -15,9 +15,12 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use lambda_runtime::LambdaEvent;
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
-use tidemark::config::{history_ttl_from_env, processor_settings_from_env, ResourceNames};
+use tidemark::config::{
+    history_ttl_from_env, mirror_status_table_from_env, processor_settings_from_env, ResourceNames,
+};
 use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::consumers::{BatchOutcome, CheckpointedConsumer};
+use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use tidemark::ports::StreamRecord;
 use tidemark::run::registry::{ConsumerSettings, Metrics, Registration};
@@ -108,7 +111,12 @@ pub async fn run(registration: Registration) -> Result<(), lambda_runtime::Error
         clock: Arc::new(SystemClock),
     };
     let sdk = load_sdk_config(endpoint_from_env().as_deref()).await;
-    let adapters = Adapters::aws(&sdk, &names).with_history_ttl(history_ttl_from_env()?);
+    let mut adapters = Adapters::aws(&sdk, &names).with_history_ttl(history_ttl_from_env()?);
+    if registration.name == ConsumerName::PROCESSOR {
+        if let Some(mirror) = mirror_status_table_from_env() {
+            adapters = adapters.mirroring_status_table(&mirror);
+        }
+    }
     let handler = Handler::registered(&registration, &adapters, &settings);
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {

@@ -9,6 +9,7 @@ pub mod kinesis;
 pub mod lambda_http;
 pub mod memory;
 pub mod metered;
+pub mod mirror;
 pub mod s3;
 pub mod sdk;
 mod set;

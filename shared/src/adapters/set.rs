@@ -16,6 +16,7 @@ use super::dynamodb::{
 };
 use super::kinesis::KinesisStream;
 use super::memory::MemoryBackend;
+use super::mirror::{MirrorMarkedCheckpoints, MirroredStatusWriter};
 use super::s3::S3Archive;
 use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
@@ -339,6 +340,29 @@ impl Adapters {
         aws: |a| a.status_view(), memory: |m| m.status_view.clone());
     capability!(idempotency_store, with_idempotency_store: IdempotencyStore,
         aws: |a| a.idempotency(), memory: |m| m.idempotency.clone());
+
+    /// During a switch to a rebuilt table: the processor writes every row to `mirror` first,
+    /// then to STATUS, and marks its checkpoints with `mirror_name`
+    /// ([`super::mirror`]). Call before the status and checkpoint writers are first used.
+    pub fn mirroring_status(self, mirror: Arc<dyn StatusWriter>, mirror_name: &str) -> Self {
+        let status = self.status_writer();
+        let checkpoints = self.checkpoint_writer();
+        self.with_status_writer(Arc::new(MirroredStatusWriter::new(mirror, status)))
+            .with_checkpoint_writer(Arc::new(MirrorMarkedCheckpoints::new(
+                checkpoints,
+                mirror_name,
+            )))
+    }
+
+    /// [`Self::mirroring_status`] into the DynamoDB table `table` (on AWS; in memory, a fresh
+    /// in-memory table, which only tests would want).
+    pub fn mirroring_status_table(self, table: &str) -> Self {
+        let mirror: Arc<dyn StatusWriter> = match &self.backend {
+            Backend::Aws(a) => Arc::new(DynamoStatusStore::new(a.dynamodb(), table)),
+            Backend::Memory(_) => Arc::new(super::memory::MemoryStatusStore::default()),
+        };
+        self.mirroring_status(mirror, table)
+    }
 
     /// The STATUS projection over this set's STATUS and DEADLETTER writers.
     pub fn processor(&self, settings: ProcessorSettings, clock: Arc<dyn Clock>) -> Processor {

@@ -155,6 +155,7 @@ impl Archiver {
                 updated_at: now_text.clone(),
                 records_applied: records.len() as u64,
                 lag_ms: last.approximate_arrival.map_or(0, |a| now.millis_since(a)),
+                mirrored_into: None,
             }),
             processed_at: now_text,
             report,

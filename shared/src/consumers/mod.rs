@@ -63,6 +63,7 @@ impl BatchOutcome {
                 updated_at: now_text.clone(),
                 records_applied: settlement.records_covered as u64,
                 lag_ms: arrival.map_or(0, |a| now.millis_since(a)),
+                mirrored_into: None,
             }
         });
         report.reported_failure = settlement

@@ -200,6 +200,9 @@ pub struct Checkpoint {
     pub records_applied: u64,
     /// Age of the checkpointed record when it was checkpointed.
     pub lag_ms: u64,
+    /// A second STATUS table every batch up to this checkpoint was also applied to, first
+    /// (during a switch to a rebuilt table: [`crate::run::rebuild::follow`]); `None` otherwise.
+    pub mirrored_into: Option<String>,
 }
 
 /// A batch the consumer could not apply in full: the shard holds records up to

@@ -31,6 +31,7 @@ impl DynamoCheckpointStore {
             updated_at: get_s(item, "updated_at", t)?,
             records_applied: get_n(item, "records_applied", t)?,
             lag_ms: get_n(item, "lag_ms", t)?,
+            mirrored_into: get_optional_s(item, "mirrored_into", t)?,
         }))
     }
 
@@ -57,17 +58,24 @@ impl DynamoCheckpointStore {
 #[async_trait]
 impl CheckpointWriter for DynamoCheckpointStore {
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
-        let result = self
+        // `mirrored_into` says where this checkpoint's batches went besides STATUS: set with it,
+        // removed without it, so the row always describes its latest checkpoint.
+        let (set_mirror, remove_mirror) = match &checkpoint.mirrored_into {
+            Some(_) => (", mirrored_into = :mirrored_into", ""),
+            None => ("", ", mirrored_into"),
+        };
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("shard_id", s(&checkpoint.shard_id))
             // Progress clears `behind_*`: the next batch that falls behind starts a new "since".
-            .update_expression(
+            .update_expression(format!(
                 "SET #sequence_number = :sequence_number, #sequence_key = :sequence_key, \
-                 #updated_at = :updated_at, #lag_ms = :lag_ms ADD #records_applied :records_applied \
-                 REMOVE behind_sequence_number, behind_since, behind_at",
-            )
+                 #updated_at = :updated_at, #lag_ms = :lag_ms{set_mirror} \
+                 ADD #records_applied :records_applied \
+                 REMOVE behind_sequence_number, behind_since, behind_at{remove_mirror}",
+            ))
             // On the checkpoint's own attribute: the row may exist already, holding only `behind_*`.
             .condition_expression(
                 "attribute_not_exists(#sequence_key) OR #sequence_key < :sequence_key",
@@ -80,13 +88,20 @@ impl CheckpointWriter for DynamoCheckpointStore {
             .expression_attribute_values(":sequence_number", s(checkpoint.sequence_number.as_str()))
             .expression_attribute_values(":sequence_key", s(&checkpoint.sequence_number.sort_key()))
             .expression_attribute_values(":updated_at", s(&checkpoint.updated_at))
-            .expression_attribute_values(":lag_ms", AttributeValue::N(checkpoint.lag_ms.to_string()))
+            .expression_attribute_values(
+                ":lag_ms",
+                AttributeValue::N(checkpoint.lag_ms.to_string()),
+            )
             .expression_attribute_values(
                 ":records_applied",
                 AttributeValue::N(checkpoint.records_applied.to_string()),
-            )
-            .send()
-            .await;
+            );
+        let result = match &checkpoint.mirrored_into {
+            Some(mirror) => request.expression_attribute_values(":mirrored_into", s(mirror)),
+            None => request,
+        }
+        .send()
+        .await;
         match result {
             Ok(_) => Ok(AdvanceOutcome::Advanced),
             Err(e) if is_condition_failure(&e) => Ok(AdvanceOutcome::AlreadyPast),

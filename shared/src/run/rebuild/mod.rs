@@ -19,6 +19,7 @@ use crate::ports::{ShardReader, StartPosition, StoreError, StreamError, StreamRe
 use crate::run::shard_pages::ShardPages;
 
 mod archive;
+pub mod follow;
 pub use archive::{rebuild_from_archive, ArchiveKeys, ArchiveRebuild, OnObject, SaveProgress};
 
 /// How far a rebuild got: the last archive object applied, and each shard's last record read
