@@ -7,6 +7,7 @@ pub mod bench_snapshot;
 pub mod bootstrap;
 pub mod coldstart;
 pub mod cost;
+pub mod follow;
 pub mod rebuild;
 pub mod replay;
 pub mod serve;

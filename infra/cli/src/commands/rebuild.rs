@@ -9,26 +9,28 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark::adapters::bootstrap::ensure_table;
-use tidemark::adapters::dynamodb::{DynamoStatusStore, DynamoStatusView};
+use tidemark::adapters::dynamodb::{DynamoCheckpointStore, DynamoStatusStore, DynamoStatusView};
 use tidemark::adapters::kinesis::KinesisStream;
 use tidemark::adapters::memory::{MemoryArchive, MemoryDeadLetterStore};
 use tidemark::adapters::s3::S3Archive;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::config::{
-    processor_settings_from_env, ARCHIVE_BUCKET_VAR, STATUS_TABLE_VAR, STATUS_VIEW_TABLE_VAR,
-    STREAM_NAME_VAR,
+    processor_settings_from_env, ARCHIVE_BUCKET_VAR, OPLOG_TABLE_VAR, STATUS_TABLE_VAR,
+    STATUS_VIEW_TABLE_VAR, STREAM_NAME_VAR,
 };
 use tidemark::consumers::processor::Processor;
 use tidemark::consumers::views::status::StatusView;
-use tidemark::consumers::Consumer;
+use tidemark::consumers::{Consumer, ConsumerCheckpoints};
+use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{EventTime, SystemClock};
 use tidemark::ports::{ArchiveReader, DeadLetterReader};
+use tidemark::run::rebuild::follow::Follower;
 use tidemark::run::rebuild::{
     rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport, TimeWindow,
 };
 use tidemark::run::snapshot::{find_snapshot, load_snapshot};
 
-use super::fail;
+use super::{fail, follow};
 
 #[derive(Args)]
 pub struct RebuildArgs {
@@ -63,6 +65,19 @@ pub struct RebuildArgs {
     /// positions are applied. STATUS only; not with --from/--until.
     #[arg(long, value_name = "ID", conflicts_with_all = ["from", "until"])]
     from_snapshot: Option<String>,
+    /// After the rebuild, keep applying the stream to the new table until the live processor
+    /// mirrors into it (`StatusTableSwitch=mirror`) and this follower has passed where it
+    /// started to: then readers can be moved to it (`StatusTableSwitch=serve`) with no id going
+    /// back. STATUS only; needs --stream and --oplog-table.
+    #[arg(long)]
+    follow: bool,
+    /// How long the follower pauses between passes over the stream.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    follow_pause_ms: u64,
+    /// The OPLOG table holding the live processor's checkpoints, which --follow watches
+    /// (default: TIDEMARK_OPLOG_TABLE).
+    #[arg(long, env = OPLOG_TABLE_VAR)]
+    oplog_table: Option<String>,
     /// Where progress is saved after every page; run again with it to continue after an
     /// interruption (default: rebuild-<TABLE>.json).
     #[arg(long)]
@@ -132,6 +147,19 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
              them with tidemark verify",
             args.into
         ));
+    }
+    if args.follow {
+        if args.view != RebuiltView::Status {
+            return fail(
+                &"--follow switches STATUS; the status view is rebuilt and compared with verify",
+            );
+        }
+        if args.stream.is_none() || args.oplog_table.is_none() {
+            return fail(&format!(
+                "--follow reads the stream and watches the processor's checkpoints: give \
+                 --stream ({STREAM_NAME_VAR}) and --oplog-table ({OPLOG_TABLE_VAR})"
+            ));
+        }
     }
     let settings = match processor_settings_from_env() {
         Ok(settings) => settings,
@@ -261,10 +289,13 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             return fail(&format!("{e} (state: {})", state.display()));
         }
     }
-    if let Some(stream_name) = &args.stream {
-        let stream = KinesisStream::new(aws_sdk_kinesis::Client::new(&sdk), stream_name);
+    let stream = args
+        .stream
+        .as_ref()
+        .map(|name| KinesisStream::new(aws_sdk_kinesis::Client::new(&sdk), name));
+    if let Some(stream) = &stream {
         let result = rebuild(
-            &stream,
+            stream,
             processor.as_ref(),
             window,
             &mut progress,
@@ -322,6 +353,22 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             report.corrupt_objects.len(),
             args.into
         ));
+    }
+    if let (true, Some(stream), Some(oplog)) = (args.follow, &stream, &args.oplog_table) {
+        let live = ConsumerCheckpoints::new(
+            DynamoCheckpointStore::new(aws_sdk_dynamodb::Client::new(&sdk), oplog),
+            ConsumerName::PROCESSOR,
+        );
+        let follower = Follower {
+            stream,
+            consumer: processor.as_ref(),
+            live: &live,
+            into: &args.into,
+        };
+        let pause = Duration::from_millis(args.follow_pause_ms);
+        if let Err(e) = follow::run(&follower, &mut progress, pause, |p| save(&state, p)).await {
+            return fail(&format!("{e} (state: {})", state.display()));
+        }
     }
     ExitCode::SUCCESS
 }
