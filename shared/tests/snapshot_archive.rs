@@ -23,6 +23,7 @@ use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 use tidemark::run::snapshot::{
     find_snapshot, list_snapshots, load_snapshot, prune_snapshots, take_snapshot, SnapshotRunError,
+    StatusRows, STATUS,
 };
 
 const STATUSES: [&str; 4] = ["created", "shipped", "delivered", "failed"];
@@ -72,7 +73,12 @@ async fn settled_with_snapshot() -> (MemoryBackend, Adapters, SnapshotManifest) 
     let checkpoints = adapters.checkpoint_reader();
     settle(&memory, &processing).await;
     let manifest = take_snapshot(
-        snapshot_source(&memory, checkpoints.as_ref(), memory.status.as_ref()).await,
+        snapshot_source(
+            &memory,
+            checkpoints.as_ref(),
+            &StatusRows(memory.status.as_ref()),
+        )
+        .await,
         clock.0,
         "a",
     )
@@ -125,7 +131,9 @@ async fn an_unreadable_manifest_is_listed_with_its_reason_and_latest_skips_it() 
         )
         .await
         .unwrap();
-    let listed = list_snapshots(memory.archive.as_ref()).await.unwrap();
+    let listed = list_snapshots(memory.archive.as_ref(), STATUS)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3, "{listed:?}");
     let errors: Vec<String> = listed
         .iter()
@@ -134,16 +142,16 @@ async fn an_unreadable_manifest_is_listed_with_its_reason_and_latest_skips_it() 
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("format 2")), "{errors:?}");
     // The newest readable one is the real snapshot; the broken one, asked for by name, says why.
-    let latest = find_snapshot(memory.archive.as_ref(), "latest")
+    let latest = find_snapshot(memory.archive.as_ref(), STATUS, "latest")
         .await
         .unwrap();
     assert_eq!(latest, manifest);
-    let named = find_snapshot(memory.archive.as_ref(), "29991231T000000Z-z")
+    let named = find_snapshot(memory.archive.as_ref(), STATUS, "29991231T000000Z-z")
         .await
         .unwrap_err();
     assert!(named.to_string().contains("format 2"), "{named}");
     assert!(matches!(
-        find_snapshot(memory.archive.as_ref(), "nope").await,
+        find_snapshot(memory.archive.as_ref(), STATUS, "nope").await,
         Err(SnapshotRunError::NotFound(_))
     ));
 }
@@ -190,10 +198,11 @@ async fn the_whole_archive_rebuilds_status_beside_a_snapshot() {
 async fn pruning_keeps_the_newest_and_removes_the_rest_with_their_leftovers() {
     let (memory, adapters, first) = settled_with_snapshot().await;
     let checkpoints = adapters.checkpoint_reader();
+    let rows = StatusRows(memory.status.as_ref());
     let mut ids = vec![first.id.clone()];
     for (n, suffix) in ["b", "c", "d"].into_iter().enumerate() {
         let at = base().saturating_add(Duration::from_secs(60 * (n as u64 + 1)));
-        let source = snapshot_source(&memory, checkpoints.as_ref(), memory.status.as_ref()).await;
+        let source = snapshot_source(&memory, checkpoints.as_ref(), &rows).await;
         ids.push(take_snapshot(source, at, suffix).await.unwrap().id);
     }
     // What an interrupted snapshot leaves: rows without a manifest, older than the kept ones.
@@ -203,14 +212,14 @@ async fn pruning_keeps_the_newest_and_removes_the_rest_with_their_leftovers() {
         .put(&leftover, Bytes::from_static(b"partial"))
         .await
         .unwrap();
-    let deleted = prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), 2)
+    let deleted = prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), STATUS, 2)
         .await
         .unwrap();
     assert_eq!(
         deleted,
         ["20000101T000000Z-x", ids[0].as_str(), ids[1].as_str()]
     );
-    let kept: Vec<String> = list_snapshots(memory.archive.as_ref())
+    let kept: Vec<String> = list_snapshots(memory.archive.as_ref(), STATUS)
         .await
         .unwrap()
         .into_iter()
@@ -219,7 +228,7 @@ async fn pruning_keeps_the_newest_and_removes_the_rest_with_their_leftovers() {
     assert_eq!(kept, ids[2..]);
     assert!(memory.archive.get(&leftover).await.is_err());
     // The kept ones are whole; pruning again deletes nothing.
-    let newest = find_snapshot(memory.archive.as_ref(), "latest")
+    let newest = find_snapshot(memory.archive.as_ref(), STATUS, "latest")
         .await
         .unwrap();
     let target = MemoryStatusStore::default();
@@ -228,7 +237,7 @@ async fn pruning_keeps_the_newest_and_removes_the_rest_with_their_leftovers() {
         .unwrap();
     assert_eq!(target.snapshot().len(), 5);
     assert!(
-        prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), 2)
+        prune_snapshots(memory.archive.as_ref(), memory.archive.as_ref(), STATUS, 2)
             .await
             .unwrap()
             .is_empty()

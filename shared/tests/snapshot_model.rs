@@ -2,12 +2,15 @@
 //! writing (redelivered batches, crashes before a checkpoint, rows changing between the scan's
 //! pages), then more events; loading it into an empty table and applying only the records after
 //! its positions (from the archive, then what the stream still holds) rebuilds exactly the live
-//! STATUS. Snapshots that cannot be used, and pruning: snapshot_archive.rs.
+//! STATUS. The same for the status view, whose snapshot keeps only the entries: its counters
+//! and lists are made again when the entries are loaded, and must equal the live ones. Snapshots
+//! that cannot be used, and pruning: snapshot_archive.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,15 +18,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use proptest::prelude::*;
 use support::{put_event, read_batch, row_states, snapshot_source};
-use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore};
+use tidemark::adapters::memory::{MemoryBackend, MemoryStatusStore, MemoryStatusView};
 use tidemark::adapters::Adapters;
 use tidemark::consumers::archiver::Archiver;
+use tidemark::consumers::views::status::StatusView;
 use tidemark::consumers::{CheckpointedConsumer, Consumer};
 use tidemark::domain::progress::ConsumerName;
+use tidemark::domain::status_view::ViewEntry;
 use tidemark::domain::{EventTime, FixedClock, Limits};
 use tidemark::ports::*;
 use tidemark::run::rebuild::{rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress};
-use tidemark::run::snapshot::{find_snapshot, load_snapshot, take_snapshot};
+use tidemark::run::snapshot::{
+    find_snapshot, load_snapshot, load_view_snapshot, take_snapshot, StatusRows, StatusViewEntries,
+    STATUS, STATUS_VIEW,
+};
 
 const BASE: &str = "2026-12-04T00:00:00Z";
 const STATUSES: [&str; 4] = ["created", "shipped", "delivered", "failed"];
@@ -207,7 +215,7 @@ async fn run_case(
             };
             snapshot = Some(
                 take_snapshot(
-                    snapshot_source(&memory, processed.as_ref(), &scan).await,
+                    snapshot_source(&memory, processed.as_ref(), &StatusRows(&scan)).await,
                     clock.0,
                     "t",
                 )
@@ -253,7 +261,7 @@ async fn run_case(
     let live = row_states(memory.status.snapshot());
 
     // Snapshot + the tail.
-    let found = find_snapshot(memory.archive.as_ref(), "latest")
+    let found = find_snapshot(memory.archive.as_ref(), STATUS, "latest")
         .await
         .unwrap();
     prop_assert_eq!(&found, &manifest);
@@ -293,6 +301,159 @@ async fn run_case(
     Ok(())
 }
 
+/// The status view's scan in pages of two entries, with a view batch applied and checkpointed
+/// before each page: entries, counters and checkpoints move while the snapshot reads.
+struct BusyEntries {
+    view: Arc<MemoryStatusView>,
+    between_pages: Mutex<Vec<(String, Vec<StreamRecord>)>>,
+    consumer: CheckpointedConsumer,
+}
+
+#[async_trait]
+impl StatusViewScanner for BusyEntries {
+    async fn entry_page(&self, start: Option<&str>) -> Result<EntryPage, StoreError> {
+        let next_batch = self.between_pages.lock().unwrap().pop();
+        if let Some((shard, batch)) = next_batch {
+            let _ = self.consumer.run_batch(&shard, &batch).await;
+        }
+        let mut page = self.view.entry_page(start).await?;
+        if page.entries.len() > 2 {
+            page.entries.truncate(2);
+            page.next = page.entries.last().map(|e| e.id.clone());
+        }
+        Ok(page)
+    }
+}
+
+/// What the view must be rebuilt to: every entry, and every counter that is not zero.
+fn view_state(view: &MemoryStatusView) -> (Vec<ViewEntry>, BTreeMap<String, i64>) {
+    let mut entries = view.all_entries();
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    let counters = view
+        .counters()
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(k, n)| (format!("{}/{}", k.shard_id, k.status), n))
+        .collect();
+    (entries, counters)
+}
+
+async fn run_view_case(
+    before: Vec<Produced>,
+    after: Vec<Produced>,
+    chaos: Chaos,
+) -> Result<(), TestCaseError> {
+    let memory = MemoryBackend::new(chaos.shards);
+    produce(&memory, &before).await;
+    let adapters = Adapters::in_memory(memory.clone());
+    let clock = Arc::new(FixedClock(base().saturating_add(Duration::from_secs(60))));
+    let view_of =
+        |store: Arc<dyn StatusViewWriter>| StatusView::new(store, Limits::default(), clock.clone());
+    let live_view: Arc<dyn Consumer> = Arc::new(view_of(memory.status_view.clone()));
+    let view_checkpoints = adapters.checkpoints_of(ConsumerName::STATUS_VIEW);
+    let viewing = CheckpointedConsumer::new(live_view.clone(), view_checkpoints.writer.clone());
+    let archiver: Arc<dyn Consumer> = Arc::new(Archiver::new(
+        memory.archive.clone(),
+        None,
+        Limits::default(),
+        clock.clone(),
+    ));
+    let archived = adapters.checkpoints_of(ConsumerName::ARCHIVER);
+    let archiving = CheckpointedConsumer::new(archiver.clone(), archived.writer.clone());
+    let mut rng = fastrand::Rng::with_seed(chaos.seed);
+
+    let mut snapshot = None;
+    for n in 0..60 {
+        if n == chaos.snapshot_round {
+            let shard = "shardId-000000000000";
+            let pending =
+                read_batch(&memory.stream, shard, &StartPosition::TrimHorizon, 1000).await;
+            let batches: Vec<_> = pending
+                .chunks(2)
+                .map(|c| (shard.to_owned(), c.to_vec()))
+                .rev()
+                .collect();
+            let scan = BusyEntries {
+                view: memory.status_view.clone(),
+                between_pages: Mutex::new(batches),
+                consumer: CheckpointedConsumer::new(
+                    live_view.clone(),
+                    view_checkpoints.writer.clone(),
+                ),
+            };
+            let rows = StatusViewEntries(&scan);
+            let source = snapshot_source(&memory, view_checkpoints.reader.as_ref(), &rows).await;
+            snapshot = Some(take_snapshot(source, clock.0, "v").await.unwrap());
+            produce(&memory, &after).await;
+        }
+        let chaotic = (n < 20).then_some(&chaos);
+        let reader = view_checkpoints.reader.as_ref();
+        let a = round(
+            &memory,
+            live_view.as_ref(),
+            &viewing,
+            reader,
+            chaotic,
+            &mut rng,
+        )
+        .await;
+        let b = round(
+            &memory,
+            archiver.as_ref(),
+            &archiving,
+            archived.reader.as_ref(),
+            None,
+            &mut rng,
+        )
+        .await;
+        if !a && !b && n > chaos.snapshot_round && n >= 20 {
+            break;
+        }
+    }
+    let manifest = snapshot.expect("taken");
+    for c in archived.reader.list().await.unwrap() {
+        memory.stream.trim_through(&c.shard_id, &c.sequence_number);
+    }
+    let found = find_snapshot(memory.archive.as_ref(), STATUS_VIEW, "latest")
+        .await
+        .unwrap();
+    prop_assert_eq!(&found, &manifest);
+    // Loading a STATUS loader with it is refused: it is another view's.
+    prop_assert!(load_snapshot(
+        memory.archive.as_ref(),
+        &manifest,
+        &MemoryStatusStore::default()
+    )
+    .await
+    .is_err());
+    let rebuilt = Arc::new(MemoryStatusView::default());
+    let rebuilding = view_of(rebuilt.clone());
+    let loaded = load_view_snapshot(memory.archive.as_ref(), &manifest, &rebuilding)
+        .await
+        .unwrap();
+    prop_assert_eq!(loaded, manifest.rows);
+    let mut progress = RebuildProgress::after_snapshot(&manifest).unwrap();
+    rebuild_from_archive(
+        ArchiveRebuild::new(memory.archive.as_ref(), &rebuilding)
+            .after_positions(manifest.positions().unwrap()),
+        &mut progress,
+    )
+    .await
+    .unwrap();
+    rebuild(
+        memory.stream.as_ref(),
+        &rebuilding,
+        Default::default(),
+        &mut progress,
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    prop_assert_eq!(view_state(&rebuilt), view_state(&memory.status_view));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -304,5 +465,15 @@ proptest! {
     ) {
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
             .block_on(run_case(before, after, chaos))?;
+    }
+
+    #[test]
+    fn a_snapshot_of_the_status_view_and_the_records_after_it_rebuild_the_view(
+        before in proptest::collection::vec(produced(), 1..30),
+        after in proptest::collection::vec(produced(), 0..30),
+        chaos in chaos(),
+    ) {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+            .block_on(run_view_case(before, after, chaos))?;
     }
 }

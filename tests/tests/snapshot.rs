@@ -9,13 +9,17 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tidemark::adapters::bootstrap::ensure_table;
-use tidemark::adapters::dynamodb::DynamoStatusStore;
+use tidemark::adapters::dynamodb::{DynamoStatusStore, DynamoStatusView};
 use tidemark::adapters::memory::MemoryDeadLetterStore;
 use tidemark::consumers::processor::Processor;
+use tidemark::consumers::views::check::compare_with_status;
+use tidemark::consumers::views::status::StatusView;
+use tidemark::domain::progress::ConsumerName;
 use tidemark::domain::{Clock, SystemClock};
 use tidemark::run::rebuild::{rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress};
 use tidemark::run::snapshot::{
-    find_snapshot, list_snapshots, load_snapshot, take_snapshot, SnapshotSource,
+    find_snapshot, list_snapshots, load_snapshot, load_view_snapshot, take_snapshot,
+    SnapshotSource, StatusRows, StatusViewEntries, STATUS, STATUS_VIEW,
 };
 use tidemark::run::verify::verify;
 use tidemark_tests::{quick_settings, wait_until_applied, Resources, Running};
@@ -70,11 +74,26 @@ async fn a_snapshot_taken_while_events_arrive_plus_the_tail_rebuilds_status_on_l
         SnapshotSource {
             checkpoints: checkpoints.as_ref(),
             shards: shards.into_iter().map(|s| s.shard_id).collect(),
-            status: status.as_ref(),
+            rows: &StatusRows(status.as_ref()),
             archive: archive_writer.as_ref(),
         },
         SystemClock.now(),
         "ls",
+    )
+    .await
+    .unwrap();
+    // The status view's snapshot races the same events: its consumer's checkpoints, its entries.
+    let view_checkpoints = adapters.checkpoints_of(ConsumerName::STATUS_VIEW).reader;
+    let entries = adapters.status_view_scanner();
+    let view_manifest = take_snapshot(
+        SnapshotSource {
+            checkpoints: view_checkpoints.as_ref(),
+            shards: manifest.positions.keys().cloned().collect(),
+            rows: &StatusViewEntries(entries.as_ref()),
+            archive: archive_writer.as_ref(),
+        },
+        SystemClock.now(),
+        "lv",
     )
     .await
     .unwrap();
@@ -86,14 +105,16 @@ async fn a_snapshot_taken_while_events_arrive_plus_the_tail_rebuilds_status_on_l
     assert_eq!(manifest.rows, 10);
     // Both shards were checkpointed: the tail is bounded (not the whole archive).
     assert!(!manifest.archive_from.is_empty(), "{manifest:?}");
-    let listed = list_snapshots(archive.as_ref()).await.unwrap();
+    let listed = list_snapshots(archive.as_ref(), STATUS).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
 
     let into = format!("{}-from-snapshot", resources.names.status_table);
     let dynamodb = resources.dynamodb();
     ensure_table(&dynamodb, &into, "id", None).await.unwrap();
     let rebuilt = Arc::new(DynamoStatusStore::new(dynamodb.clone(), &into));
-    let found = find_snapshot(archive.as_ref(), "latest").await.unwrap();
+    let found = find_snapshot(archive.as_ref(), STATUS, "latest")
+        .await
+        .unwrap();
     assert_eq!(found, manifest);
     assert_eq!(
         load_snapshot(archive.as_ref(), &found, rebuilt.as_ref())
@@ -137,4 +158,52 @@ async fn a_snapshot_taken_while_events_arrive_plus_the_tail_rebuilds_status_on_l
         "{difference:?}"
     );
     let _ = dynamodb.delete_table().table_name(&into).send().await;
+
+    // The status view from its snapshot and the records after it, into a new table: it lists
+    // and counts exactly what STATUS holds.
+    let view_into = format!("{}-view-from-snapshot", resources.names.status_table);
+    ensure_table(&dynamodb, &view_into, "pk", Some("sk"))
+        .await
+        .unwrap();
+    let view_table = Arc::new(DynamoStatusView::new(dynamodb.clone(), &view_into));
+    let view = StatusView::new(
+        view_table.clone(),
+        Default::default(),
+        Arc::new(SystemClock),
+    );
+    let found = find_snapshot(archive.as_ref(), STATUS_VIEW, "latest")
+        .await
+        .unwrap();
+    assert_eq!(found, view_manifest);
+    assert_eq!(found.rows, 10, "{found:?}");
+    load_view_snapshot(archive.as_ref(), &found, &view)
+        .await
+        .unwrap();
+    let mut progress = RebuildProgress::after_snapshot(&found).unwrap();
+    rebuild_from_archive(
+        ArchiveRebuild::new(archive.as_ref(), &view).after_positions(found.positions().unwrap()),
+        &mut progress,
+    )
+    .await
+    .unwrap();
+    rebuild(
+        stream.as_ref(),
+        &view,
+        Default::default(),
+        &mut progress,
+        |_| Ok(()),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let shards: Vec<String> = found.positions.keys().cloned().collect();
+    let differences = compare_with_status(
+        adapters.status_scanner().as_ref(),
+        view_table.as_ref(),
+        &shards,
+    )
+    .await
+    .unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+    let _ = dynamodb.delete_table().table_name(&view_into).send().await;
 }

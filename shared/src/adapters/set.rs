@@ -46,6 +46,7 @@ pub struct Adapters {
     history_reader: OnceLock<Arc<dyn HistoryReader>>,
     status_view_writer: OnceLock<Arc<dyn StatusViewWriter>>,
     status_view_reader: OnceLock<Arc<dyn StatusViewReader>>,
+    status_view_scanner: OnceLock<Arc<dyn StatusViewScanner>>,
 }
 
 #[derive(Clone)]
@@ -221,6 +222,7 @@ impl Adapters {
             history_reader: OnceLock::new(),
             status_view_writer: OnceLock::new(),
             status_view_reader: OnceLock::new(),
+            status_view_scanner: OnceLock::new(),
         }
     }
 
@@ -337,6 +339,8 @@ impl Adapters {
     capability!(status_view_writer, with_status_view_writer: StatusViewWriter,
         aws: |a| a.status_view(), memory: |m| m.status_view.clone());
     capability!(status_view_reader, with_status_view_reader: StatusViewReader,
+        aws: |a| a.status_view(), memory: |m| m.status_view.clone());
+    capability!(status_view_scanner, with_status_view_scanner: StatusViewScanner,
         aws: |a| a.status_view(), memory: |m| m.status_view.clone());
     capability!(idempotency_store, with_idempotency_store: IdempotencyStore,
         aws: |a| a.idempotency(), memory: |m| m.idempotency.clone());

@@ -1,9 +1,12 @@
-//! Snapshots of STATUS: its rows and the per-shard positions they reflect, so that a rebuild
-//! loads the rows and applies only the records after those positions instead of the whole
-//! archive.
+//! Snapshots of a view (STATUS, the status view): its rows and the per-shard positions they
+//! reflect, so that a rebuild loads the rows and applies only the records after those positions
+//! instead of the whole archive.
 //!
 //! Why "snapshot + every record after its positions" is STATUS exactly, although the processor
-//! keeps writing while the rows are read:
+//! keeps writing while the rows are read (the status view's argument is the same, with its own
+//! consumer's checkpoints and its entries, which follow the same version rule; its counters and
+//! lists are not kept but made again from the entries as they are loaded, so they cannot
+//! disagree with them, whatever moment of the scan each entry was read at):
 //! 1. The positions are the processor's OPLOG checkpoints, read *before* the first row. A
 //!    checkpoint at P means every record of that shard up to P was reflected in STATUS when it
 //!    was written (guarantee 4), so each row read afterwards reflects them too: a row only ever
@@ -41,7 +44,7 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
     pub format: u32,
-    /// The view (`status`).
+    /// The view (`status`, `status-view`).
     pub view: String,
     /// Sorts by time: `20261204T235000Z` and a random suffix.
     pub id: String,

@@ -43,6 +43,29 @@ impl<T: StatusViewWriter + ?Sized> StatusViewWriter for std::sync::Arc<T> {
     }
 }
 
+/// One page of every entry of the view, in the store's own order (a snapshot's scan).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryPage {
+    pub entries: Vec<ViewEntry>,
+    /// Where the next page starts (pass it back); `None` after the last page. A page may be
+    /// empty and still have a next one (DynamoDB filters after it reads).
+    pub next: Option<String>,
+}
+
+/// Reading every entry of the view, page by page: what a snapshot of it writes.
+#[async_trait]
+pub trait StatusViewScanner: Send + Sync {
+    /// The page after `start` (a previous page's `next`); the first page with `None`.
+    async fn entry_page(&self, start: Option<&str>) -> Result<EntryPage, StoreError>;
+}
+
+#[async_trait]
+impl<T: StatusViewScanner + ?Sized> StatusViewScanner for std::sync::Arc<T> {
+    async fn entry_page(&self, start: Option<&str>) -> Result<EntryPage, StoreError> {
+        (**self).entry_page(start).await
+    }
+}
+
 /// One page of a status's ids, newest event time first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberPage {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tidemark::adapters::memory::{MemoryBackend, MemoryStream};
 use tidemark::domain::{parse_event, EventTime, Limits};
 use tidemark::ports::*;
-use tidemark::run::snapshot::SnapshotSource;
+use tidemark::run::snapshot::{SnapshotRows, SnapshotSource};
 
 /// Puts the event `{id, status, timestamp}` on `stream` `copies` times (a producer's retries).
 pub async fn put_event(
@@ -59,11 +59,11 @@ pub fn row_states(
         .collect()
 }
 
-/// A snapshot of `status`, with the processor's `checkpoints`, into the backend's archive.
+/// A snapshot of a view's `rows`, with its consumer's `checkpoints`, into the backend's archive.
 pub async fn snapshot_source<'a>(
     memory: &'a MemoryBackend,
     checkpoints: &'a dyn CheckpointReader,
-    status: &'a dyn StatusScanner,
+    rows: &'a dyn SnapshotRows,
 ) -> SnapshotSource<'a> {
     SnapshotSource {
         checkpoints,
@@ -75,7 +75,7 @@ pub async fn snapshot_source<'a>(
             .into_iter()
             .map(|s| s.shard_id)
             .collect(),
-        status,
+        rows,
         archive: memory.archive.as_ref(),
     }
 }

@@ -19,7 +19,7 @@ use tidemark::ports::StatusRow;
 use tidemark::run::rebuild::{
     rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport,
 };
-use tidemark::run::snapshot::{load_snapshot, take_snapshot, SnapshotSource};
+use tidemark::run::snapshot::{load_snapshot, take_snapshot, SnapshotSource, StatusRows};
 
 use super::bench_archive::records;
 use super::fail;
@@ -110,7 +110,7 @@ async fn bench(args: BenchSnapshotArgs) -> Result<(), String> {
             let source = SnapshotSource {
                 checkpoints: checkpoints.as_ref(),
                 shards: vec![SHARD.to_owned()],
-                status: memory.status.as_ref(),
+                rows: &StatusRows(memory.status.as_ref()),
                 archive: memory.archive.as_ref(),
             };
             let manifest = take_snapshot(source, SystemClock.now(), "bench")

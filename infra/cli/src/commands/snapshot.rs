@@ -1,5 +1,6 @@
-//! `tidemark snapshot`: STATUS's rows and the positions they reflect, into the archive bucket
-//! (or a local archive directory), and `--list` to see the snapshots there. A rebuild then
+//! `tidemark snapshot`: a view's rows (STATUS's, or the status view's with `--view
+//! status-view`) and the positions they reflect, into the archive bucket (or a local archive
+//! directory), and `--list` to see the snapshots there. A rebuild then
 //! starts from one (`tidemark rebuild --from-snapshot latest`) and reads only what came after.
 
 use std::path::PathBuf;
@@ -13,21 +14,28 @@ use tidemark::adapters::Adapters;
 use tidemark::config::{ResourceNames, ARCHIVE_BUCKET_VAR};
 use tidemark::domain::{Clock, SystemClock};
 use tidemark::ports::{ArchivePruner, ArchiveReader, ArchiveWriter};
-use tidemark::run::snapshot::{list_snapshots, prune_snapshots, take_snapshot, SnapshotSource};
+use tidemark::run::snapshot::{
+    list_snapshots, prune_snapshots, take_snapshot, SnapshotSource, StatusRows, StatusViewEntries,
+};
 
 use super::fail;
+use super::rebuild::View;
 
 #[derive(Args)]
 pub struct SnapshotArgs {
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
     /// The archive bucket the snapshot goes to (default: TIDEMARK_ARCHIVE_BUCKET), under
-    /// `snapshots/status/`.
+    /// `snapshots/<view>/`.
     #[arg(long, env = ARCHIVE_BUCKET_VAR, conflicts_with = "archive_dir")]
     archive_bucket: Option<String>,
     /// A local archive directory instead.
     #[arg(long)]
     archive_dir: Option<PathBuf>,
+    /// Which view: STATUS (`status`) or the status view (`status-view`: its entries; its
+    /// counters and lists are rebuilt from them when loaded).
+    #[arg(long, value_enum, default_value = "status")]
+    view: View,
     /// List the snapshots in the archive instead of taking one.
     #[arg(long)]
     list: bool,
@@ -54,8 +62,9 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
             ))
         }
     };
+    let view = args.view.snapshots();
     if args.list {
-        let listed = match list_snapshots(archive.as_ref()).await {
+        let listed = match list_snapshots(archive.as_ref(), view).await {
             Ok(listed) => listed,
             Err(e) => return fail(&e),
         };
@@ -84,11 +93,19 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
         Ok(shards) => shards.into_iter().map(|s| s.shard_id).collect(),
         Err(e) => return fail(&format!("listing the stream's shards: {e}")),
     };
-    let (checkpoints, status) = (adapters.checkpoint_reader(), adapters.status_scanner());
+    let checkpoints = adapters.checkpoints_of(args.view.consumer()).reader;
+    let (status, status_view) = (adapters.status_scanner(), adapters.status_view_scanner());
+    let (status_rows, entries) = (
+        StatusRows(status.as_ref()),
+        StatusViewEntries(status_view.as_ref()),
+    );
     let source = SnapshotSource {
         checkpoints: checkpoints.as_ref(),
         shards,
-        status: status.as_ref(),
+        rows: match args.view {
+            View::Status => &status_rows,
+            View::StatusView => &entries,
+        },
         archive: archive.as_ref(),
     };
     let manifest = match take_snapshot(source, SystemClock.now(), &suffix).await {
@@ -97,8 +114,8 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
     };
     println!(
         "snapshot {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; a rebuild from it \
-         reads the archive from {}; rebuild from it with: tidemark rebuild --from-snapshot {} \
-         --into NEW_TABLE",
+         reads the archive from {}; rebuild from it with: tidemark rebuild --view {view} \
+         --from-snapshot {} --into NEW_TABLE",
         manifest.id,
         manifest.rows,
         manifest.body_bytes,
@@ -112,7 +129,7 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
         manifest.id
     );
     if let Some(keep) = args.keep {
-        match prune_snapshots(archive.as_ref(), archive.as_ref(), keep as usize).await {
+        match prune_snapshots(archive.as_ref(), archive.as_ref(), view, keep as usize).await {
             Ok(deleted) if deleted.is_empty() => println!("kept every snapshot (at most {keep})"),
             Ok(deleted) => println!(
                 "deleted {} older snapshots: {}",

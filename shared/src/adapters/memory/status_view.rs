@@ -11,7 +11,10 @@ use crate::domain::status_view::{
     counter_deltas, sum_counts, CounterKey, ListPosition, StatusCount, ViewChange, ViewEntry,
 };
 use crate::domain::VersionKey;
-use crate::ports::{MemberPage, StatusViewReader, StatusViewWriter, StoreError, ViewCommit};
+use crate::ports::{
+    EntryPage, MemberPage, StatusViewReader, StatusViewScanner, StatusViewWriter, StoreError,
+    ViewCommit,
+};
 
 #[derive(Default)]
 pub struct MemoryStatusView {
@@ -76,6 +79,29 @@ impl StatusViewWriter for MemoryStatusView {
             state.entries.insert(after.id.clone(), after.clone());
         }
         Ok(ViewCommit::Committed)
+    }
+}
+
+/// Entries per page of [`MemoryStatusView`]'s scan, like a DynamoDB page of small items.
+const ENTRY_PAGE: usize = 1000;
+
+#[async_trait]
+impl StatusViewScanner for MemoryStatusView {
+    /// Pages in id order; each page sorts the ids after `start` (a test-sized view's scan).
+    async fn entry_page(&self, start: Option<&str>) -> Result<EntryPage, StoreError> {
+        let state = lock(&self.state);
+        let mut ids: Vec<&String> = state
+            .entries
+            .keys()
+            .filter(|id| start.is_none_or(|s| id.as_str() > s))
+            .collect();
+        ids.sort_unstable();
+        let more = ids.len() > ENTRY_PAGE;
+        ids.truncate(ENTRY_PAGE);
+        Ok(EntryPage {
+            next: more.then(|| ids.last().map(|id| (*id).clone())).flatten(),
+            entries: ids.iter().map(|id| state.entries[*id].clone()).collect(),
+        })
     }
 }
 

@@ -76,30 +76,71 @@ impl StatusView {
     /// `pending` once it is done (committed, or not newer than its entry).
     async fn apply(
         &self,
-        pending: &mut Vec<&Candidate>,
+        pending: &mut Vec<&ViewEntry>,
         report: &mut BatchReport,
     ) -> Result<(), Halt> {
-        let ids: Vec<String> = pending.iter().map(|c| c.entry.id.clone()).collect();
+        let ids: Vec<String> = pending.iter().map(|e| e.id.clone()).collect();
         let stored = self.store.entries(&ids).await.map_err(Halt::Failed)?;
         let changes: Vec<_> = pending
             .iter()
-            .filter_map(|c| decide(stored.get(&c.entry.id), c.entry.clone()))
+            .filter_map(|e| decide(stored.get(&e.id), (*e).clone()))
             .collect();
         let changing: HashSet<&str> = changes.iter().map(|c| c.after.id.as_str()).collect();
         let before = pending.len();
-        pending.retain(|c| changing.contains(c.entry.id.as_str()));
+        pending.retain(|e| changing.contains(e.id.as_str()));
         report.stale += before - pending.len();
         for commit in commits(changes, MAX_COMMIT_ITEMS) {
             match self.store.commit(&commit).await.map_err(Halt::Failed)? {
                 ViewCommit::Committed => {
                     report.applied += commit.len();
                     let done: HashSet<&str> = commit.iter().map(|c| c.after.id.as_str()).collect();
-                    pending.retain(|c| !done.contains(c.entry.id.as_str()));
+                    pending.retain(|e| !done.contains(e.id.as_str()));
                 }
                 ViewCommit::Conflict => return Err(Halt::Conflict),
             }
         }
         Ok(())
+    }
+
+    /// Applies `pending` until every entry is committed or not newer than the stored one,
+    /// deciding again after a conflict (at most [`CONFLICT_RETRIES`] times); what is left in
+    /// `pending` was not applied, and the report says why.
+    async fn apply_all(&self, pending: &mut Vec<&ViewEntry>, report: &mut BatchReport) {
+        let mut conflicts = 0;
+        loop {
+            match self.apply(pending, report).await {
+                Ok(()) => return,
+                Err(Halt::Conflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
+                Err(Halt::Conflict) => {
+                    report.last_error = Some(
+                        "the status view's entries kept changing while the batch decided".into(),
+                    );
+                    return;
+                }
+                Err(Halt::Failed(e)) => {
+                    report.last_error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Loads entries (a snapshot's) by the same rule as records: each id's entry is replaced
+    /// only by a newer one, with its counters and list item moved in the same commit, so
+    /// loading into a table that already holds some of them (an interrupted load run again)
+    /// counts nothing twice. Returns the entries written.
+    pub async fn load(&self, entries: &[ViewEntry]) -> Result<usize, String> {
+        let mut report = BatchReport::default();
+        for chunk in entries.chunks(MAX_COMMIT_ITEMS) {
+            let mut pending: Vec<&ViewEntry> = chunk.iter().collect();
+            self.apply_all(&mut pending, &mut report).await;
+            if !pending.is_empty() {
+                return Err(report
+                    .last_error
+                    .unwrap_or_else(|| "entries were left unwritten".into()));
+            }
+        }
+        Ok(report.applied)
     }
 
     async fn consume_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
@@ -110,28 +151,16 @@ impl StatusView {
         let candidates = self.candidates(shard_id, records);
         report.distinct_ids = candidates.len();
 
-        let mut pending: Vec<&Candidate> = candidates.iter().collect();
-        let mut conflicts = 0;
-        loop {
-            match self.apply(&mut pending, &mut report).await {
-                Ok(()) => break,
-                Err(Halt::Conflict) if conflicts < CONFLICT_RETRIES => conflicts += 1,
-                Err(Halt::Conflict) => {
-                    report.last_error = Some(
-                        "the status view's entries kept changing while the batch decided".into(),
-                    );
-                    break;
-                }
-                Err(Halt::Failed(e)) => {
-                    report.last_error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
+        let mut pending: Vec<&ViewEntry> = candidates.iter().map(|c| &c.entry).collect();
+        self.apply_all(&mut pending, &mut report).await;
         // What is still pending was not committed: the mapping delivers it again.
         report.failed = pending.len();
-        let failed: Vec<SequenceNumber> =
-            pending.iter().map(|c| c.lowest_sequence.clone()).collect();
+        let unapplied: HashSet<&str> = pending.iter().map(|e| e.id.as_str()).collect();
+        let failed: Vec<SequenceNumber> = candidates
+            .iter()
+            .filter(|c| unapplied.contains(c.entry.id.as_str()))
+            .map(|c| c.lowest_sequence.clone())
+            .collect();
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         BatchOutcome::settled(shard_id, records, &failed, now, now_text, report)
     }

@@ -28,9 +28,11 @@ use tidemark::run::rebuild::follow::Follower;
 use tidemark::run::rebuild::{
     rebuild, rebuild_from_archive, ArchiveRebuild, RebuildProgress, RebuildReport, TimeWindow,
 };
-use tidemark::run::snapshot::{find_snapshot, load_snapshot};
+use tidemark::run::snapshot::{STATUS as STATUS_SNAPSHOTS, STATUS_VIEW as STATUS_VIEW_SNAPSHOTS};
 
 use super::{fail, follow};
+
+mod snapshot;
 
 #[derive(Args)]
 pub struct RebuildArgs {
@@ -59,10 +61,10 @@ pub struct RebuildArgs {
     /// Which view to rebuild: STATUS (`status`) or the status view (`status-view`: ids and
     /// counts by status, the same records through the same version rule).
     #[arg(long, value_enum, default_value = "status")]
-    view: RebuiltView,
+    view: View,
     /// Start from a snapshot in the archive (`tidemark snapshot`): an id from `tidemark
     /// snapshot --list`, or `latest`. Its rows are loaded, then only the records after its
-    /// positions are applied. STATUS only; not with --from/--until.
+    /// positions are applied. Of the view given by --view; not with --from/--until.
     #[arg(long, value_name = "ID", conflicts_with_all = ["from", "until"])]
     from_snapshot: Option<String>,
     /// After the rebuild, keep applying the stream to the new table until the live processor
@@ -84,18 +86,35 @@ pub struct RebuildArgs {
     state: Option<PathBuf>,
 }
 
+/// A view `rebuild` and `snapshot` work on.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum RebuiltView {
+pub enum View {
     Status,
     StatusView,
 }
 
-impl RebuiltView {
+impl View {
     /// The variable naming the live table of this view, which a rebuild must never write.
     fn live_var(self) -> &'static str {
         match self {
-            RebuiltView::Status => STATUS_TABLE_VAR,
-            RebuiltView::StatusView => STATUS_VIEW_TABLE_VAR,
+            View::Status => STATUS_TABLE_VAR,
+            View::StatusView => STATUS_VIEW_TABLE_VAR,
+        }
+    }
+
+    /// Its snapshots' folder in the archive.
+    pub fn snapshots(self) -> &'static str {
+        match self {
+            View::Status => STATUS_SNAPSHOTS,
+            View::StatusView => STATUS_VIEW_SNAPSHOTS,
+        }
+    }
+
+    /// The consumer that writes it: its checkpoints are a snapshot's positions.
+    pub fn consumer(self) -> ConsumerName {
+        match self {
+            View::Status => ConsumerName::PROCESSOR,
+            View::StatusView => ConsumerName::STATUS_VIEW,
         }
     }
 }
@@ -149,7 +168,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         ));
     }
     if args.follow {
-        if args.view != RebuiltView::Status {
+        if args.view != View::Status {
             return fail(
                 &"--follow switches STATUS; the status view is rebuilt and compared with verify",
             );
@@ -176,8 +195,8 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let (hash, range) = match args.view {
-        RebuiltView::Status => ("id", None),
-        RebuiltView::StatusView => ("pk", Some("sk")),
+        View::Status => ("id", None),
+        View::StatusView => ("pk", Some("sk")),
     };
     if let Err(e) = ensure_table(&dynamodb, &args.into, hash, range).await {
         return fail(&e);
@@ -200,68 +219,45 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         from: args.from,
         until: args.until,
     };
+    // Poison is listed at the end rather than written to the live DEADLETTER a second time.
+    let set_aside = Arc::new(MemoryDeadLetterStore::default());
+    let status_into = Arc::new(DynamoStatusStore::new(dynamodb.clone(), &args.into));
+    let view_into = Arc::new(StatusView::new(
+        Arc::new(DynamoStatusView::new(dynamodb, &args.into)),
+        settings.limits,
+        Arc::new(SystemClock),
+    ));
+    let processor: Arc<dyn Consumer> = match args.view {
+        View::Status => Arc::new(Processor::new(
+            status_into.clone(),
+            set_aside.clone(),
+            settings,
+            Arc::new(SystemClock),
+        )),
+        View::StatusView => view_into.clone(),
+    };
     // A snapshot: its rows into the new table once (a resumed rebuild remembers it), and its
     // positions, from which the archive and the stream are read.
     let mut after_positions = Default::default();
     if let Some(id) = &args.from_snapshot {
-        if args.view != RebuiltView::Status {
-            return fail(&"--from-snapshot: snapshots are of STATUS; rebuild the status view from the archive");
-        }
         let Some(archive) = &archive else {
             return fail(&format!(
                 "--from-snapshot reads the snapshot from the archive: give --archive-bucket \
                  ({ARCHIVE_BUCKET_VAR}) or --archive-dir"
             ));
         };
-        let wanted = progress.snapshot.clone().unwrap_or_else(|| id.clone());
-        let manifest = match find_snapshot(archive.as_ref(), &wanted).await {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                return fail(&format!(
-                    "{e}; rebuild without --from-snapshot to read the whole archive"
-                ))
-            }
+        let into = match args.view {
+            View::Status => snapshot::Into::Status(status_into.as_ref()),
+            View::StatusView => snapshot::Into::StatusView(view_into.as_ref()),
         };
-        if progress.snapshot.is_none() {
-            let into = DynamoStatusStore::new(dynamodb.clone(), &args.into);
-            if let Err(e) = load_snapshot(archive.as_ref(), &manifest, &into).await {
-                return fail(&format!(
-                    "{e}; rebuild without --from-snapshot to read the whole archive"
-                ));
-            }
-            progress = match RebuildProgress::after_snapshot(&manifest) {
-                Ok(p) => p,
-                Err(e) => return fail(&e),
-            };
-            progress.snapshot = Some(manifest.id.clone());
-            if let Err(e) = save(&state, &progress) {
-                return fail(&e);
-            }
-            println!(
-                "loaded snapshot {} ({} rows, taken {}) into {}",
-                manifest.id, manifest.rows, manifest.taken_at, args.into
-            );
-        }
-        after_positions = match manifest.positions() {
+        let loaded = snapshot::start_from(archive.as_ref(), id, into, &args.into, &mut progress)
+            .await
+            .and_then(|positions| save(&state, &progress).map(|()| positions));
+        after_positions = match loaded {
             Ok(positions) => positions,
             Err(e) => return fail(&e),
         };
     }
-    // Poison is listed at the end rather than written to the live DEADLETTER a second time.
-    let set_aside = Arc::new(MemoryDeadLetterStore::default());
-    let processor: Box<dyn Consumer> = match args.view {
-        RebuiltView::Status => Box::new(Processor::new(
-            Arc::new(DynamoStatusStore::new(dynamodb, &args.into)),
-            set_aside.clone(),
-            settings,
-            Arc::new(SystemClock),
-        )),
-        RebuiltView::StatusView => Box::new(StatusView::new(
-            Arc::new(DynamoStatusView::new(dynamodb, &args.into)),
-            settings.limits,
-            Arc::new(SystemClock),
-        )),
-    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos} records {msg}")
@@ -338,11 +334,11 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         );
     }
     match args.view {
-        RebuiltView::Status => println!(
+        View::Status => println!(
             "compare it with the live table: tidemark verify --against {}",
             args.into
         ),
-        RebuiltView::StatusView => println!(
+        View::StatusView => println!(
             "compare it with STATUS: tidemark verify --status-view {}",
             args.into
         ),

@@ -1,6 +1,7 @@
-//! Taking, listing and loading snapshots of STATUS (`tidemark snapshot`, `tidemark rebuild
-//! --from-snapshot`); why a snapshot and the records after its positions rebuild STATUS
-//! exactly: [`crate::domain::snapshot`].
+//! Taking, listing and loading snapshots of a view — STATUS or the status view — (`tidemark
+//! snapshot`, `tidemark rebuild --from-snapshot`); why a snapshot and the records after its
+//! positions rebuild the view exactly: [`crate::domain::snapshot`]. What each view's rows look
+//! like in a snapshot: [`rows`].
 
 use std::io::{BufRead, Write};
 
@@ -8,79 +9,31 @@ use bytes::Bytes;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use futures::StreamExt as _;
-use serde::{Deserialize, Serialize};
 
+use crate::consumers::views::status::StatusView;
 use crate::domain::digest::sha256_hex;
 use crate::domain::snapshot::{SnapshotError, SnapshotManifest, SNAPSHOT_FORMAT, SNAPSHOT_PREFIX};
-use crate::domain::{EventTime, SequenceNumber, VersionKey};
+use crate::domain::EventTime;
 use crate::ports::{
-    ArchivePruner, ArchiveReader, ArchiveWriter, CheckpointReader, StatusRow, StatusScanner,
-    StatusWriter, StoreError,
+    ArchivePruner, ArchiveReader, ArchiveWriter, CheckpointReader, StatusWriter, StoreError,
 };
+
+mod rows;
+pub use rows::{RowsPage, SnapshotRows, StatusRows, StatusViewEntries, STATUS, STATUS_VIEW};
 
 /// Rows written at once while loading: the processor's default write concurrency.
 const LOAD_CONCURRENCY: usize = 32;
 
-/// The view these snapshots are of.
-pub const STATUS_VIEW: &str = "status";
-
-/// One row as a line of the snapshot's body.
-#[derive(Serialize, Deserialize)]
-struct RowLine {
-    id: String,
-    status: String,
-    timestamp: String,
-    data: Option<String>,
-    received_at: String,
-    shard_id: String,
-    sequence_number: String,
-    version: String,
-    updated_at: String,
-}
-
-impl From<StatusRow> for RowLine {
-    fn from(row: StatusRow) -> Self {
-        Self {
-            id: row.id,
-            status: row.status,
-            timestamp: row.timestamp,
-            data: row.data,
-            received_at: row.received_at,
-            shard_id: row.shard_id,
-            sequence_number: row.sequence_number.as_str().to_owned(),
-            version: row.version.0,
-            updated_at: row.updated_at,
-        }
-    }
-}
-
-impl RowLine {
-    fn into_row(self) -> Result<StatusRow, String> {
-        Ok(StatusRow {
-            sequence_number: SequenceNumber::parse(&self.sequence_number)
-                .map_err(|e| format!("row {:?}: {e}", self.id))?,
-            id: self.id,
-            status: self.status,
-            timestamp: self.timestamp,
-            data: self.data,
-            received_at: self.received_at,
-            shard_id: self.shard_id,
-            version: VersionKey(self.version),
-            updated_at: self.updated_at,
-        })
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotRunError {
-    #[error("reading OPLOG or STATUS: {0}")]
+    #[error("reading OPLOG or the view: {0}")]
     Read(StoreError),
     #[error("writing the snapshot: {0}")]
     Write(StoreError),
     #[error("reading the snapshot: {0}")]
     Archive(StoreError),
     #[error("loading a row into the new table: {0}")]
-    Load(StoreError),
+    Load(String),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("no snapshot {0:?} in the archive")]
@@ -89,15 +42,16 @@ pub enum SnapshotRunError {
 
 /// What a snapshot reads and where it goes.
 pub struct SnapshotSource<'a> {
-    /// The processor's checkpoints.
+    /// The checkpoints of the consumer that writes the view (the processor for STATUS).
     pub checkpoints: &'a dyn CheckpointReader,
     /// The stream's shards now: one without a checkpoint makes a rebuild read the whole archive.
     pub shards: Vec<String>,
-    pub status: &'a dyn StatusScanner,
+    /// The view's rows.
+    pub rows: &'a dyn SnapshotRows,
     pub archive: &'a dyn ArchiveWriter,
 }
 
-/// Takes a snapshot of STATUS into the archive: the processor's checkpoints first, then every
+/// Takes a snapshot of a view into the archive: its consumer's checkpoints first, then every
 /// row (the order is what makes it sound), the rows' object, and the manifest last. `suffix`
 /// tells apart snapshots taken in the same second.
 pub async fn take_snapshot(
@@ -108,9 +62,10 @@ pub async fn take_snapshot(
     let SnapshotSource {
         checkpoints,
         shards,
-        status,
+        rows: source_rows,
         archive,
     } = source;
+    let view = source_rows.view();
     let checkpoints = checkpoints.list().await.map_err(SnapshotRunError::Read)?;
     // The checkpointed record arrived `lag_ms` before its checkpoint was written.
     let arrivals = checkpoints.iter().filter_map(|c| {
@@ -129,13 +84,12 @@ pub async fn take_snapshot(
     let mut rows = 0u64;
     let mut start: Option<String> = None;
     loop {
-        let page = status
-            .scan_page(start.as_deref())
+        let page = source_rows
+            .page(start.as_deref())
             .await
             .map_err(SnapshotRunError::Read)?;
-        for row in page.rows {
-            // Writing to a Vec cannot fail, nor can serialising strings.
-            let line = serde_json::to_vec(&RowLine::from(row)).unwrap_or_default();
+        for line in page.lines {
+            // Writing to a Vec cannot fail.
             let _ = body.write_all(&line);
             let _ = body.write_all(b"\n");
             rows += 1;
@@ -150,13 +104,13 @@ pub async fn take_snapshot(
     let id = format!("{}-{suffix}", compact_time(&rfc3339));
     let manifest = SnapshotManifest {
         format: SNAPSHOT_FORMAT,
-        view: STATUS_VIEW.into(),
+        view: view.into(),
         id: id.clone(),
         taken_at: rfc3339,
         positions,
         rows,
         archive_from,
-        body_key: SnapshotManifest::body_key(STATUS_VIEW, &id),
+        body_key: SnapshotManifest::body_key(view, &id),
         body_bytes: body.len() as u64,
         body_sha256: sha256_hex(&body),
     };
@@ -167,7 +121,7 @@ pub async fn take_snapshot(
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     archive
         .put(
-            &SnapshotManifest::manifest_key(STATUS_VIEW, &id),
+            &SnapshotManifest::manifest_key(view, &id),
             Bytes::from(text),
         )
         .await
@@ -185,10 +139,13 @@ fn compact_time(rfc3339: &str) -> String {
     format!("{digits}Z")
 }
 
-/// Every object key under STATUS's snapshots, in key order (a snapshot's objects together,
+/// Every object key under the view's snapshots, in key order (a snapshot's objects together,
 /// snapshots oldest first): the archive listed from the prefix until a key leaves it.
-async fn snapshot_keys(archive: &dyn ArchiveReader) -> Result<Vec<String>, SnapshotRunError> {
-    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
+async fn snapshot_keys(
+    archive: &dyn ArchiveReader,
+    view: &str,
+) -> Result<Vec<String>, SnapshotRunError> {
+    let prefix = format!("{SNAPSHOT_PREFIX}{view}/");
     let mut keys = Vec::new();
     let mut after = Some(prefix.clone());
     loop {
@@ -207,15 +164,20 @@ async fn snapshot_keys(archive: &dyn ArchiveReader) -> Result<Vec<String>, Snaps
     }
 }
 
-/// Every complete snapshot of STATUS in the archive, oldest first; a manifest that cannot be
+/// Every complete snapshot of `view` in the archive, oldest first; a manifest that cannot be
 /// read is listed as an error beside its key, not skipped silently.
 pub async fn list_snapshots(
     archive: &dyn ArchiveReader,
+    view: &str,
 ) -> Result<Vec<Result<SnapshotManifest, (String, SnapshotError)>>, SnapshotRunError> {
     let mut found = Vec::new();
-    for key in snapshot_keys(archive).await? {
+    for key in snapshot_keys(archive, view).await? {
         if key.ends_with("/manifest.json") {
-            found.push(read_manifest(archive, &key).await.map_err(|e| (key, e)));
+            found.push(
+                read_manifest(archive, view, &key)
+                    .await
+                    .map_err(|e| (key, e)),
+            );
         }
     }
     Ok(found)
@@ -223,6 +185,7 @@ pub async fn list_snapshots(
 
 async fn read_manifest(
     archive: &dyn ArchiveReader,
+    view: &str,
     key: &str,
 ) -> Result<SnapshotManifest, SnapshotError> {
     let bytes = archive
@@ -231,9 +194,9 @@ async fn read_manifest(
         .map_err(|e| SnapshotError::Invalid(format!("{key}: {e}")))?;
     let manifest: SnapshotManifest = serde_json::from_slice(&bytes)
         .map_err(|e| SnapshotError::Invalid(format!("{key}: {e}")))?;
-    if manifest.format != SNAPSHOT_FORMAT || manifest.view != STATUS_VIEW {
+    if manifest.format != SNAPSHOT_FORMAT || manifest.view != view {
         return Err(SnapshotError::Invalid(format!(
-            "{key}: format {} of view {:?}; this version reads format {SNAPSHOT_FORMAT} of {STATUS_VIEW:?}",
+            "{key}: format {} of view {:?}; this version reads format {SNAPSHOT_FORMAT} of {view:?}",
             manifest.format, manifest.view
         )));
     }
@@ -241,12 +204,13 @@ async fn read_manifest(
     Ok(manifest)
 }
 
-/// The snapshot named `id`, or the newest readable one for `latest`.
+/// The snapshot of `view` named `id`, or the newest readable one for `latest`.
 pub async fn find_snapshot(
     archive: &dyn ArchiveReader,
+    view: &str,
     id: &str,
 ) -> Result<SnapshotManifest, SnapshotRunError> {
-    let listed = list_snapshots(archive).await?;
+    let listed = list_snapshots(archive, view).await?;
     if id == "latest" {
         return listed
             .into_iter()
@@ -257,7 +221,7 @@ pub async fn find_snapshot(
     for entry in listed {
         match entry {
             Ok(manifest) if manifest.id == id => return Ok(manifest),
-            Err((key, error)) if key == SnapshotManifest::manifest_key(STATUS_VIEW, id) => {
+            Err((key, error)) if key == SnapshotManifest::manifest_key(view, id) => {
                 return Err(error.into())
             }
             _ => {}
@@ -266,14 +230,12 @@ pub async fn find_snapshot(
     Err(SnapshotRunError::NotFound(id.into()))
 }
 
-/// Reads the snapshot's rows, checked against its manifest (size, SHA-256, row count) before
-/// any is written, and writes them into `status` (conditional writes: loading into a table that
-/// already holds newer rows changes nothing of them). Returns the rows written.
-pub async fn load_snapshot(
+/// The snapshot's lines, checked against its manifest (size, SHA-256, line count) before any
+/// is used.
+async fn read_lines(
     archive: &dyn ArchiveReader,
     manifest: &SnapshotManifest,
-    status: &dyn StatusWriter,
-) -> Result<u64, SnapshotRunError> {
+) -> Result<Vec<String>, SnapshotRunError> {
     let body = archive
         .get(&manifest.body_key)
         .await
@@ -287,29 +249,66 @@ pub async fn load_snapshot(
         ))
         .into());
     }
-    let mut rows = Vec::new();
-    for line in std::io::BufReader::new(GzDecoder::new(&body[..])).lines() {
-        let line = line.map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        let row: RowLine =
-            serde_json::from_str(&line).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        rows.push(row.into_row().map_err(SnapshotError::Corrupt)?);
-    }
-    if rows.len() as u64 != manifest.rows {
+    let lines = std::io::BufReader::new(GzDecoder::new(&body[..]))
+        .lines()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    if lines.len() as u64 != manifest.rows {
         return Err(SnapshotError::Corrupt(format!(
             "{} rows where the manifest says {}",
-            rows.len(),
+            lines.len(),
             manifest.rows
         ))
         .into());
     }
+    Ok(lines)
+}
+
+/// The manifest is of `view`, or the load is refused before anything is read.
+fn expect_view(manifest: &SnapshotManifest, view: &str) -> Result<(), SnapshotRunError> {
+    if manifest.view == view {
+        Ok(())
+    } else {
+        Err(SnapshotError::Invalid(format!(
+            "snapshot {} is of {:?}, not {view:?}",
+            manifest.id, manifest.view
+        ))
+        .into())
+    }
+}
+
+/// Reads a snapshot of STATUS, checked against its manifest before any row is written, and
+/// writes its rows into `status` (conditional writes: loading into a table that already holds
+/// newer rows changes nothing of them). Returns the rows written.
+pub async fn load_snapshot(
+    archive: &dyn ArchiveReader,
+    manifest: &SnapshotManifest,
+    status: &dyn StatusWriter,
+) -> Result<u64, SnapshotRunError> {
+    expect_view(manifest, STATUS)?;
+    let rows = rows::status_rows(read_lines(archive, manifest).await?)?;
     let written = rows.len() as u64;
     // Rows of distinct ids: written in parallel, as the processor writes a batch.
     let mut writes = futures::stream::iter(rows.into_iter().map(|row| status.apply(row)))
         .buffer_unordered(LOAD_CONCURRENCY);
     while let Some(result) = writes.next().await {
-        result.map_err(SnapshotRunError::Load)?;
+        result.map_err(|e| SnapshotRunError::Load(e.to_string()))?;
     }
     Ok(written)
+}
+
+/// Reads a snapshot of the status view, checked against its manifest before any entry is
+/// written, and commits its entries through `view` (the view's own rule: its counters and
+/// lists are written with the entries, so they agree by construction). Returns the entries.
+pub async fn load_view_snapshot(
+    archive: &dyn ArchiveReader,
+    manifest: &SnapshotManifest,
+    view: &StatusView,
+) -> Result<u64, SnapshotRunError> {
+    expect_view(manifest, STATUS_VIEW)?;
+    let entries = rows::view_entries(read_lines(archive, manifest).await?)?;
+    view.load(&entries).await.map_err(SnapshotRunError::Load)?;
+    Ok(entries.len() as u64)
 }
 
 /// Keeps the newest `keep` usable snapshots and deletes every object of the ones before the
@@ -320,10 +319,11 @@ pub async fn load_snapshot(
 pub async fn prune_snapshots(
     archive: &dyn ArchiveReader,
     pruner: &dyn ArchivePruner,
+    view: &str,
     keep: usize,
 ) -> Result<Vec<String>, SnapshotRunError> {
-    let prefix = format!("{SNAPSHOT_PREFIX}{STATUS_VIEW}/");
-    let usable: Vec<String> = list_snapshots(archive)
+    let prefix = format!("{SNAPSHOT_PREFIX}{view}/");
+    let usable: Vec<String> = list_snapshots(archive, view)
         .await?
         .into_iter()
         .filter_map(|entry| entry.ok().map(|m| m.id))
@@ -333,7 +333,7 @@ pub async fn prune_snapshots(
     };
     // Every object under the prefix, grouped by snapshot id (ids sort by time).
     let mut objects: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for key in snapshot_keys(archive).await? {
+    for key in snapshot_keys(archive, view).await? {
         let id = key
             .strip_prefix(&prefix)
             .and_then(|rest| rest.split('/').next())

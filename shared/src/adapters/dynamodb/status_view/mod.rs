@@ -41,6 +41,8 @@ const BATCH_GET_KEYS: usize = 100;
 const UNPROCESSED_ATTEMPTS: u32 = 8;
 const ENTRY_SK: &str = "e";
 
+mod scan;
+
 fn entry_pk(id: &str) -> String {
     format!("e#{id}")
 }
