@@ -5,6 +5,7 @@
 //! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
 //! runs.
 
+pub mod kafka;
 pub mod notifier;
 pub mod synthetic;
 
@@ -12,11 +13,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use kafka::{InvalidKafkaEvent, KafkaEvent, KafkaEventResponse};
 use lambda_runtime::LambdaEvent;
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
-    history_ttl_from_env, mirror_status_table_from_env, processor_settings_from_env, ResourceNames,
+    event_source_from_env, history_ttl_from_env, mirror_status_table_from_env,
+    processor_settings_from_env, EventSource, ResourceNames,
 };
 use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::consumers::{BatchOutcome, CheckpointedConsumer};
@@ -87,6 +90,40 @@ impl Handler {
         Ok(response)
     }
 
+    /// One invocation from a Kafka event source mapping: each topic-partition's batch through
+    /// the consumer (concurrently: they are independent, as shards are), one report line each.
+    pub async fn handle_kafka(
+        &self,
+        event: LambdaEvent<KafkaEvent>,
+    ) -> Result<KafkaEventResponse, lambda_runtime::Error> {
+        let function_name = event.context.env_config.function_name.clone();
+        let (response, reports) = self.process_kafka(event.payload).await?;
+        let now = SystemClock.now().unix_millis();
+        for report in reports {
+            let line = match self.metrics {
+                Metrics::Pipeline => report.to_emf_line(now, Some(&function_name)),
+                Metrics::FunctionOnly => report.to_function_emf_line(now, &function_name),
+            };
+            println!("{line}");
+        }
+        Ok(response)
+    }
+
+    /// A Kafka event without the logging: what the tests check.
+    pub async fn process_kafka(
+        &self,
+        event: KafkaEvent,
+    ) -> Result<(KafkaEventResponse, Vec<BatchReport>), InvalidKafkaEvent> {
+        let batches = kafka::partition_batches(event)?;
+        let outcomes =
+            futures::future::join_all(batches.into_iter().map(|(partition, records)| async move {
+                let outcome = self.consumer.run_batch(&partition, &records).await;
+                (partition, outcome)
+            }))
+            .await;
+        Ok(kafka::response(outcomes))
+    }
+
     /// The batch without the logging: what the tests check and the benchmarks time.
     pub async fn process(
         &self,
@@ -119,10 +156,20 @@ pub async fn run(registration: Registration) -> Result<(), lambda_runtime::Error
     }
     let handler = Handler::registered(&registration, &adapters, &settings);
     let handler = &handler;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-        handler.handle(event)
-    }))
-    .await
+    match event_source_from_env()? {
+        EventSource::Kinesis => {
+            lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+                handler.handle(event)
+            }))
+            .await
+        }
+        EventSource::Kafka => {
+            lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+                handler.handle_kafka(event)
+            }))
+            .await
+        }
+    }
 }
 
 /// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::consumers::processor::status_row;
 use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::archive::{encode_object, object_key, ArchivedRecord};
-use crate::domain::{decode_record, Clock, Limits, Version, VersionedEvent};
+use crate::domain::{decode_log_record, Clock, Limits, Version, VersionedEvent};
 use crate::ports::{ArchiveWriter, Checkpoint, HistoryWriter, StreamRecord};
 use crate::telemetry::BatchReport;
 
@@ -121,7 +121,9 @@ impl Archiver {
             let entries: Vec<_> = records
                 .iter()
                 .filter_map(|record| {
-                    let event = decode_record(&record.data, &self.limits).ok()?;
+                    let event =
+                        decode_log_record(&record.data, record.approximate_arrival, &self.limits)
+                            .ok()?;
                     let version = Version::new(event.event_time, record.sequence_number.clone());
                     Some(status_row(
                         VersionedEvent { event, version },

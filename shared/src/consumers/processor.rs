@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::{
-    coalesce, decode_record, Clock, EventTime, Limits, SequenceNumber, Version, VersionedEvent,
+    coalesce, decode_log_record, Clock, EventTime, Limits, SequenceNumber, Version, VersionedEvent,
 };
 use crate::ports::*;
 use crate::telemetry::BatchReport;
@@ -114,7 +114,11 @@ impl Processor {
         let mut decoded = Vec::with_capacity(records.len());
         let mut writes = Vec::new();
         for record in records {
-            match decode_record(&record.data, &self.settings.limits) {
+            match decode_log_record(
+                &record.data,
+                record.approximate_arrival,
+                &self.settings.limits,
+            ) {
                 Ok(event) => decoded.push(VersionedEvent {
                     version: Version::new(event.event_time, record.sequence_number.clone()),
                     event,
@@ -234,7 +238,7 @@ impl Processor {
         let limits = &self.settings.limits;
         let records: &[StreamRecord] = batch.records;
         let decoded = |record: &'_ StreamRecord| -> Option<VersionedEvent> {
-            decode_record(&record.data, limits)
+            decode_log_record(&record.data, record.approximate_arrival, limits)
                 .ok()
                 .map(|event| VersionedEvent {
                     version: Version::new(event.event_time, record.sequence_number.clone()),

@@ -31,7 +31,7 @@ pub use batch::{coalesce, settle, Coalesced, Settlement, VersionedEvent};
 pub use event::Event;
 pub use input::{parse_batch, parse_event, BatchItem};
 pub use limits::Limits;
-pub use record::{decode_record, PoisonReason};
+pub use record::{decode_log_record, decode_record, PoisonReason};
 pub use rules::{FieldError, Rule};
 pub use sequence::SequenceNumber;
 pub use time::{Clock, EventTime, FixedClock, SystemClock};

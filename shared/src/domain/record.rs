@@ -52,6 +52,25 @@ pub enum PoisonReason {
     Invalid(FieldError),
 }
 
+/// Decodes a record of the log: Tidemark's own envelope ([`decode_record`]), or else, when the
+/// log stamped the record with its arrival (`arrival`), a plain status event another producer
+/// wrote, `{id, status, timestamp?, data?}`, read by exactly the API's rules
+/// ([`super::input::parse_event`]) as if it had been received at its arrival. Anything else is
+/// poison, with the plain event's reason (the likelier intent of a record without our envelope).
+pub fn decode_log_record(
+    bytes: &[u8],
+    arrival: Option<EventTime>,
+    limits: &Limits,
+) -> Result<Event, PoisonReason> {
+    let own = decode_record(bytes, limits);
+    let (Err(PoisonReason::Undecodable(_)), Some(arrival)) = (&own, arrival) else {
+        return own;
+    };
+    let raw: &RawValue =
+        serde_json::from_slice(bytes).map_err(|e| PoisonReason::Undecodable(e.to_string()))?;
+    super::input::parse_event(raw, None, arrival, limits).map_err(PoisonReason::Invalid)
+}
+
 /// Decodes a stream record and validates it with the same rules as the API. The future-skew
 /// rule is checked against the record's own `received_at`, so the processor agrees with the
 /// ingest decision whatever its own clock says.
@@ -136,6 +155,34 @@ mod tests {
         assert!(matches!(
             decode_record(future, &Limits::default()),
             Err(PoisonReason::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_plain_event_from_another_producer_is_read_by_the_api_rules_at_its_arrival() {
+        let arrival = EventTime::parse_rfc3339("2024-05-01T12:00:00Z");
+        let limits = Limits::default();
+        let plain = br#"{"id":"a","status":"shipped","data":{"x":1}}"#;
+        let event = decode_log_record(plain, arrival, &limits).unwrap();
+        assert_eq!((event.id.as_str(), event.status.as_str()), ("a", "shipped"));
+        assert_eq!(Some(event.received_at), arrival);
+        assert_eq!(Some(event.event_time), arrival, "no timestamp: its arrival");
+        // Without an arrival there is nothing to read it at; an unknown field is refused as by
+        // the API; our own envelope is read as ever.
+        assert!(decode_log_record(plain, None, &limits).is_err());
+        let unknown = br#"{"id":"a","status":"s","colour":"red"}"#;
+        assert!(matches!(
+            decode_log_record(unknown, arrival, &limits),
+            Err(PoisonReason::Invalid(_))
+        ));
+        let own = parse(r#"{"id":"b","status":"s","timestamp":"2024-05-01T11:00:00Z"}"#).unwrap();
+        assert_eq!(
+            decode_log_record(&own.encode().unwrap(), arrival, &limits).unwrap(),
+            own
+        );
+        assert!(matches!(
+            decode_log_record(b"not json", arrival, &limits),
+            Err(PoisonReason::Undecodable(_))
         ));
     }
 }

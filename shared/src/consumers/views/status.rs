@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::consumers::{BatchOutcome, Consumer};
 use crate::domain::status_view::{commits, decide, ViewEntry, MAX_COMMIT_ITEMS};
 use crate::domain::{
-    coalesce, decode_record, Clock, Limits, SequenceNumber, Version, VersionedEvent,
+    coalesce, decode_log_record, Clock, Limits, SequenceNumber, Version, VersionedEvent,
 };
 use crate::ports::{StatusViewWriter, StoreError, StreamRecord, ViewCommit};
 use crate::telemetry::BatchReport;
@@ -51,7 +51,9 @@ impl StatusView {
         let decoded = records
             .iter()
             .filter_map(|record| {
-                let event = decode_record(&record.data, &self.limits).ok()?;
+                let event =
+                    decode_log_record(&record.data, record.approximate_arrival, &self.limits)
+                        .ok()?;
                 Some(VersionedEvent {
                     version: Version::new(event.event_time, record.sequence_number.clone()),
                     event,
