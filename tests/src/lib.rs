@@ -17,6 +17,7 @@ use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::ResourceNames;
 
+pub mod kafka;
 mod wait;
 pub use wait::{
     all_records, json_answer, message, stream_tails, wait_for, wait_for_rows, wait_for_statuses,

@@ -16,6 +16,7 @@ use tidemark::domain::{EventTime, SequenceNumber};
 use tidemark::ports::DeadLetterReader;
 use tidemark::run::esm::EsmSettings;
 use tidemark_cli::serve::{run, ServeSettings};
+use tidemark_tests::kafka::{kafka_log, over_kafka};
 use tidemark_tests::{env_usize, message, quick_settings, wait_until_applied, Resources};
 use tokio::sync::watch;
 
@@ -71,6 +72,21 @@ async fn against_localstack_every_id_ends_at_its_newest_accepted_version() {
     randomized(aws.clone(), quick_settings(), events, ids).await;
     assert!(
         aws.dead_letter_reader().list().await.unwrap().is_empty(),
+        "nothing valid was dead-lettered"
+    );
+}
+
+/// The same check with a real Kafka broker's topic as the log (in-memory tables): partitions
+/// as shards, offsets as sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kafka_every_id_ends_at_its_newest_accepted_version() {
+    let log = kafka_log("random", 4).await;
+    let adapters = over_kafka(Adapters::memory(4), log);
+    let memory = adapters.memory_backend().unwrap().clone();
+    let events = env_usize("TIDEMARK_E2E_KAFKA_EVENTS", 2_000);
+    randomized(adapters, quick_settings(), events, 100).await;
+    assert!(
+        memory.dead_letters.list().await.unwrap().is_empty(),
         "nothing valid was dead-lettered"
     );
 }

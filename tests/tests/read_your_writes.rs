@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tidemark::adapters::Adapters;
 use tidemark::domain::{Clock, SystemClock};
 use tidemark_cli::serve::ServeSettings;
+use tidemark_tests::kafka::{kafka_log, over_kafka};
 use tidemark_tests::{env_usize, quick_settings, Resources, Running};
 
 /// Posts one event and returns the answer's body.
@@ -149,6 +150,18 @@ async fn in_memory_writers_never_read_older_than_their_own_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_not_yet_visible_while_paused() {
     not_yet_visible_while_the_processor_is_paused(Adapters::memory(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_writers_never_read_older_than_their_own_write() {
+    let adapters = over_kafka(Adapters::memory(2), kafka_log("ryw", 2).await);
+    concurrent_writers_read_their_own_writes(adapters, env_usize("TIDEMARK_RYW_WRITES", 15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_not_yet_visible_while_paused() {
+    let adapters = over_kafka(Adapters::memory(1), kafka_log("rywpause", 1).await);
+    not_yet_visible_while_the_processor_is_paused(adapters).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

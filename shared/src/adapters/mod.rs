@@ -4,6 +4,8 @@ pub mod bootstrap;
 pub mod dynamodb;
 pub mod eventbridge;
 pub mod faults;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod kinesis;
 #[cfg(feature = "lambda-http")]
 pub mod lambda_http;

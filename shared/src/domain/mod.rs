@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod input;
 pub mod limits;
 pub(crate) mod opaque;
+pub mod partition;
 pub mod progress;
 pub mod record;
 pub mod rules;

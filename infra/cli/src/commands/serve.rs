@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tidemark::adapters::kafka::{KafkaLog, KafkaTopic};
 use tidemark::adapters::memory::{MemoryArchive, MemoryBackend, DEFAULT_FEED_CAPACITY};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
@@ -46,6 +48,11 @@ pub struct ServeArgs {
     /// Endpoint for Kinesis and DynamoDB (e.g. LocalStack's http://127.0.0.1:4566).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     endpoint_url: Option<String>,
+    /// The log: by default the in-memory stream or Kinesis (with the backend); or a Kafka topic,
+    /// `kafka://HOST:PORT/TOPIC` (created with --shards partitions when missing), which the
+    /// ingest writes with acks=all and every consumer reads (docs/kafka.md).
+    #[arg(long, value_name = "URL", value_parser = KafkaTopic::parse)]
+    log: Option<KafkaTopic>,
     /// Shards of the in-memory stream, or of the stream created when it is missing.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: u32,
@@ -96,8 +103,31 @@ impl ServeArgs {
         }
     }
 
-    /// The adapters to serve on, and a line saying what they are.
+    /// The adapters to serve on, and a line saying what they are: the tables' and, with
+    /// `--log`, the Kafka topic as the stream.
     async fn adapters(&self) -> Result<(Adapters, String), String> {
+        let (adapters, description) = self.tables().await?;
+        let Some(topic) = &self.log else {
+            return Ok((adapters, description));
+        };
+        let log = Arc::new(
+            KafkaLog::connect(topic, self.shards)
+                .await
+                .map_err(|e| format!("the Kafka log {}/{}: {e}", topic.bootstrap, topic.topic))?,
+        );
+        Ok((
+            adapters
+                .with_stream_writer(log.clone())
+                .with_shard_reader(log),
+            format!(
+                "{description}; the log is Kafka topic {} at {}",
+                topic.topic, topic.bootstrap
+            ),
+        ))
+    }
+
+    /// The tables (and the stream, unless `--log` replaces it), and what they are.
+    async fn tables(&self) -> Result<(Adapters, String), String> {
         let shards = self.shards;
         if self.in_memory() {
             let backend = MemoryBackend::new(shards as usize)
