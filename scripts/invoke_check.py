@@ -259,7 +259,42 @@ def query_checks(last_sequence):
           f"the status view's checkpoint of {SHARD} should be at {last_sequence}: {shards[SHARD]}")
 
 
+def kafka_checks():
+    """The consumers with a Kafka event (two topic-partitions): no failures on delivery and
+    redelivery; STATUS and DEADLETTER hold what the fixture's records make, by partition."""
+    fixture = "kafka/status-batch.json"
+    for function in ("processor", "archiver", "status-view"):
+        for attempt in ("first delivery", "redelivery"):
+            answer = invoke(function, fixture)
+            check(answer == {"batchItemFailures": []},
+                  f"{function} {fixture} ({attempt}): expected no batch item failures, got {answer}")
+            print(f"ok   {function:<11} {fixture:<38} {attempt}: batchItemFailures []")
+    dynamodb = boto3.client("dynamodb", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    row = dynamodb.get_item(TableName=os.environ["TIDEMARK_STATUS_TABLE"],
+                            Key={"id": {"S": "order-4"}}, ConsistentRead=True).get("Item")
+    check(row is not None and row["status"]["S"] == "created"
+          and row["shard_id"]["S"] == "tidemark-events-1" and row["sequence_number"]["S"] == "9",
+          f"STATUS should hold order-4 (a plain event at offset 9 of tidemark-events-1): {row}")
+    letters = dynamodb.scan(TableName=os.environ["TIDEMARK_DEADLETTER_TABLE"])["Items"]
+    dead = sorted((item["shard_id"]["S"], item["sequence_number"]["S"]) for item in letters
+                  if item["shard_id"]["S"].startswith("tidemark-events-"))
+    expected = [("tidemark-events-0", "43"), ("tidemark-events-0", "44"), ("tidemark-events-1", "10")]
+    check(dead == expected, f"DEADLETTER should hold the fixture's poison {expected}, holds {dead}")
+    print("ok   STATUS and DEADLETTER hold the Kafka fixture's rows and poison, by partition")
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    keys = [o["Key"] for o in s3.list_objects_v2(
+        Bucket=os.environ["TIDEMARK_ARCHIVE_BUCKET"]).get("Contents", [])]
+    for partition in ("tidemark-events-0", "tidemark-events-1"):
+        check(any(partition in key for key in keys),
+              f"the archive should hold an object of {partition}: {keys}")
+    print("ok   the archive holds an object per partition")
+    print("invoke check passed: the consumers read the Kafka event through cargo lambda")
+
+
 def main():
+    if sys.argv[1:] == ["kafka"]:
+        kafka_checks()
+        return
     ingest_checks()
     stream_holds_the_accepted_events()
     last_sequence = processor_checks()
