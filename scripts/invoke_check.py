@@ -273,12 +273,15 @@ def kafka_checks():
     row = dynamodb.get_item(TableName=os.environ["TIDEMARK_STATUS_TABLE"],
                             Key={"id": {"S": "order-4"}}, ConsistentRead=True).get("Item")
     check(row is not None and row["status"]["S"] == "created"
-          and row["shard_id"]["S"] == "tidemark-events-1" and row["sequence_number"]["S"] == "9",
-          f"STATUS should hold order-4 (a plain event at offset 9 of tidemark-events-1): {row}")
+          and row["shard_id"]["S"] == "tidemark-events-1" and row["sequence_number"]["S"] == "900001",
+          f"STATUS should hold order-4 (a plain event at offset 9 of tidemark-events-1, "
+          f"sequence number 9 x 100000 + 1): {row}")
     letters = dynamodb.scan(TableName=os.environ["TIDEMARK_DEADLETTER_TABLE"])["Items"]
     dead = sorted((item["shard_id"]["S"], item["sequence_number"]["S"]) for item in letters
                   if item["shard_id"]["S"].startswith("tidemark-events-"))
-    expected = [("tidemark-events-0", "43"), ("tidemark-events-0", "44"), ("tidemark-events-1", "10")]
+    # Offsets 43 and 44 of partition 0, 10 of partition 1 (offset x 100000 + partition).
+    expected = [("tidemark-events-0", "4300000"), ("tidemark-events-0", "4400000"),
+                ("tidemark-events-1", "1000001")]
     check(dead == expected, f"DEADLETTER should hold the fixture's poison {expected}, holds {dead}")
     print("ok   STATUS and DEADLETTER hold the Kafka fixture's rows and poison, by partition")
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])

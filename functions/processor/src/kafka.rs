@@ -1,9 +1,10 @@
 //! Lambda's Kafka event (Amazon MSK and self-managed Apache Kafka) into the consumers' batches.
 //!
 //! The mapping: a topic-partition is a shard (its id is the event's key for it, `topic-N`), a
-//! record's offset is its sequence number (offsets only grow within a partition, as sequence
-//! numbers do within a shard), the record key is the partition key, the record's timestamp its
-//! arrival. One invocation may carry several topic-partitions: each is one batch, run through
+//! record's sequence number is its offset and partition together
+//! ([`tidemark::domain::partition::sequence_of`]: it grows with the offset, as sequence numbers
+//! do within a shard, and is unique in the topic), the record key is the partition key, the
+//! record's timestamp its arrival. One invocation may carry several topic-partitions: each is one batch, run through
 //! the consumer on its own and checkpointed on its own, as one Kinesis shard's batch is.
 //!
 //! The event's shape is read by the types here rather than `aws_lambda_events`' `KafkaEvent`:
@@ -21,7 +22,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tidemark::consumers::BatchOutcome;
-use tidemark::domain::{EventTime, SequenceNumber};
+use tidemark::domain::partition::{offset_of, sequence_of};
+use tidemark::domain::EventTime;
 use tidemark::ports::StreamRecord;
 use tidemark::telemetry::BatchReport;
 
@@ -57,7 +59,10 @@ pub struct KafkaRecord {
 /// A Kafka event Lambda could not have sent: the invocation fails loudly, as for Kinesis.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InvalidKafkaEvent {
-    #[error("record {index} of {partition} has a negative offset {offset}")]
+    #[error(
+        "record {index} of {partition} has a negative offset {offset}, or a partition number \
+         outside 0 to 99,999"
+    )]
     Offset {
         partition: String,
         index: usize,
@@ -112,13 +117,12 @@ fn stream_record(
     index: usize,
     record: KafkaRecord,
 ) -> Result<StreamRecord, InvalidKafkaEvent> {
-    let sequence_number = SequenceNumber::parse(&record.offset.to_string()).map_err(|_| {
-        InvalidKafkaEvent::Offset {
+    let sequence_number =
+        sequence_of(record.partition, record.offset).ok_or_else(|| InvalidKafkaEvent::Offset {
             partition: partition.to_owned(),
             index,
             offset: record.offset,
-        }
-    })?;
+        })?;
     let data = decode_base64(record.value.as_deref())
         .unwrap_or_else(|| record.value.unwrap_or_default().into_bytes());
     let partition_key = decode_base64(record.key.as_deref())
@@ -189,8 +193,8 @@ pub fn response(outcomes: Vec<(String, BatchOutcome)>) -> (KafkaEventResponse, V
     let mut reports = Vec::with_capacity(outcomes.len());
     for (partition, outcome) in outcomes {
         if let Some(failed) = outcome.failure {
-            // Our own offsets, parsed from i64 digits: they fit.
-            let offset = failed.as_str().parse().unwrap_or(i64::MAX);
+            // One of this batch's own records: its sequence number came from an offset.
+            let offset = offset_of(&failed).unwrap_or(i64::MAX);
             response.batch_item_failures.push(KafkaBatchItemFailure {
                 item_identifier: KafkaItemIdentifier { partition, offset },
             });

@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use tidemark::adapters::memory::MemoryStatusStore;
 use tidemark::adapters::Adapters;
 use tidemark::consumers::processor::ProcessorSettings;
+use tidemark::domain::partition::sequence_of;
 use tidemark::domain::{EventTime, FixedClock};
 use tidemark::ports::{
     ApplyOutcome, CheckpointReader, DeadLetterReader, StatusRow, StatusWriter, StoreError,
@@ -53,7 +54,11 @@ async fn each_topic_partition_is_a_shard_and_foreign_plain_events_are_read_by_th
         "10:05 beats 10:02 and 10:00"
     );
     assert_eq!(rows["order-1"].shard_id, "tidemark-events-0");
-    assert_eq!(rows["order-1"].sequence_number.as_str(), "41", "the offset");
+    assert_eq!(
+        rows["order-1"].sequence_number.as_str(),
+        "4100000",
+        "offset 41 of partition 0"
+    );
     assert_eq!(rows["order-2"].status, "delivered", "a plain event, newer");
     assert_eq!(rows["order-2"].data, None);
     assert_eq!(
@@ -70,12 +75,15 @@ async fn each_topic_partition_is_a_shard_and_foreign_plain_events_are_read_by_th
     assert_eq!(
         dead,
         BTreeSet::from([
-            ("tidemark-events-0", "43"), // not JSON
-            ("tidemark-events-0", "44"), // a tombstone: no value
-            ("tidemark-events-1", "10"), // an unknown field, as the API refuses it
+            ("tidemark-events-0", "4300000"), // offset 43: not JSON
+            ("tidemark-events-0", "4400000"), // offset 44: a tombstone, no value
+            ("tidemark-events-1", "1000001"), // offset 10: an unknown field, as the API refuses it
         ])
     );
-    for (partition, last) in [("tidemark-events-0", "44"), ("tidemark-events-1", "10")] {
+    for (partition, last) in [
+        ("tidemark-events-0", "4400000"),
+        ("tidemark-events-1", "1000001"),
+    ] {
         let checkpoint = memory.checkpoints.get(partition).await.unwrap().unwrap();
         assert_eq!(checkpoint.sequence_number.as_str(), last);
     }
@@ -110,7 +118,7 @@ async fn a_failed_record_is_reported_as_its_partition_and_offset_and_the_others_
     );
     let memory = adapters.memory_backend().unwrap();
     let checkpoint = memory.checkpoints.get("tidemark-events-0").await.unwrap();
-    assert_eq!(checkpoint.unwrap().sequence_number.as_str(), "44");
+    assert_eq!(checkpoint.unwrap().sequence_number.as_str(), "4400000");
     assert_eq!(
         memory.checkpoints.get("tidemark-events-1").await.unwrap(),
         None
@@ -203,6 +211,107 @@ fn partition_of(id: u8, partitions: u8) -> u8 {
     id % partitions
 }
 
+/// Each partition's records in offset order, as `kafka_record`s.
+type Log = BTreeMap<u8, Vec<serde_json::Value>>;
+
+/// The Kafka event source mapping over `log`: each invocation carries a batch of some of the
+/// partitions with records left (each partition on its own, so any interleaving of partitions
+/// happens); a reported failure resumes its partition there; a partition's batch is now and then
+/// delivered again (a lost response). `after` looks at the state after every invocation.
+async fn deliver(
+    handler: &Handler,
+    log: &Log,
+    batch_size: usize,
+    rng: &mut fastrand::Rng,
+    mut after: impl FnMut() -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let mut next: BTreeMap<u8, usize> = log.keys().map(|p| (*p, 0)).collect();
+    for _ in 0..10_000 {
+        let pending: Vec<u8> = next
+            .iter()
+            .filter(|(p, at)| **at < log[*p].len())
+            .map(|(p, _)| *p)
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let chosen: Vec<u8> = pending.iter().copied().filter(|_| rng.bool()).collect();
+        let chosen = if chosen.is_empty() {
+            vec![pending[rng.usize(..pending.len())]]
+        } else {
+            chosen
+        };
+        let mut records = serde_json::Map::new();
+        let mut sizes = BTreeMap::new();
+        for p in &chosen {
+            let from = next[p];
+            let to = (from + rng.usize(1..=batch_size)).min(log[p].len());
+            records.insert(format!("events-{p}"), log[p][from..to].to_vec().into());
+            sizes.insert(*p, to - from);
+        }
+        let event: KafkaEvent = serde_json::from_value(serde_json::json!({
+            "eventSource": "aws:kafka", "records": records,
+        }))
+        .unwrap();
+        let (response, _) = handler.process_kafka(event).await.unwrap();
+        for p in &chosen {
+            let failed = response
+                .batch_item_failures
+                .iter()
+                .find(|f| f.item_identifier.partition == format!("events-{p}"));
+            let at = next.get_mut(p).unwrap();
+            match failed {
+                // Resume at the reported offset (offsets are the positions here).
+                Some(f) => *at = f.item_identifier.offset as usize,
+                None if rng.u8(0..5) == 0 => {}
+                None => *at += sizes[p],
+            }
+        }
+        after()?;
+    }
+    Err(TestCaseError::fail("the mapping never finished"))
+}
+
+/// The model: an id's row is its event with the greatest (event time, sequence number), the
+/// sequence number ordering by offset, then partition.
+fn newest_of(log: &Log) -> BTreeMap<String, (u32, i64, u8, String)> {
+    let mut newest: BTreeMap<String, (u32, i64, u8, String)> = BTreeMap::new();
+    for (p, records) in log {
+        for record in records {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(record["value"].as_str().unwrap())
+                .unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            let timestamp = event["timestamp"].as_str().unwrap();
+            let second: u32 = timestamp[17..19].parse().unwrap();
+            let candidate = (
+                second,
+                record["offset"].as_i64().unwrap(),
+                *p,
+                event["status"].as_str().unwrap().to_owned(),
+            );
+            let id = event["id"].as_str().unwrap().to_owned();
+            let entry = newest.entry(id).or_insert_with(|| candidate.clone());
+            if (candidate.0, candidate.1, candidate.2) > (entry.0, entry.1, entry.2) {
+                *entry = candidate;
+            }
+        }
+    }
+    newest
+}
+
+fn push(log: &mut Log, partition: u8, id: u8, status: u8, second: u32) {
+    let records = log.entry(partition).or_default();
+    let offset = records.len() as i64;
+    records.push(kafka_record(
+        partition,
+        offset,
+        &format!("id-{id}"),
+        &format!("s{status}"),
+        second,
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -216,68 +325,91 @@ proptest! {
     ) {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
             let mut rng = fastrand::Rng::with_seed(seed);
-            // The log: each partition's records in offset order.
-            let mut log: BTreeMap<u8, Vec<serde_json::Value>> = BTreeMap::new();
-            let mut newest: BTreeMap<String, (u32, u8, i64, String)> = BTreeMap::new();
+            let mut log = Log::new();
             for (id, second, status) in &events {
-                let p = partition_of(*id, partitions);
-                let records = log.entry(p).or_default();
-                let offset = records.len() as i64;
-                let (id, status) = (format!("id-{id}"), format!("s{status}"));
-                records.push(kafka_record(p, offset, &id, &status, *second));
-                // The model: newest event time, then (one partition per id) the higher offset.
-                let candidate = (*second, p, offset, status);
-                let entry = newest.entry(id).or_insert_with(|| candidate.clone());
-                if (candidate.0, candidate.2) > (entry.0, entry.2) {
-                    *entry = candidate;
-                }
+                push(&mut log, partition_of(*id, partitions), *id, *status, *second);
             }
             let flaky = Arc::new(Flaky { inner: MemoryStatusStore::default(), calls: AtomicU32::new(0), every });
             let adapters = Adapters::memory(1).with_status_writer(flaky.clone());
             let handler = handler(&adapters);
-            // The mapping's position per partition: where the next batch starts.
-            let mut next: BTreeMap<u8, usize> = log.keys().map(|p| (*p, 0)).collect();
-            for _ in 0..10_000 {
-                let pending: Vec<u8> = next.iter().filter(|(p, at)| **at < log[*p].len()).map(|(p, _)| *p).collect();
-                if pending.is_empty() {
-                    break;
-                }
-                let mut records = serde_json::Map::new();
-                for p in &pending {
-                    let from = next[p];
-                    let to = (from + rng.usize(1..=batch_size)).min(log[p].len());
-                    records.insert(format!("events-{p}"), log[p][from..to].to_vec().into());
-                }
-                let event: KafkaEvent = serde_json::from_value(serde_json::json!({
-                    "eventSource": "aws:kafka", "records": records,
-                })).unwrap();
-                let sizes: BTreeMap<u8, usize> = pending.iter().map(|p| {
-                    let len = event.records[&format!("events-{p}")].len();
-                    (*p, len)
-                }).collect();
-                let (response, _) = handler.process_kafka(event).await.unwrap();
-                for p in &pending {
-                    let failed = response.batch_item_failures.iter()
-                        .find(|f| f.item_identifier.partition == format!("events-{p}"));
-                    let at = next.get_mut(p).unwrap();
-                    match failed {
-                        // Resume at the reported offset (offsets are the positions here).
-                        Some(f) => *at = f.item_identifier.offset as usize,
-                        // Redelivered now and then, as after a lost response.
-                        None if rng.u8(0..5) == 0 => {}
-                        None => *at += sizes[p],
-                    }
-                }
-            }
+            deliver(&handler, &log, batch_size, &mut rng, || Ok(())).await?;
             let rows = flaky.inner.snapshot();
+            let newest = newest_of(&log);
             prop_assert_eq!(rows.len(), newest.len());
-            for (id, (_, p, offset, status)) in &newest {
+            for (id, (_, offset, p, status)) in &newest {
                 let row = &rows[id];
                 prop_assert_eq!(&row.status, status, "{}", id);
                 prop_assert_eq!(row.shard_id.clone(), format!("events-{p}"));
-                prop_assert_eq!(row.sequence_number.as_str(), offset.to_string());
+                prop_assert_eq!(&row.sequence_number, &sequence_of(i64::from(*p), *offset).unwrap());
             }
             Ok(())
         })?;
     }
+
+    /// Partitions added to the topic (2 → 4): an id's later events go to its new partition while
+    /// older ones may still wait in the old one, and the partitions are applied in any
+    /// interleaving. No row ever goes back, no event is taken for another's redelivery, and
+    /// every id ends at its greatest (event time, sequence number): newest by time always wins;
+    /// only a tie in event time is settled by the offsets of two partitions, which say nothing
+    /// about which came later (docs/kafka.md).
+    #[test]
+    fn adding_partitions_never_moves_a_row_back(
+        before in proptest::collection::vec((0u8..8, 0u32..60, 0u8..4), 1..30),
+        after in proptest::collection::vec((0u8..8, 0u32..60, 0u8..4), 1..30),
+        batch_size in 1usize..6,
+        seed in any::<u64>(),
+    ) {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut log = Log::new();
+            for (id, second, status) in &before {
+                push(&mut log, partition_of(*id, 2), *id, *status, *second);
+            }
+            for (id, second, status) in &after {
+                push(&mut log, partition_of(*id, 4), *id, *status, *second);
+            }
+            let adapters = Adapters::memory(1);
+            let memory = adapters.memory_backend().unwrap().clone();
+            let handler = handler(&adapters);
+            let mut seen: BTreeMap<String, tidemark::domain::VersionKey> = BTreeMap::new();
+            deliver(&handler, &log, batch_size, &mut rng, || {
+                for (id, row) in memory.status.snapshot() {
+                    if let Some(before) = seen.get(&id) {
+                        prop_assert!(row.version >= *before, "{} went back", id);
+                    }
+                    seen.insert(id, row.version);
+                }
+                Ok(())
+            })
+            .await?;
+            let rows = memory.status.snapshot();
+            for (id, (_, offset, p, status)) in newest_of(&log) {
+                let row = &rows[&id];
+                prop_assert_eq!(&row.status, &status, "{}", id);
+                prop_assert_eq!(row.shard_id.clone(), format!("events-{p}"));
+                prop_assert_eq!(&row.sequence_number, &sequence_of(i64::from(p), offset).unwrap());
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// The tie-break the repartition changes: two events of one id at the same instant, the later
+/// one on the new partition at a lower offset. The one with the higher offset wins, although it
+/// was produced first: offsets of two partitions do not order them.
+#[tokio::test]
+async fn after_a_repartition_a_tie_in_event_time_goes_to_the_higher_offset_not_the_later_event() {
+    let mut log = Log::new();
+    for _ in 0..5 {
+        push(&mut log, 0, 1, 0, 10); // earlier traffic on the old partition: offsets 0..4
+    }
+    push(&mut log, 0, 1, 1, 30); // "s1" at :30, offset 5 of the old partition
+    push(&mut log, 3, 1, 2, 30); // later, "s2" at :30 too, offset 0 of the new partition
+    let adapters = Adapters::memory(1);
+    let memory = adapters.memory_backend().unwrap().clone();
+    let mut rng = fastrand::Rng::with_seed(1);
+    deliver(&handler(&adapters), &log, 10, &mut rng, || Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(memory.status.snapshot()["id-1"].status, "s1");
 }

@@ -1,7 +1,9 @@
 //! Kafka as the log (`serve --log kafka://HOST:PORT/TOPIC`): the stream ports over one topic.
 //!
-//! A partition is a shard (`TOPIC-N`, the name Lambda's Kafka event gives it), an offset is a
-//! sequence number. Writing: each event goes to its id's partition as Kafka's default
+//! A partition is a shard (`TOPIC-N`, the name Lambda's Kafka event gives it); a record's
+//! sequence number is its offset and partition together, as the consumers' Lambda makes it
+//! ([`crate::domain::partition::sequence_of`]), so a token or a row names the same record
+//! whichever way it was read. Writing: each event goes to its id's partition as Kafka's default
 //! partitioner picks it ([`crate::domain::partition`]), acknowledged by every in-sync replica
 //! (`acks=all`, what the client sends), so a `202` means the broker has it. Reading: Fetch from
 //! an offset; the high watermark in the answer says whether the reader is at the tip (the
@@ -19,7 +21,7 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
 
-use crate::domain::partition::partition_of;
+use crate::domain::partition::{offset_of, partition_of, sequence_of, MAX_PARTITIONS};
 use crate::domain::{EventTime, SequenceNumber};
 use crate::ports::{
     OutgoingRecord, PutAck, PutEntryResult, RecordsPage, ShardInfo, ShardReader, StartPosition,
@@ -109,9 +111,17 @@ impl KafkaLog {
             .into_iter()
             .find(|t| t.name == topic.topic);
         let count = match existing {
+            Some(t) if t.partitions.len() as i64 > MAX_PARTITIONS => {
+                return Err(StreamError::Invalid(format!(
+                    "topic {} has {} partitions; Tidemark reads at most {MAX_PARTITIONS}",
+                    topic.topic,
+                    t.partitions.len()
+                )))
+            }
             Some(t) => t.partitions.len() as i32,
             None => {
-                let wanted = i32::try_from(partitions.max(1)).unwrap_or(i32::MAX);
+                let wanted =
+                    i32::try_from(i64::from(partitions.max(1)).min(MAX_PARTITIONS)).unwrap_or(1);
                 client
                     .controller_client()
                     .map_err(unavailable)?
@@ -179,16 +189,19 @@ impl KafkaLog {
             .map(|offset| {
                 Ok(PutAck {
                     shard_id: self.shard_id(partition),
-                    sequence_number: offset_sequence(offset)?,
+                    sequence_number: offset_sequence(partition, offset)?,
                 })
             })
             .collect()
     }
 }
 
-fn offset_sequence(offset: i64) -> Result<SequenceNumber, StreamError> {
-    SequenceNumber::parse(&offset.to_string())
-        .map_err(|_| StreamError::Invalid(format!("the broker answered offset {offset}")))
+fn offset_sequence(partition: usize, offset: i64) -> Result<SequenceNumber, StreamError> {
+    sequence_of(partition as i64, offset).ok_or_else(|| {
+        StreamError::Invalid(format!(
+            "offset {offset} of partition {partition} has no sequence number"
+        ))
+    })
 }
 
 /// An iterator is the partition and the next offset to read: `N:OFFSET`.
@@ -284,8 +297,7 @@ impl ShardReader for KafkaLog {
     ) -> Result<String, StreamError> {
         let partition = self.partition(shard_id)?;
         let offset = |n: &SequenceNumber| {
-            n.as_str()
-                .parse::<i64>()
+            offset_of(n)
                 .map_err(|_| StreamError::Invalid(format!("{} is not an offset", n.as_str())))
         };
         let next = match start {
@@ -322,7 +334,7 @@ impl ShardReader for KafkaLog {
         {
             next = fetched.offset + 1;
             records.push(StreamRecord {
-                sequence_number: offset_sequence(fetched.offset)?,
+                sequence_number: offset_sequence(partition, fetched.offset)?,
                 partition_key: fetched
                     .record
                     .key

@@ -1,7 +1,44 @@
-//! Which Kafka partition an id's events go to: the partitioner every Kafka client uses by
-//! default for a keyed record (murmur2 of the key's bytes, made positive, modulo the partition
-//! count), so Tidemark's ingest and any other producer keyed by id put one id on one partition,
-//! and one partition's order is that id's order.
+//! Kafka records as Tidemark sees them.
+//!
+//! **Which partition** an id's events go to: the partitioner every Kafka client uses by default
+//! for a keyed record (murmur2 of the key's bytes, made positive, modulo the partition count), so
+//! Tidemark's ingest and any other producer keyed by id put one id on one partition, and one
+//! partition's order is that id's order.
+//!
+//! **A record's sequence number** is its offset and its partition together, `offset × 100,000 +
+//! partition`, not the offset alone. A version is (event time, sequence number), and two
+//! versions must differ whenever the records do: a Kinesis sequence number is unique in its
+//! stream, but offsets repeat across partitions, and after partitions are added (or with a
+//! producer that is not keyed by id) two events of one id with the same event time can sit at
+//! the same offset of two partitions. With the offset alone the second would count as a
+//! redelivery of the first and vanish (the property test of adding partitions found it). The
+//! product keeps each partition's order (offsets grow, the partition is fixed) and is unique
+//! in the topic.
+
+use super::sequence::{SequenceNumber, SequenceNumberError};
+
+/// Partitions a topic may have for its records to map onto distinct sequence numbers (Kafka's
+/// recommended ceiling is some thousands per broker; MSK's per-broker quota is far below this).
+pub const MAX_PARTITIONS: i64 = 100_000;
+
+/// The sequence number of the record at `offset` of `partition`; `None` for a negative offset
+/// or a partition outside `0..MAX_PARTITIONS`.
+pub fn sequence_of(partition: i64, offset: i64) -> Option<SequenceNumber> {
+    if offset < 0 || !(0..MAX_PARTITIONS).contains(&partition) {
+        return None;
+    }
+    let number = i128::from(offset) * i128::from(MAX_PARTITIONS) + i128::from(partition);
+    SequenceNumber::parse(&number.to_string()).ok()
+}
+
+/// The offset a sequence number of [`sequence_of`] names.
+pub fn offset_of(sequence: &SequenceNumber) -> Result<i64, SequenceNumberError> {
+    let number: i128 = sequence
+        .as_str()
+        .parse()
+        .map_err(|_| SequenceNumberError::NotDecimal)?;
+    i64::try_from(number / i128::from(MAX_PARTITIONS)).map_err(|_| SequenceNumberError::NotDecimal)
+}
 
 /// Kafka's murmur2 (seed `0x9747b28c`), over the key's bytes.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -61,6 +98,21 @@ mod tests {
         ] {
             assert_eq!(murmur2(key), expected, "{}", String::from_utf8_lossy(key));
         }
+    }
+
+    #[test]
+    fn sequence_numbers_keep_each_partitions_order_and_differ_across_partitions() {
+        let at = |p, o| sequence_of(p, o).unwrap();
+        assert_eq!(at(3, 41).as_str(), "4100003");
+        assert_eq!(at(0, 0).as_str(), "0");
+        assert!(at(3, 41) < at(3, 42));
+        assert!(at(3, 9) < at(3, 10), "by magnitude, not text");
+        assert_ne!(at(1, 7), at(2, 7));
+        assert_eq!(offset_of(&at(99_999, i64::MAX)), Ok(i64::MAX));
+        assert_eq!(offset_of(&at(3, 41)), Ok(41));
+        assert_eq!(sequence_of(0, -1), None);
+        assert_eq!(sequence_of(MAX_PARTITIONS, 0), None);
+        assert_eq!(sequence_of(-1, 0), None);
     }
 
     #[test]
