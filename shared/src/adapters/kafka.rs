@@ -180,10 +180,9 @@ impl KafkaLog {
                 timestamp: now,
             })
             .collect();
-        let offsets = self.partitions[partition]
-            .produce(batch, Compression::NoCompression)
-            .await
-            .map_err(unavailable)?;
+        let offsets =
+            within_deadline(self.partitions[partition].produce(batch, Compression::NoCompression))
+                .await?;
         offsets
             .into_iter()
             .map(|offset| {
@@ -193,6 +192,22 @@ impl KafkaLog {
                 })
             })
             .collect()
+    }
+}
+
+/// A call to the broker, bounded: the client's retry deadline does not cover a request the
+/// broker never answers (measured: Tansu stopped reading some connections under 32 concurrent
+/// single-event posts, and those posts would have waited forever). Past the deadline the caller
+/// gets an error: the ingest answers 503, a reader tries again.
+async fn within_deadline<T>(
+    call: impl std::future::Future<Output = rskafka::client::error::Result<T>>,
+) -> Result<T, StreamError> {
+    match tokio::time::timeout(RETRY_DEADLINE, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StreamError::Unavailable(format!(
+            "the Kafka broker did not answer within {} s",
+            RETRY_DEADLINE.as_secs()
+        ))),
     }
 }
 
@@ -301,10 +316,9 @@ impl ShardReader for KafkaLog {
                 .map_err(|_| StreamError::Invalid(format!("{} is not an offset", n.as_str())))
         };
         let next = match start {
-            StartPosition::TrimHorizon => self.partitions[partition]
-                .get_offset(OffsetAt::Earliest)
-                .await
-                .map_err(unavailable)?,
+            StartPosition::TrimHorizon => {
+                within_deadline(self.partitions[partition].get_offset(OffsetAt::Earliest)).await?
+            }
             StartPosition::AtSequence(n) => offset(n)?,
             StartPosition::AfterSequence(n) => offset(n)?.saturating_add(1),
         };
@@ -321,10 +335,9 @@ impl ShardReader for KafkaLog {
             .partitions
             .get(partition)
             .ok_or_else(|| StreamError::NotFound(format!("no partition {partition}")))?;
-        let (fetched, high_watermark) = client
-            .fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS)
-            .await
-            .map_err(unavailable)?;
+        let (fetched, high_watermark) =
+            within_deadline(client.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS))
+                .await?;
         let mut records = Vec::with_capacity(fetched.len().min(limit));
         let mut next = offset;
         for fetched in fetched
