@@ -345,9 +345,8 @@ impl Adapters {
     capability!(idempotency_store, with_idempotency_store: IdempotencyStore,
         aws: |a| a.idempotency(), memory: |m| m.idempotency.clone());
 
-    /// During a switch to a rebuilt table: the processor writes every row to `mirror` first,
-    /// then to STATUS, and marks its checkpoints with `mirror_name`
-    /// ([`super::mirror`]). Call before the status and checkpoint writers are first used.
+    /// During a switch: every row to `mirror` first, then STATUS; checkpoints marked with
+    /// `mirror_name` ([`super::mirror`]). Call before those writers are first used.
     pub fn mirroring_status(self, mirror: Arc<dyn StatusWriter>, mirror_name: &str) -> Self {
         let status = self.status_writer();
         let checkpoints = self.checkpoint_writer();
@@ -358,8 +357,7 @@ impl Adapters {
             )))
     }
 
-    /// [`Self::mirroring_status`] into the DynamoDB table `table` (on AWS; in memory, a fresh
-    /// in-memory table, which only tests would want).
+    /// [`Self::mirroring_status`] into the DynamoDB table `table` (in memory: a fresh table).
     pub fn mirroring_status_table(self, table: &str) -> Self {
         let mirror: Arc<dyn StatusWriter> = match &self.backend {
             Backend::Aws(a) => Arc::new(DynamoStatusStore::new(a.dynamodb(), table)),
