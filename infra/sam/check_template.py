@@ -1,12 +1,16 @@
 """Project rules for template.yaml that the generic linters do not know.
 
 1. Least privilege: no IAM statement in a role grants an action on Resource "*" or any other
-   wildcard, other than the objects of one of the stack's resources ("${ArchiveBucket.Arn}/*").
+   wildcard, other than the objects of one of the stack's resources ("${ArchiveBucket.Arn}/*"),
+   and one exception: the network-interface actions an MSK mapping needs (NETWORK_INTERFACE_ACTIONS),
+   in a statement that holds nothing else.
    Every branch of an Fn::If, the template of an Fn::Sub and the parts of an Fn::Join are read.
    No function takes SAM `Policies:` (they would escape this rule): roles are written inline.
 2. Every function gets every TIDEMARK_* name the Lambdas require (shared/src/config.rs); a
    missing one would only show up as a function that refuses to start after deploy.
-3. The event source mapping keeps the settings the processor's guarantees depend on.
+3. The event source mappings keep the settings the processor's guarantees depend on: every
+   consumer function has one Kinesis mapping, and at most one Kafka mapping (only when the stack
+   reads a topic), with its own consumer group and the error handling of provisioned mode.
 4. The API has exactly the routes of shared/openapi.json, each authorised, with the write or
    read scopes in JWT mode, and the stage is throttled.
 5. The limits docs/limits.md states hold for the template's defaults: the stage's rate fits the
@@ -50,6 +54,14 @@ API_GATEWAY_ACCOUNT_BURST = 5_000
 KINESIS_MAPPING_MAX_BATCH = 10_000
 LAMBDA_ACCOUNT_CONCURRENCY = 1_000
 LAMBDA_UNRESERVED_MINIMUM = 100
+
+# The MSK mapping's pollers create network interfaces in the cluster's subnets: EC2 grants these
+# only on "*" (AWS's AWSLambdaMSKExecutionRole, and the Lambda developer guide's "Configuring
+# Lambda permissions for Amazon MSK event source mappings", list them so).
+NETWORK_INTERFACE_ACTIONS = {
+    "ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs",
+}
 
 problems = []
 # The objects of a bucket ("${ArchiveBucket.Arn}/*") and the streams of a table
@@ -107,6 +119,10 @@ def main():
             continue
         for policy in resource["Properties"].get("Policies", []):
             for statement in statements(policy["PolicyDocument"]):
+                actions = statement.get("Action", [])
+                actions = set(actions if isinstance(actions, list) else [actions])
+                if actions <= NETWORK_INTERFACE_ACTIONS and statement.get("Resource") == "*":
+                    continue
                 if wildcard_resources(statement):
                     problems.append(f"{name}/{statement.get('Sid', '?')}: Resource holds '*'")
         if resource["Properties"].get("ManagedPolicyArns"):
@@ -142,23 +158,43 @@ def main():
     deployed = {r["Metadata"]["BuildProperties"]["Binary"] for r in consumer_functions.values()}
     if deployed != binaries:
         problems.append(f"consumer functions build {sorted(deployed)}, {CONSUMERS_CRATE} has {sorted(binaries)}")
+    def kinesis_mapping(mapping):
+        return "Topics" not in mapping["Properties"]
+
     for name in consumer_functions:
         fed = [m for m in mappings if m["Properties"].get("FunctionName") == {"Ref": name}]
-        if len(fed) != 1:
-            problems.append(f"{name}: expected one event source mapping, found {len(fed)}")
+        from_stream = [m for m in fed if kinesis_mapping(m)]
+        if len(from_stream) != 1:
+            problems.append(f"{name}: expected one event source mapping of the stream, found {len(from_stream)}")
+        from_topic = [m for m in fed if not kinesis_mapping(m)]
+        if len(from_topic) > 1 or any(m.get("Condition") != "ReadKafka" for m in from_topic):
+            problems.append(f"{name}: expected at most one Kafka mapping, under Condition ReadKafka")
+    groups = []
     for mapping in mappings:
         props = mapping["Properties"]
         expected = {
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "ParallelizationFactor": 1,
             "BisectBatchOnFunctionError": True,
             "StartingPosition": "TRIM_HORIZON",
         }
+        if kinesis_mapping(mapping):
+            expected["ParallelizationFactor"] = 1
+        else:
+            # Kafka: a partition is read one batch at a time by itself; the error handling above
+            # exists only in provisioned mode; each consumer reads every record with its own group.
+            if "ProvisionedPollerConfig" not in props:
+                problems.append("Kafka mapping: no ProvisionedPollerConfig (its error handling needs provisioned mode)")
+            if "ParallelizationFactor" in props:
+                problems.append("Kafka mapping: ParallelizationFactor is for Kinesis and DynamoDB only")
+            groups.append(json.dumps([props.get(k) for k in ("AmazonManagedKafkaEventSourceConfig",
+                                                              "SelfManagedKafkaEventSourceConfig")]))
         for key, value in expected.items():
             if props.get(key) != value:
                 problems.append(f"event source mapping: {key} should be {value!r}, is {props.get(key)!r}")
         if "OnFailure" not in props.get("DestinationConfig", {}):
             problems.append("event source mapping: no on-failure destination")
+    if len(groups) != len(set(groups)):
+        problems.append("Kafka mappings share a consumer group: each consumer would see only some partitions")
 
     # The API: every route authorised the same way, with the write or read scopes in JWT mode,
     # and every route in shared/openapi.json present; the stage throttled.

@@ -49,35 +49,6 @@ pub fn mirror_status_table_from_env() -> Option<String> {
         .filter(|table| !table.is_empty())
 }
 
-/// Which event source mapping invokes a consumer's function: `kinesis` (the default) or `kafka`
-/// (Amazon MSK or self-managed Apache Kafka), so the function reads that event's shape.
-pub const EVENT_SOURCE_VAR: &str = "TIDEMARK_EVENT_SOURCE";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventSource {
-    Kinesis,
-    Kafka,
-}
-
-/// The source named by [`EVENT_SOURCE_VAR`].
-pub fn event_source_from_env() -> Result<EventSource, ConfigError> {
-    event_source_from_lookup(|var| std::env::var(var).ok())
-}
-
-fn event_source_from_lookup(
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<EventSource, ConfigError> {
-    match get(EVENT_SOURCE_VAR).as_deref().map(str::trim) {
-        None | Some("") | Some("kinesis") => Ok(EventSource::Kinesis),
-        Some("kafka") => Ok(EventSource::Kafka),
-        Some(other) => Err(ConfigError::Invalid {
-            var: EVENT_SOURCE_VAR,
-            value: other.to_owned(),
-            rule: "kinesis or kafka".into(),
-        }),
-    }
-}
-
 /// The bus named by [`CHANGE_BUS_VAR`].
 pub fn change_bus_from_env() -> Result<String, ConfigError> {
     match std::env::var(CHANGE_BUS_VAR) {
@@ -398,14 +369,5 @@ mod tests {
         assert_eq!(ttl("14"), Ok(Some(Duration::from_secs(14 * 86_400))));
         assert!(ttl("3651").is_err());
         assert!(ttl("a week").is_err());
-    }
-
-    #[test]
-    fn the_event_source_is_kinesis_unless_kafka_is_named() {
-        let source = |value: &str| event_source_from_lookup(env(&[(EVENT_SOURCE_VAR, value)]));
-        assert_eq!(event_source_from_lookup(env(&[])), Ok(EventSource::Kinesis));
-        assert_eq!(source("kinesis"), Ok(EventSource::Kinesis));
-        assert_eq!(source("kafka"), Ok(EventSource::Kafka));
-        assert!(source("msk").is_err());
     }
 }

@@ -9,7 +9,10 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tidemark::ports::{CheckpointReader, DeadLetterReader, OutgoingRecord, StreamWriter};
+use tidemark::adapters::kafka::{KafkaLog, KafkaTopic};
+use tidemark::ports::{
+    CheckpointReader, DeadLetterReader, OutgoingRecord, StreamError, StreamWriter,
+};
 use tidemark_tests::kafka::{kafka_log, over_kafka};
 use tidemark_tests::{
     json_answer, message, quick_settings, wait_for_statuses, wait_until_applied, Resources, Running,
@@ -151,4 +154,35 @@ fn log_topic(shard_id: &str) -> String {
         .rsplit_once('-')
         .map(|(topic, _)| topic.to_owned())
         .unwrap()
+}
+
+/// A broker that accepts connections and then never answers (a wedged or half-dead broker, a
+/// firewall that swallows replies): connecting fails with the reason instead of holding `serve`'s
+/// start-up for ever. The outer timeout only tells a hang from an answer; it asserts no speed.
+#[tokio::test]
+async fn kafka_a_broker_that_never_answers_is_an_error_not_a_hang() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket); // open, never read, never answered
+        }
+    });
+    let topic = KafkaTopic::parse(&format!("kafka://{address}/silent")).unwrap();
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        KafkaLog::connect(&topic, 1),
+    )
+    .await
+    .expect("KafkaLog::connect hung on a broker that never answers");
+    match outcome {
+        Err(StreamError::Unavailable(reason)) => assert!(
+            reason.contains(&address.to_string()) && reason.contains("did not answer"),
+            "the reason should name the broker and what went wrong: {reason}"
+        ),
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(_) => panic!("connected to a broker that never answered"),
+    }
+    holder.abort();
 }

@@ -14,6 +14,7 @@ use tidemark::adapters::memory::MemoryBackend;
 use tidemark::adapters::Adapters;
 use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::domain::{EventTime, FixedClock};
+use tidemark_processor::event::{LogBatch, LogEvent};
 use tidemark_processor::{synthetic, Handler};
 
 /// The batch as JSON, the way Lambda hands it over (the benchmark times parsing it too).
@@ -96,7 +97,11 @@ fn processor_batches(c: &mut Criterion) {
                 b.to_async(&runtime).iter_batched(
                     || (json.clone(), fresh()),
                     |(json, stores)| async move {
-                        let event: KinesisEvent = serde_json::from_slice(&json).unwrap();
+                        // As the Lambda reads it: either mapping's shape.
+                        let event: LogEvent = serde_json::from_slice(&json).unwrap();
+                        let LogBatch::Kinesis(event) = event.into_batch().unwrap() else {
+                            panic!("not read as Kinesis")
+                        };
                         let (response, _) = stores.handler.process(event).await.unwrap();
                         assert!(response.batch_item_failures.is_empty());
                         stores
@@ -105,6 +110,53 @@ fn processor_batches(c: &mut Criterion) {
                 )
             },
         );
+    }
+    group.finish();
+}
+
+/// The same 10,000 records from a Kafka partition and from a Kinesis shard: what a record costs
+/// the processor from each log (the Lambda event's JSON parsed, base64 and all, and applied).
+fn log_shapes(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("log_shape_10000");
+    group.throughput(Throughput::Elements(10_000));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
+    for (per_id, label) in [(1, "1_per_id"), (10, "10_per_id")] {
+        let shapes = [
+            ("kinesis", lambda_event_json(10_000, per_id)),
+            (
+                "kafka",
+                serde_json::to_vec(&synthetic::kafka_event(10_000, per_id)).unwrap(),
+            ),
+        ];
+        for (log, json) in shapes {
+            group.bench_with_input(BenchmarkId::new(log, label), &json, |b, json| {
+                b.to_async(&runtime).iter_batched(
+                    || (json.clone(), fresh()),
+                    |(json, stores)| async move {
+                        let event: LogEvent = serde_json::from_slice(&json).unwrap();
+                        let failed = match event.into_batch().unwrap() {
+                            LogBatch::Kinesis(event) => {
+                                let (response, _) = stores.handler.process(event).await.unwrap();
+                                response.batch_item_failures.len()
+                            }
+                            LogBatch::Kafka(event) => {
+                                let (response, _) =
+                                    stores.handler.process_kafka(event).await.unwrap();
+                                response.batch_item_failures.len()
+                            }
+                        };
+                        assert_eq!(failed, 0);
+                        stores
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     group.finish();
 }
@@ -118,6 +170,15 @@ fn breakdown(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("lambda_event_json", |b| {
         b.iter(|| serde_json::from_slice::<KinesisEvent>(&json).unwrap())
+    });
+    // The same bytes read as the handler reads them, either mapping's shape in one pass.
+    group.bench_function("log_event_json", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<LogEvent>(&json)
+                .unwrap()
+                .into_batch()
+                .unwrap()
+        })
     });
     let event: KinesisEvent = serde_json::from_slice(&json).unwrap();
     let bodies: Vec<Vec<u8>> = event
@@ -136,5 +197,5 @@ fn breakdown(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, processor_batches, breakdown);
+criterion_group!(benches, processor_batches, log_shapes, breakdown);
 criterion_main!(benches);

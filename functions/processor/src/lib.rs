@@ -1,10 +1,11 @@
-//! The stream consumers' Lambda handler: a Kinesis batch → whichever registered consumer the
+//! The stream consumers' Lambda handler: a Kinesis or Kafka batch → whichever registered consumer the
 //! binary runs ([`run`]; `processor`: STATUS / DEADLETTER, `archiver`: the archive / HISTORY,
 //! `status-view`: ids and counts by status), then OPLOG through the checkpoint the batch earned
 //! (each consumer its own), reporting the lowest failed record in `batchItemFailures` (the mapping needs
 //! `ReportBatchItemFailures`). A library so the tests and benchmarks run exactly what the Lambda
 //! runs.
 
+pub mod event;
 pub mod kafka;
 pub mod notifier;
 pub mod synthetic;
@@ -13,13 +14,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use event::{LogBatch, LogEvent, LogEventResponse};
 use kafka::{InvalidKafkaEvent, KafkaEvent, KafkaEventResponse};
 use lambda_runtime::LambdaEvent;
 use tidemark::adapters::sdk::{endpoint_from_env, load_sdk_config};
 use tidemark::adapters::Adapters;
 use tidemark::config::{
-    event_source_from_env, history_ttl_from_env, mirror_status_table_from_env,
-    processor_settings_from_env, EventSource, ResourceNames,
+    history_ttl_from_env, mirror_status_table_from_env, processor_settings_from_env, ResourceNames,
 };
 use tidemark::consumers::processor::ProcessorSettings;
 use tidemark::consumers::{BatchOutcome, CheckpointedConsumer};
@@ -71,37 +72,30 @@ impl Handler {
         }
     }
 
-    /// One invocation: process the batch, write its checkpoint, print its report line, answer
-    /// with the failures.
+    /// One invocation from either mapping (the event's shape says which, [`event`]): each
+    /// batch through the consumer, its checkpoint written, one report line each, the failures
+    /// answered in the mapping's own shape.
     pub async fn handle(
         &self,
-        event: LambdaEvent<KinesisEvent>,
-    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        event: LambdaEvent<LogEvent>,
+    ) -> Result<LogEventResponse, lambda_runtime::Error> {
         let function_name = event.context.env_config.function_name.clone();
-        let (response, report) = self.process(event.payload).await?;
-        // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
-        let now = SystemClock.now().unix_millis();
-        let line = match self.metrics {
-            Metrics::Pipeline => report.to_emf_line(now, Some(&function_name)),
-            // Not the processor's stack-wide counts: only this function's own metrics.
-            Metrics::FunctionOnly => report.to_function_emf_line(now, &function_name),
+        let (response, reports) = match event.payload.into_batch()? {
+            LogBatch::Kinesis(batch) => {
+                let (response, report) = self.process(batch).await?;
+                (LogEventResponse::Kinesis(response), vec![report])
+            }
+            LogBatch::Kafka(batch) => {
+                let (response, reports) = self.process_kafka(batch).await?;
+                (LogEventResponse::Kafka(response), reports)
+            }
         };
-        println!("{line}");
-        Ok(response)
-    }
-
-    /// One invocation from a Kafka event source mapping: each topic-partition's batch through
-    /// the consumer (concurrently: they are independent, as shards are), one report line each.
-    pub async fn handle_kafka(
-        &self,
-        event: LambdaEvent<KafkaEvent>,
-    ) -> Result<KafkaEventResponse, lambda_runtime::Error> {
-        let function_name = event.context.env_config.function_name.clone();
-        let (response, reports) = self.process_kafka(event.payload).await?;
+        // One line per batch: the structured log and, through EMF, the CloudWatch metrics.
         let now = SystemClock.now().unix_millis();
         for report in reports {
             let line = match self.metrics {
                 Metrics::Pipeline => report.to_emf_line(now, Some(&function_name)),
+                // Not the processor's stack-wide counts: only this function's own metrics.
                 Metrics::FunctionOnly => report.to_function_emf_line(now, &function_name),
             };
             println!("{line}");
@@ -156,20 +150,10 @@ pub async fn run(registration: Registration) -> Result<(), lambda_runtime::Error
     }
     let handler = Handler::registered(&registration, &adapters, &settings);
     let handler = &handler;
-    match event_source_from_env()? {
-        EventSource::Kinesis => {
-            lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-                handler.handle(event)
-            }))
-            .await
-        }
-        EventSource::Kafka => {
-            lambda_runtime::run(lambda_runtime::service_fn(move |event| {
-                handler.handle_kafka(event)
-            }))
-            .await
-        }
-    }
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        handler.handle(event)
+    }))
+    .await
 }
 
 /// Lambda's `eventID` is `shardId-000000000000:<sequence number>`; one batch is one shard.

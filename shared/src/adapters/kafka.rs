@@ -43,6 +43,8 @@ const FETCH_MAX_WAIT_MS: i32 = 1;
 /// mapping retries the read itself, and a broker that never answers stops `serve` at start-up
 /// with its reason instead of retrying forever (the client's default has no deadline).
 const RETRY_DEADLINE: Duration = Duration::from_secs(10);
+/// Connecting is several calls (metadata, topics, perhaps creating the topic), each retried.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Where a topic lives: `kafka://HOST:PORT/TOPIC`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +95,20 @@ impl KafkaLog {
     /// Connects, creating the topic with `partitions` partitions if it does not exist (an
     /// existing topic keeps its own count).
     pub async fn connect(topic: &KafkaTopic, partitions: u32) -> Result<Self, StreamError> {
+        // rskafka waits for an answer as long as the connection stays open: a broker that
+        // accepts and then says nothing would hold `serve`'s start-up for ever.
+        tokio::time::timeout(CONNECT_DEADLINE, Self::connect_unbounded(topic, partitions))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StreamError::Unavailable(format!(
+                    "the Kafka broker at {} did not answer within {} s",
+                    topic.bootstrap,
+                    CONNECT_DEADLINE.as_secs()
+                )))
+            })
+    }
+
+    async fn connect_unbounded(topic: &KafkaTopic, partitions: u32) -> Result<Self, StreamError> {
         let client: Client = ClientBuilder::new(vec![topic.bootstrap.clone()])
             .client_id("tidemark")
             .backoff_config(BackoffConfig {
@@ -374,6 +390,17 @@ impl ShardReader for KafkaLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_the_broker_never_answers_ends_unavailable_at_the_deadline() {
+        let never = std::future::pending::<rskafka::client::error::Result<()>>();
+        match within_deadline(never).await {
+            Err(StreamError::Unavailable(reason)) => {
+                assert!(reason.contains("did not answer within 10 s"), "{reason}")
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
 
     #[test]
     fn a_topic_url_names_a_broker_and_a_topic() {
