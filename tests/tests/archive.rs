@@ -352,7 +352,7 @@ async fn serve_restarted_over_its_data_dir_keeps_the_archive_history_and_status(
 
     // Restarted over the same directory, in a new process's state.
     let second = open();
-    let report = tidemark_cli::serve::restore_from_archive(&second, Default::default())
+    let report = tidemark_cli::serve::restore_from_archive(&second, Default::default(), None)
         .await
         .unwrap();
     assert_eq!(report.records, 3);

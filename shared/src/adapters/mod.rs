@@ -1,6 +1,8 @@
 //! Adapters behind the ports, and [`Adapters`], the set every entry point builds.
 
 pub mod bootstrap;
+#[cfg(feature = "disk")]
+pub mod disk;
 pub mod dynamodb;
 pub mod eventbridge;
 pub mod faults;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tidemark::adapters::disk::{CheckpointJournal, DiskLog};
 use tidemark::adapters::kafka::{KafkaLog, KafkaTopic};
 use tidemark::adapters::memory::{MemoryArchive, MemoryBackend, DEFAULT_FEED_CAPACITY};
 use tidemark::adapters::Adapters;
@@ -14,10 +15,11 @@ use tidemark::config::{
     ResourceNames, IDEMPOTENCY_TTL_HOURS_VAR,
 };
 use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
+use tidemark::run::registry::Registry;
 use tidemark_cli::serve::{
-    aws_adapters, default_poll_interval, restore_from_archive, run as serve, NetworkSettings,
-    ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
+    aws_adapters, default_poll_interval, restore_from_archive, resume_from_journal, run_keeping,
+    NetworkSettings, ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
 
@@ -82,8 +84,9 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
-    /// In memory: keep the archive in DIR/archive (one gzip file per batch), and at start-up
-    /// rebuild STATUS and HISTORY from what an earlier run left there.
+    /// In memory: keep the stream in DIR/log.redb (every event on disk before its 202) and the
+    /// archive in DIR/archive (one gzip file per batch); at start-up rebuild STATUS and HISTORY
+    /// from the archive and go on over the log from where the archive ends.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
     /// In memory: changes of STATUS kept for `GET /changes` (the oldest go first; a cursor
@@ -105,10 +108,21 @@ impl ServeArgs {
 
     /// The adapters to serve on, and a line saying what they are: the tables' and, with
     /// `--log`, the Kafka topic as the stream.
-    async fn adapters(&self) -> Result<(Adapters, String), String> {
+    async fn adapters(&self) -> Result<(Adapters, String, Option<Arc<DiskLog>>), String> {
         let (adapters, description) = self.tables().await?;
         let Some(topic) = &self.log else {
-            return Ok((adapters, description));
+            // With --data-dir (in memory only, `tables` says so) the stream is the log on disk.
+            let Some(dir) = &self.data_dir else {
+                return Ok((adapters, description, None));
+            };
+            let log = Arc::new(DiskLog::open(dir, self.shards as usize)?);
+            return Ok((
+                adapters
+                    .with_stream_writer(log.clone())
+                    .with_shard_reader(log.clone()),
+                format!("{description}, log in {}", dir.join("log.redb").display()),
+                Some(log),
+            ));
         };
         let log = Arc::new(
             KafkaLog::connect(topic, self.shards)
@@ -123,6 +137,7 @@ impl ServeArgs {
                 "{description}; the log is Kafka topic {} at {}",
                 topic.topic, topic.bootstrap
             ),
+            None,
         ))
     }
 
@@ -216,12 +231,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         ..ServeSettings::default()
     };
-    let (adapters, description) = match args.adapters().await {
+    let (adapters, description, disk_log) = match args.adapters().await {
         Ok(built) => built,
         Err(e) => return fail(&e),
     };
     if args.data_dir.is_some() {
-        match restore_from_archive(&adapters, processor).await {
+        match restore_from_archive(&adapters, processor, disk_log.as_deref()).await {
             Ok(report) => {
                 println!(
                     "restored from the archive: {} objects, {} records, {} STATUS rows",
@@ -235,6 +250,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
                 }
             }
             Err(e) => return fail(&format!("restoring from the archive: {e}")),
+        }
+    }
+    if let Some(log) = &disk_log {
+        match resume_from_journal(&adapters, &Registry::standard(), log.as_ref()).await {
+            Ok(shards) => println!("resuming {shards} shards of the log after the archive"),
+            Err(e) => return fail(&format!("reading the log's checkpoints: {e}")),
         }
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -257,7 +278,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    match serve(adapters, listener, settings, shutdown).await {
+    let journal = disk_log.map(|log| log as Arc<dyn CheckpointJournal>);
+    match run_keeping(
+        journal,
+        &Registry::standard(),
+        adapters,
+        listener,
+        settings,
+        shutdown,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

@@ -2,6 +2,9 @@
 //! start-up, and trim the in-memory stream to what is not yet consumed.
 
 use super::*;
+use tidemark::adapters::disk::DiskLog;
+use tidemark::domain::Clock;
+use tidemark::ports::{Checkpoint, CheckpointWriter, StoreError};
 
 /// How often `serve` in memory drops the records every consumer has checkpointed past.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -14,12 +17,13 @@ pub(super) fn consumer_settings(processor: ProcessorSettings) -> ConsumerSetting
 }
 
 /// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
-/// the archive an earlier run left in the directory, and the in-memory stream numbered past it.
-/// The archive is the only thing kept; a graceful stop archives everything first, so only a
-/// crash loses what was accepted but not yet archived (docs/serve.md).
+/// the archive an earlier run left in the directory, and the stream (the log on disk, `log`)
+/// numbered past it. What was acknowledged but not yet archived is still in the log:
+/// [`resume_from_journal`] goes on from there (docs/serve.md).
 pub async fn restore_from_archive(
     adapters: &Adapters,
     settings: ProcessorSettings,
+    log: Option<&DiskLog>,
 ) -> Result<RebuildReport, RebuildError> {
     let registry = Registry::standard();
     let consumer_settings = consumer_settings(settings);
@@ -53,10 +57,49 @@ pub async fn restore_from_archive(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    if let (Some(memory), Some(newest)) = (adapters.memory_backend(), newest) {
-        memory.stream.continue_after(&newest);
+    if let (Some(memory), Some(newest)) = (adapters.memory_backend(), &newest) {
+        memory.stream.continue_after(newest);
+    }
+    if let (Some(log), Some(newest)) = (log, &newest) {
+        log.continue_after(newest);
     }
     Ok(report)
+}
+
+/// With the log on disk, after [`restore_from_archive`]: every consumer resumes each shard
+/// after the archiver's durable checkpoint of it. The archive holds every record up to that
+/// checkpoint (an object is synced before its checkpoint is written), and the state just
+/// restored from the archive is every consumer's effect of exactly those records, so each
+/// consumer goes on from there over the log, which holds every record acknowledged after it.
+/// A shard the archiver never checkpointed is read from its start. Returns the shards resumed.
+pub async fn resume_from_journal(
+    adapters: &Adapters,
+    registry: &Registry,
+    journal: &dyn CheckpointJournal,
+) -> Result<usize, StoreError> {
+    let now = SystemClock.now().to_rfc3339();
+    let mut resumed = 0;
+    for (key, sequence) in journal.load()? {
+        let Some(shard) = ConsumerName::ARCHIVER.shard_of(&key) else {
+            continue;
+        };
+        for name in registry.names() {
+            adapters
+                .checkpoints_of(name)
+                .writer
+                .advance(&Checkpoint {
+                    shard_id: shard.to_owned(),
+                    sequence_number: sequence.clone(),
+                    updated_at: now.clone(),
+                    records_applied: 0,
+                    lag_ms: 0,
+                    mirrored_into: None,
+                })
+                .await?;
+        }
+        resumed += 1;
+    }
+    Ok(resumed)
 }
 
 /// Every consumer over the same records, noting the newest sequence number.

@@ -133,19 +133,33 @@ fn file_of(directory: &Path, key: &str) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
+fn write_synced(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(body)?;
+    file.sync_all()
+}
+
 #[async_trait]
 impl ArchiveWriter for MemoryArchive {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         self.put_calls.fetch_add(1, Ordering::Relaxed);
         if let Some(directory) = &self.directory {
-            // Written aside and renamed: a crash leaves the old object or the new, never half.
+            // Written aside, synced and renamed: a crash leaves the old object or the new, never
+            // half, and once `put` returns the object outlives a power cut too (the archiver's
+            // checkpoint, which `serve --data-dir` resumes from, is only written after it).
             let file = file_of(directory, key)?;
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
             }
             let temporary = file.with_extension("tmp");
-            std::fs::write(&temporary, &body).map_err(|e| io_error(&temporary, e))?;
+            write_synced(&temporary, &body).map_err(|e| io_error(&temporary, e))?;
             std::fs::rename(&temporary, &file).map_err(|e| io_error(&file, e))?;
+            if let Some(parent) = file.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_error(parent, e))?;
+            }
             lock(&self.objects).insert(key.to_owned(), Bytes::new());
         } else {
             lock(&self.objects).insert(key.to_owned(), body);

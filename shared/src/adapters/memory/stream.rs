@@ -44,30 +44,62 @@ pub struct MemoryStream {
     get_records_calls: AtomicU64,
 }
 
-pub(super) fn shard_name(index: usize) -> String {
+/// Kinesis's name of the stream's `index`th shard.
+pub fn shard_name(index: usize) -> String {
     format!("shardId-{index:012}")
+}
+
+/// Contiguous hash-key ranges of (almost) equal width covering 0..=u128::MAX, as CreateStream
+/// makes for `shard_count` shards.
+pub fn even_hash_ranges(shard_count: usize) -> Vec<(u128, u128)> {
+    let count = shard_count.max(1) as u128;
+    let step = u128::MAX / count;
+    (0..count)
+        .map(|i| {
+            let start = if i == 0 { 0 } else { i * step + 1 };
+            let end = if i + 1 == count {
+                u128::MAX
+            } else {
+                (i + 1) * step
+            };
+            (start, end)
+        })
+        .collect()
+}
+
+/// The number in a sequence number this stream wrote (`4959` and a 52-digit count), or the
+/// whole number of any other (compared as numbers all the same).
+pub fn sequence_count(sequence: &SequenceNumber) -> Option<u128> {
+    let digits = sequence.as_str();
+    digits
+        .strip_prefix("4959")
+        .filter(|rest| rest.len() == 52)
+        .unwrap_or(digits)
+        .parse::<u128>()
+        .ok()
+}
+
+/// The sequence number of the stream's `count`th record, shaped like Kinesis's 56 digits.
+pub fn sequence_number_of(count: u128) -> Result<SequenceNumber, StreamError> {
+    SequenceNumber::parse(&format!("4959{count:052}"))
+        .map_err(|e| StreamError::Unavailable(format!("sequence number {count}: {e}")))
 }
 
 impl MemoryStream {
     /// A stream of `shard_count` shards splitting the hash-key space evenly, as CreateStream does.
     pub fn new(shard_count: usize) -> Self {
-        let shard_count = shard_count.max(1) as u128;
-        // Contiguous ranges of (almost) equal width covering 0..=u128::MAX, as CreateStream makes.
-        let step = u128::MAX / shard_count;
-        let shards = (0..shard_count)
-            .map(|i| MemShard {
+        let shards = even_hash_ranges(shard_count)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (starting_hash_key, ending_hash_key))| MemShard {
                 info: ShardInfo {
-                    shard_id: shard_name(i as usize),
+                    shard_id: shard_name(i),
                     parent_shard_id: None,
                     adjacent_parent_shard_id: None,
                     open: true,
                 },
-                starting_hash_key: if i == 0 { 0 } else { i * step + 1 },
-                ending_hash_key: if i + 1 == shard_count {
-                    u128::MAX
-                } else {
-                    (i + 1) * step
-                },
+                starting_hash_key,
+                ending_hash_key,
                 records: Vec::new(),
                 trimmed: 0,
             })
@@ -162,14 +194,7 @@ impl MemoryStream {
     /// Makes every record put from now on numbered after `sequence` (a stream restarted over an
     /// archive: new records must not take the numbers, and so the archive keys, of old ones).
     pub fn continue_after(&self, sequence: &SequenceNumber) {
-        let digits = sequence.as_str();
-        // This stream's numbers are `4959` and a 52-digit count; others are compared whole.
-        let count = digits
-            .strip_prefix("4959")
-            .filter(|rest| rest.len() == 52)
-            .unwrap_or(digits)
-            .parse::<u128>()
-            .unwrap_or(u128::MAX - 1);
+        let count = sequence_count(sequence).unwrap_or(u128::MAX - 1);
         let mut state = lock(&self.state);
         state.next_sequence = state.next_sequence.max(count.saturating_add(1));
     }
@@ -194,8 +219,7 @@ impl MemoryStream {
             .find(|s| s.info.open && s.starting_hash_key <= hash && hash <= s.ending_hash_key)
             .ok_or_else(|| StreamError::Unavailable("no open shard covers the hash key".into()))?;
         // Shaped like Kinesis's 56-digit numbers, and increasing across the whole stream.
-        let sequence_number = SequenceNumber::parse(&format!("4959{sequence:052}"))
-            .map_err(|e| StreamError::Unavailable(format!("sequence number {sequence}: {e}")))?;
+        let sequence_number = sequence_number_of(sequence)?;
         shard.records.push(StreamRecord {
             sequence_number: sequence_number.clone(),
             partition_key: record.partition_key.clone(),
@@ -209,7 +233,8 @@ impl MemoryStream {
     }
 }
 
-fn validate_record(record: &OutgoingRecord) -> Result<(), StreamError> {
+/// Kinesis's bounds on one record: a partition key of 1 to 256 characters, 1 MiB in all.
+pub fn validate_record(record: &OutgoingRecord) -> Result<(), StreamError> {
     let key_chars = record.partition_key.chars().count();
     if key_chars == 0 || key_chars > MAX_ID_CHARS {
         return Err(StreamError::Invalid(format!(
