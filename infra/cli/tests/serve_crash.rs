@@ -1,0 +1,235 @@
+//! `tidemark serve --data-dir` killed with SIGKILL at random moments while clients post events,
+//! started again on the same directory each time: every event answered `202` is in STATUS (each
+//! id is posted once, so as exactly that status), in HISTORY, and its read-your-writes token is
+//! honoured; no sequence number is given twice across the restarts, and numbers given after a
+//! restart are above every earlier one. The real binary, so the kill is a real one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tidemark::domain::SequenceNumber;
+
+const ROUNDS: usize = 4;
+const CLIENTS: usize = 4;
+
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, window_ms: u64) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
+            .arg("--batch-window-ms")
+            .arg(window_ms.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tidemark binary starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!("serve --data-dir {} exited before listening", dir.display())
+                })
+                .unwrap();
+            if let Some(word) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                break word.to_owned();
+            }
+        };
+        // Keep reading what it prints, so a full pipe never stalls it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, base }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An event the server answered 202 to.
+#[derive(Clone, Debug)]
+struct Acked {
+    id: String,
+    status: String,
+    sequence_number: SequenceNumber,
+    token: String,
+}
+
+/// Posts events (single or batches of up to 5, each id once) until `stop`, keeping every 202.
+async fn post_until_stopped(
+    base: String,
+    client: usize,
+    round: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+) {
+    let http = reqwest::Client::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let size = fastrand::usize(1..=5);
+        let events: Vec<Value> = (0..size)
+            .map(|i| {
+                json!({"id": format!("r{round}-c{client}-{n}-{i}"), "status": format!("s-{round}-{client}-{n}-{i}")})
+            })
+            .collect();
+        n += 1;
+        let answer = if size == 1 {
+            http.post(format!("{base}/events"))
+                .json(&events[0])
+                .send()
+                .await
+        } else {
+            http.post(format!("{base}/events/batch"))
+                .json(&json!({ "events": events }))
+                .send()
+                .await
+        };
+        let Ok(answer) = answer else {
+            // The server is gone (killed): nothing more is acknowledged.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        if answer.status().as_u16() != 202 {
+            continue;
+        }
+        let Ok(body) = answer.json::<Value>().await else {
+            continue; // the 202's body was cut by the kill: not known to be acknowledged
+        };
+        let results: Vec<Value> = if size == 1 {
+            vec![body]
+        } else {
+            body["results"].as_array().cloned().unwrap_or_default()
+        };
+        let mut acked = acked.lock().unwrap();
+        for (event, result) in events.iter().zip(results) {
+            let (Some(sequence), Some(token)) =
+                (result["sequence_number"].as_str(), result["token"].as_str())
+            else {
+                continue;
+            };
+            acked.push(Acked {
+                id: event["id"].as_str().unwrap().to_owned(),
+                status: event["status"].as_str().unwrap().to_owned(),
+                sequence_number: SequenceNumber::parse(sequence).unwrap(),
+                token: token.to_owned(),
+            });
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
+    let dir = std::env::temp_dir().join(format!("tidemark-serve-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let mut highest_before: Option<SequenceNumber> = None;
+    for round in 0..ROUNDS {
+        // Windows from shorter than the run to longer than it: killed with nothing, some or all
+        // of the round's events archived.
+        let serve = Serve::start(&dir, fastrand::u64(50..2_000));
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_of_round = acked.lock().unwrap().len();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                tokio::spawn(post_until_stopped(
+                    serve.base.clone(),
+                    client,
+                    round,
+                    stop.clone(),
+                    acked.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1_500))).await;
+        serve.kill_9();
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.await.unwrap();
+        }
+        let acked = acked.lock().unwrap();
+        let this_round = &acked[first_of_round..];
+        assert!(
+            !this_round.is_empty(),
+            "round {round}: nothing was acknowledged"
+        );
+        // Numbers given after a restart are above every number given before it.
+        if let Some(before) = &highest_before {
+            let lowest = this_round.iter().map(|a| &a.sequence_number).min().unwrap();
+            assert!(
+                lowest > before,
+                "round {round}: {lowest} given after {before}"
+            );
+        }
+        highest_before = this_round.iter().map(|a| a.sequence_number.clone()).max();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let numbers: HashSet<&SequenceNumber> = acked.iter().map(|a| &a.sequence_number).collect();
+    assert_eq!(
+        numbers.len(),
+        acked.len(),
+        "a sequence number was given twice"
+    );
+
+    let serve = Serve::start(&dir, 100);
+    let http = reqwest::Client::new();
+    for event in &acked {
+        let answer = http
+            .get(format!("{}/messages/{}", serve.base, event.id))
+            .query(&[("after", event.token.as_str()), ("wait_ms", "5000")])
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let row: Value = answer.json().await.unwrap();
+        assert_eq!(
+            status, 200,
+            "{} (acknowledged as {}): {row}",
+            event.id, event.sequence_number
+        );
+        assert_eq!(row["status"], event.status.as_str(), "{row}");
+        let history: Value = http
+            .get(format!("{}/messages/{}/history", serve.base, event.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let statuses: Vec<&str> = history["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no history for {}: {history}", event.id))
+            .iter()
+            .filter_map(|e| e["status"].as_str())
+            .collect();
+        assert_eq!(statuses, [event.status.as_str()], "{}: {history}", event.id);
+    }
+    println!(
+        "{} acknowledged events over {ROUNDS} kills: all there",
+        acked.len()
+    );
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
