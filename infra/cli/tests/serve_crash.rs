@@ -233,3 +233,27 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data directory that cannot be made is a clear error at start-up naming it, not a panic and
+/// not a server that answers 202 for events it cannot keep.
+#[test]
+fn a_data_dir_that_cannot_be_written_stops_serve_at_start_naming_it() {
+    let file = std::env::temp_dir().join(format!("tidemark-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"a file, not a directory").unwrap();
+    let dir = file.join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&*file.to_string_lossy()),
+        "the error names the directory: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+    let _ = std::fs::remove_file(&file);
+}

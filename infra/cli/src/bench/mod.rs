@@ -81,12 +81,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Far above any answer `serve` gives (a waiting read holds at most 5 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     if options.batch_size == 0 || options.batch_size > MAX_BATCH_EVENTS {
         return Err(BenchError::BatchSize);
     }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.clients * 2)
+        // No request may hold the run: one unanswered for this long counts as failed (a run
+        // could otherwise wait for ever and never print its report).
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| BenchError::Unreachable(options.target.clone(), e))?;
     http.get(format!("{}/shards", options.target))
