@@ -3,8 +3,7 @@
 //! is killed and starts again: nothing is written at close). Every acknowledged record reads back
 //! from its shard, in order, with its bytes; sequence numbers only grow and none is given twice,
 //! across reopenings; the same key always lands on the same shard, the one the in-memory
-//! stream picks; checkpoints kept never go back. Plus the refusals: another shard count, bad
-//! records, iterators of another log.
+//! stream picks. Plus the refusals: another shard count, bad records, iterators of another log.
 
 #![cfg(feature = "disk")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
@@ -15,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use tidemark::adapters::disk::{CheckpointJournal, DiskLog};
+use tidemark::adapters::disk::DiskLog;
 use tidemark::adapters::memory::MemoryStream;
 use tidemark::domain::SequenceNumber;
 use tidemark::ports::*;
@@ -227,33 +226,5 @@ async fn a_log_opened_with_another_shard_count_is_refused_naming_its_own() {
     let refused = DiskLog::open(&dir, 3).err().expect("another shard count");
     assert!(refused.contains("--shards 2"), "{refused}");
     assert!(DiskLog::open(&dir, 2).is_ok());
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn kept_checkpoints_never_go_back_and_survive_reopening() {
-    let dir = scratch();
-    let log = DiskLog::open(&dir, 1).unwrap();
-    let seq = |n: &str| SequenceNumber::parse(n).unwrap();
-    log.record("archiver:shardId-000000000000", &seq("20"))
-        .await
-        .unwrap();
-    log.record("archiver:shardId-000000000000", &seq("7"))
-        .await
-        .unwrap();
-    log.record("archiver:shardId-000000000001", &seq("3"))
-        .await
-        .unwrap();
-    drop(log);
-    let log = DiskLog::open(&dir, 1).unwrap();
-    let mut kept = log.load().unwrap();
-    kept.sort();
-    assert_eq!(
-        kept,
-        vec![
-            ("archiver:shardId-000000000000".to_owned(), seq("20")),
-            ("archiver:shardId-000000000001".to_owned(), seq("3")),
-        ]
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }

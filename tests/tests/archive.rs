@@ -288,9 +288,10 @@ async fn an_archiver_killed_mid_run_loses_nothing() {
     assert_eq!(all, put, "every record archived, bytes as put");
 }
 
-/// `serve --data-dir`: the archive is written to the directory, a graceful stop archives every
-/// event it accepted, and a restart over the directory has STATUS and HISTORY back before it
-/// serves; new records never take the archived ones' keys.
+/// An archive in a directory: a graceful stop archives every event `serve` accepted, and a
+/// restart over a directory holding only the archive (as `serve --data-dir` kept before its
+/// tables were on disk) has STATUS and HISTORY back before it serves; new records never take
+/// the archived ones' keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_restarted_over_its_data_dir_keeps_the_archive_history_and_status() {
     use tidemark::adapters::memory::{MemoryArchive, MemoryBackend};

@@ -2,11 +2,13 @@
 //! started again on the same directory each time: every event answered `202` is in STATUS (each
 //! id is posted once, so as exactly that status), in HISTORY, and its read-your-writes token is
 //! honoured; no sequence number is given twice across the restarts, and numbers given after a
-//! restart are above every earlier one. The real binary, so the kill is a real one.
+//! restart are above every earlier one; the status view counts each once. A restart replays
+//! nothing (the tables are on disk) and HISTORY keeps each entry's `archived_at`. The real
+//! binary, so the kill is a real one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +25,8 @@ const CLIENTS: usize = 4;
 struct Serve {
     child: Child,
     base: String,
+    /// What it printed before it listened.
+    started: Vec<String>,
 }
 
 impl Serve {
@@ -39,6 +43,7 @@ impl Serve {
             .spawn()
             .expect("the tidemark binary starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut started = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -49,10 +54,15 @@ impl Serve {
             if let Some(word) = line.split_whitespace().find(|w| w.starts_with("http://")) {
                 break word.to_owned();
             }
+            started.push(line);
         };
         // Keep reading what it prints, so a full pipe never stalls it.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, base }
+        Self {
+            child,
+            base,
+            started,
+        }
     }
 
     fn kill_9(mut self) {
@@ -210,21 +220,59 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
             event.id, event.sequence_number
         );
         assert_eq!(row["status"], event.status.as_str(), "{row}");
-        let history: Value = http
-            .get(format!("{}/messages/{}/history", serve.base, event.id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let statuses: Vec<&str> = history["events"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no history for {}: {history}", event.id))
+        let history = history_of(&http, &serve.base, &event.id).await;
+        let statuses: Vec<&str> = history
             .iter()
             .filter_map(|e| e["status"].as_str())
             .collect();
-        assert_eq!(statuses, [event.status.as_str()], "{}: {history}", event.id);
+        assert_eq!(
+            statuses,
+            [event.status.as_str()],
+            "{}: {history:?}",
+            event.id
+        );
+    }
+    // The status view: every acknowledged status counted once (each id has its own status),
+    // and no status counted twice. Events stored whose 202 the kill cut off may be counted too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let wrong = loop {
+        let counts = status_counts(&http, &serve.base).await;
+        let wrong: Vec<_> = acked
+            .iter()
+            .map(|a| &a.status)
+            .chain(counts.keys())
+            .filter(|status| counts.get(*status) != Some(&1))
+            .take(10)
+            .map(|status| (status.clone(), counts.get(status).copied()))
+            .collect();
+        if wrong.is_empty() || std::time::Instant::now() > deadline {
+            break wrong;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        wrong.is_empty(),
+        "the status view's counts, (status, count) not 1: {wrong:?}"
+    );
+
+    // One more kill and restart: nothing is read from the archive again, and HISTORY's entries
+    // keep the time they were archived at.
+    let sample = &acked[..acked.len().min(50)];
+    let mut archived_at = Vec::new();
+    for event in sample {
+        archived_at.push(history_of(&http, &serve.base, &event.id).await[0]["archived_at"].clone());
+    }
+    serve.kill_9();
+    let serve = Serve::start(&dir, 100);
+    assert!(
+        !serve.started.iter().any(|l| l.contains("restored")),
+        "a restart over tables on disk replays nothing: {:?}",
+        serve.started
+    );
+    for (event, archived_at) in sample.iter().zip(archived_at) {
+        let history = history_of(&http, &serve.base, &event.id).await;
+        assert_eq!(history[0]["archived_at"], archived_at, "{}", event.id);
+        assert_eq!(history[0]["status"], event.status.as_str());
     }
     println!(
         "{} acknowledged events over {ROUNDS} kills: all there",
@@ -256,4 +304,45 @@ fn a_data_dir_that_cannot_be_written_stops_serve_at_start_naming_it() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
     let _ = std::fs::remove_file(&file);
+}
+
+/// The entries of `id`'s history, newest first.
+async fn history_of(http: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
+    let history: Value = http
+        .get(format!("{base}/messages/{id}/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    history["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history for {id}: {history}"))
+        .clone()
+}
+
+/// Every status of the status view, with its count.
+async fn status_counts(http: &reqwest::Client, base: &str) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = http
+            .get(format!("{base}/statuses"))
+            .query(&[("limit", "1000")]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor.as_str())]);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
+        for entry in page["statuses"].as_array().unwrap() {
+            counts.insert(
+                entry["status"].as_str().unwrap().to_owned(),
+                entry["count"].as_i64().unwrap(),
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return counts,
+        }
+    }
 }

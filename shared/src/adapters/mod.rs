@@ -14,8 +14,9 @@ pub mod lambda_http;
 pub mod memory;
 pub mod metered;
 pub mod mirror;
+mod no_history;
 pub mod s3;
 pub mod sdk;
 mod set;
 
-pub use set::Adapters;
+pub use set::{Adapters, Oplog};

@@ -17,6 +17,7 @@ use super::dynamodb::{
 use super::kinesis::KinesisStream;
 use super::memory::MemoryBackend;
 use super::mirror::{MirrorMarkedCheckpoints, MirroredStatusWriter};
+use super::no_history::NoHistory;
 use super::s3::S3Archive;
 use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
@@ -47,7 +48,14 @@ pub struct Adapters {
     status_view_writer: OnceLock<Arc<dyn StatusViewWriter>>,
     status_view_reader: OnceLock<Arc<dyn StatusViewReader>>,
     status_view_scanner: OnceLock<Arc<dyn StatusViewScanner>>,
+    /// OPLOG in place of the backend's, for every consumer's checkpoints ([`Self::with_oplog`]).
+    oplog: Option<Arc<dyn Oplog>>,
 }
+
+/// OPLOG, both halves: what each consumer's checkpoints are scoped over.
+pub trait Oplog: CheckpointWriter + CheckpointReader {}
+
+impl<T: CheckpointWriter + CheckpointReader + ?Sized> Oplog for T {}
 
 #[derive(Clone)]
 enum Backend {
@@ -147,41 +155,11 @@ impl AwsBackend {
     }
 }
 
-fn scoped<T: CheckpointWriter + CheckpointReader + 'static>(
+fn scoped<T: CheckpointWriter + CheckpointReader + ?Sized + 'static>(
     oplog: Arc<T>,
     consumer: ConsumerName,
 ) -> Arc<ConsumerCheckpoints<Arc<T>>> {
     Arc::new(ConsumerCheckpoints::new(oplog, consumer))
-}
-
-/// HISTORY on a stack that keeps none (`HistoryEnabled=false`).
-struct NoHistory;
-
-fn no_history() -> StoreError {
-    StoreError::Rejected(format!(
-        "this stack keeps no per-id history ({} is {})",
-        crate::config::HISTORY_TABLE_VAR,
-        crate::config::HISTORY_OFF
-    ))
-}
-
-#[async_trait::async_trait]
-impl HistoryWriter for NoHistory {
-    async fn put_many(&self, _: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError> {
-        Err(no_history())
-    }
-}
-
-#[async_trait::async_trait]
-impl HistoryReader for NoHistory {
-    async fn page(
-        &self,
-        _: &str,
-        _: Option<&crate::domain::VersionKey>,
-        _: usize,
-    ) -> Result<HistoryPage, StoreError> {
-        Err(no_history())
-    }
 }
 
 /// An accessor per capability, and a `with_…` that replaces it (a fault-injecting wrapper, a
@@ -223,6 +201,7 @@ impl Adapters {
             status_view_writer: OnceLock::new(),
             status_view_reader: OnceLock::new(),
             status_view_scanner: OnceLock::new(),
+            oplog: None,
         }
     }
 
@@ -283,6 +262,13 @@ impl Adapters {
                 reader: self.checkpoint_reader(),
             };
         }
+        if let Some(oplog) = &self.oplog {
+            let own = scoped(oplog.clone(), name);
+            return Checkpoints {
+                writer: own.clone(),
+                reader: own,
+            };
+        }
         match &self.backend {
             Backend::Aws(a) => {
                 let own = scoped(a.checkpoints(), name);
@@ -299,6 +285,15 @@ impl Adapters {
                 }
             }
         }
+    }
+
+    /// Every consumer's checkpoints in `oplog` instead of the backend's OPLOG (`serve
+    /// --data-dir`: OPLOG on disk). Call before any checkpoint store is first used.
+    pub fn with_oplog(mut self, oplog: Arc<dyn Oplog>) -> Self {
+        let processor = scoped(oplog.clone(), ConsumerName::PROCESSOR);
+        self.oplog = Some(oplog);
+        self.with_checkpoint_writer(processor.clone())
+            .with_checkpoint_reader(processor)
     }
     capability!(archive_writer, with_archive_writer: ArchiveWriter,
         aws: |a| a.archive(), memory: |m| m.archive.clone());

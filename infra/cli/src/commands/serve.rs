@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use tidemark::adapters::disk::{CheckpointJournal, DiskLog};
+use tidemark::adapters::disk::{on_disk, DiskLog, DiskTables};
 use tidemark::adapters::kafka::{KafkaLog, KafkaTopic};
 use tidemark::adapters::memory::{MemoryArchive, MemoryBackend, DEFAULT_FEED_CAPACITY};
 use tidemark::adapters::Adapters;
@@ -17,9 +17,9 @@ use tidemark::config::{
 use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark::run::registry::Registry;
 use tidemark_cli::serve::{
-    aws_adapters, default_poll_interval, restore_from_archive, resume_from_journal, run_keeping,
-    NetworkSettings, ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
+    aws_adapters, default_poll_interval, restore_from_archive, run_registry, NetworkSettings,
+    ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
 
@@ -84,11 +84,15 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
-    /// In memory: keep the stream in DIR/log.redb (every event on disk before its 202) and the
-    /// archive in DIR/archive (one gzip file per batch); at start-up rebuild STATUS and HISTORY
-    /// from the archive and go on over the log from where the archive ends.
+    /// In memory: keep the stream in DIR/log.redb (every event on disk before its 202), the
+    /// tables (STATUS, OPLOG, HISTORY, DEADLETTER, the status view) in DIR/tables.redb and the
+    /// archive in DIR/archive (one gzip file per batch); a restart resumes every consumer from
+    /// its checkpoint there (docs/serve.md).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: MiB of the tables' file kept in memory (the rest is read from disk).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    cache_mib: u32,
     /// In memory: changes of STATUS kept for `GET /changes` (the oldest go first; a cursor
     /// older than what is kept is answered 410).
     #[arg(long, default_value_t = DEFAULT_FEED_CAPACITY as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -106,64 +110,85 @@ impl ServeArgs {
         }
     }
 
-    /// The adapters to serve on, and a line saying what they are: the tables' and, with
-    /// `--log`, the Kafka topic as the stream.
-    async fn adapters(&self) -> Result<(Adapters, String, Option<Arc<DiskLog>>), String> {
-        let (adapters, description) = self.tables().await?;
+    /// The adapters to serve on, with the tables' and, with `--log`, the Kafka topic as the
+    /// stream.
+    async fn adapters(&self) -> Result<Built, String> {
+        let (adapters, description, new_tables) = self.tables().await?;
         let Some(topic) = &self.log else {
             // With --data-dir (in memory only, `tables` says so) the stream is the log on disk.
             let Some(dir) = &self.data_dir else {
-                return Ok((adapters, description, None));
+                return Ok(Built {
+                    adapters,
+                    description,
+                    log: None,
+                    new_tables,
+                });
             };
             let log = Arc::new(DiskLog::open(dir, self.shards as usize)?);
-            return Ok((
-                adapters
+            return Ok(Built {
+                adapters: adapters
                     .with_stream_writer(log.clone())
                     .with_shard_reader(log.clone()),
-                format!("{description}, log in {}", dir.join("log.redb").display()),
-                Some(log),
-            ));
+                description: format!("{description}, log in {}", dir.join("log.redb").display()),
+                log: Some(log),
+                new_tables,
+            });
         };
         let log = Arc::new(
             KafkaLog::connect(topic, self.shards)
                 .await
                 .map_err(|e| format!("the Kafka log {}/{}: {e}", topic.bootstrap, topic.topic))?,
         );
-        Ok((
-            adapters
+        Ok(Built {
+            adapters: adapters
                 .with_stream_writer(log.clone())
                 .with_shard_reader(log),
-            format!(
+            description: format!(
                 "{description}; the log is Kafka topic {} at {}",
                 topic.topic, topic.bootstrap
             ),
-            None,
+            log: None,
+            new_tables,
+        })
+    }
+
+    /// In memory, with --data-dir the tables on disk: the adapters, what they are, and whether
+    /// the tables' file is new (then the archive, if any, is read into it: see `run`).
+    fn memory_tables(&self) -> Result<(Adapters, String, bool), String> {
+        let shards = self.shards;
+        let backend = MemoryBackend::new(shards as usize)
+            .with_change_feed(self.change_feed_capacity as usize);
+        let Some(dir) = &self.data_dir else {
+            return Ok((
+                Adapters::in_memory(backend),
+                format!("in-memory, {shards} shards"),
+                false,
+            ));
+        };
+        let archive_dir = dir.join("archive");
+        let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
+        let backend = backend.with_archive(archive);
+        let cache_bytes = self.cache_mib as usize * (1 << 20);
+        let (tables, new) = DiskTables::open(dir, cache_bytes, backend.status.change_feed())?;
+        let description = format!(
+            "{shards} shards, tables in {}, archive in {}",
+            tables.path().display(),
+            archive_dir.display()
+        );
+        Ok((
+            on_disk(Adapters::in_memory(backend), tables),
+            description,
+            new,
         ))
     }
 
-    /// The tables (and the stream, unless `--log` replaces it), and what they are.
-    async fn tables(&self) -> Result<(Adapters, String), String> {
-        let shards = self.shards;
+    /// The tables (and the stream, unless `--log` replaces it), what they are, and whether they
+    /// are new on disk.
+    async fn tables(&self) -> Result<(Adapters, String, bool), String> {
         if self.in_memory() {
-            let backend = MemoryBackend::new(shards as usize)
-                .with_change_feed(self.change_feed_capacity as usize);
-            let Some(dir) = &self.data_dir else {
-                return Ok((
-                    Adapters::in_memory(backend),
-                    format!("in-memory, {shards} shards"),
-                ));
-            };
-            let archive_dir = dir.join("archive");
-            let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
-            let backend = backend.with_archive(archive);
-            return Ok((
-                Adapters::in_memory(backend),
-                format!(
-                    "in-memory, {shards} shards, archive in {}",
-                    archive_dir.display()
-                ),
-            ));
+            return self.memory_tables();
         }
+        let shards = self.shards;
         if self.data_dir.is_some() {
             return Err(
                 "--data-dir is for the in-memory backend; against an endpoint the archive is \
@@ -187,8 +212,19 @@ impl ServeArgs {
             names.archive_bucket,
             endpoint.unwrap_or("the AWS environment's endpoints")
         );
-        Ok((adapters, description))
+        Ok((adapters, description, false))
     }
+}
+
+/// What `serve` runs on.
+struct Built {
+    adapters: Adapters,
+    /// A line saying what the stream and tables are.
+    description: String,
+    /// The log on disk (--data-dir).
+    log: Option<Arc<DiskLog>>,
+    /// The tables' file was just made: an archive already in the directory is read into it.
+    new_tables: bool,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -231,13 +267,19 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         ..ServeSettings::default()
     };
-    let (adapters, description, disk_log) = match args.adapters().await {
+    let Built {
+        adapters,
+        description,
+        log,
+        new_tables,
+    } = match args.adapters().await {
         Ok(built) => built,
         Err(e) => return fail(&e),
     };
-    if args.data_dir.is_some() {
-        match restore_from_archive(&adapters, processor, disk_log.as_deref()).await {
-            Ok(report) => {
+    // Tables already on disk need nothing: every consumer resumes from its own checkpoint.
+    if new_tables {
+        match restore_from_archive(&adapters, processor, log.as_deref()).await {
+            Ok(report) if report.objects > 0 => {
                 println!(
                     "restored from the archive: {} objects, {} records, {} STATUS rows",
                     report.objects, report.records, report.applied
@@ -249,13 +291,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
                     );
                 }
             }
+            Ok(_) => {}
             Err(e) => return fail(&format!("restoring from the archive: {e}")),
-        }
-    }
-    if let Some(log) = &disk_log {
-        match resume_from_journal(&adapters, &Registry::standard(), log.as_ref()).await {
-            Ok(shards) => println!("resuming {shards} shards of the log after the archive"),
-            Err(e) => return fail(&format!("reading the log's checkpoints: {e}")),
         }
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -278,9 +315,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    let journal = disk_log.map(|log| log as Arc<dyn CheckpointJournal>);
-    match run_keeping(
-        journal,
+    // Kept open until serve ends: dropping the last handle closes the file.
+    let _log = log;
+    match run_registry(
         &Registry::standard(),
         adapters,
         listener,

@@ -1,10 +1,9 @@
-//! What `serve` does with its in-memory state: restore it from `--data-dir`'s archive at
-//! start-up, and trim the in-memory stream to what is not yet consumed.
+//! What `serve` does with its in-memory state: restore the tables from the archive of a data
+//! directory that has no tables on disk yet, and trim the in-memory stream to what is not yet
+//! consumed.
 
 use super::*;
 use tidemark::adapters::disk::DiskLog;
-use tidemark::domain::Clock;
-use tidemark::ports::{Checkpoint, CheckpointWriter, StoreError};
 
 /// How often `serve` in memory drops the records every consumer has checkpointed past.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -16,10 +15,10 @@ pub(super) fn consumer_settings(processor: ProcessorSettings) -> ConsumerSetting
     }
 }
 
-/// What `serve --data-dir` does at start-up, before it serves: STATUS and HISTORY again from
-/// the archive an earlier run left in the directory, and the stream (the log on disk, `log`)
-/// numbered past it. What was acknowledged but not yet archived is still in the log:
-/// [`resume_from_journal`] goes on from there (docs/serve.md).
+/// What `serve --data-dir` does at start-up when the directory has no tables yet, before it
+/// serves: STATUS, HISTORY and the status view from the archive (a data directory of a `serve`
+/// that kept only the archive; nothing for a new one), and the log on disk numbered past it,
+/// so no number is given twice. The consumers then read the log from its start.
 pub async fn restore_from_archive(
     adapters: &Adapters,
     settings: ProcessorSettings,
@@ -64,42 +63,6 @@ pub async fn restore_from_archive(
         log.continue_after(newest);
     }
     Ok(report)
-}
-
-/// With the log on disk, after [`restore_from_archive`]: every consumer resumes each shard
-/// after the archiver's durable checkpoint of it. The archive holds every record up to that
-/// checkpoint (an object is synced before its checkpoint is written), and the state just
-/// restored from the archive is every consumer's effect of exactly those records, so each
-/// consumer goes on from there over the log, which holds every record acknowledged after it.
-/// A shard the archiver never checkpointed is read from its start. Returns the shards resumed.
-pub async fn resume_from_journal(
-    adapters: &Adapters,
-    registry: &Registry,
-    journal: &dyn CheckpointJournal,
-) -> Result<usize, StoreError> {
-    let now = SystemClock.now().to_rfc3339();
-    let mut resumed = 0;
-    for (key, sequence) in journal.load()? {
-        let Some(shard) = ConsumerName::ARCHIVER.shard_of(&key) else {
-            continue;
-        };
-        for name in registry.names() {
-            adapters
-                .checkpoints_of(name)
-                .writer
-                .advance(&Checkpoint {
-                    shard_id: shard.to_owned(),
-                    sequence_number: sequence.clone(),
-                    updated_at: now.clone(),
-                    records_applied: 0,
-                    lag_ms: 0,
-                    mirrored_into: None,
-                })
-                .await?;
-        }
-        resumed += 1;
-    }
-    Ok(resumed)
 }
 
 /// Every consumer over the same records, noting the newest sequence number.

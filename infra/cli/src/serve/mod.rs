@@ -5,7 +5,7 @@ mod memory;
 
 use admission::Admission;
 use memory::{consumer_settings, trim_consumed};
-pub use memory::{restore_from_archive, resume_from_journal, TRIM_INTERVAL};
+pub use memory::{restore_from_archive, TRIM_INTERVAL};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
 use tidemark::adapters::bootstrap::{ensure_resources, BootstrapError};
-use tidemark::adapters::disk::{CheckpointJournal, JournaledCheckpoints};
 use tidemark::adapters::memory::MemoryStream;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
@@ -160,43 +159,10 @@ pub async fn run_registry(
     settings: ServeSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    run_keeping(None, registry, adapters, listener, settings, shutdown).await
-}
-
-/// [`run_registry`], and with a `journal` (`serve --data-dir`: the log on disk) the archiver's
-/// checkpoints are written to it before they count: what a restart resumes every consumer from
-/// (see `commands/serve.rs`).
-pub async fn run_keeping(
-    journal: Option<Arc<dyn CheckpointJournal>>,
-    registry: &Registry,
-    adapters: Adapters,
-    listener: TcpListener,
-    settings: ServeSettings,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ServeError> {
     let consumer_settings = consumer_settings(settings.processor);
     let mappings: Vec<Arc<EventSourceMapping>> = registry
         .iter()
-        .map(|r| {
-            let mut checkpoints = adapters.checkpoints_of(r.name);
-            if let Some(journal) = journal
-                .as_ref()
-                .filter(|_| r.name == ConsumerName::ARCHIVER)
-            {
-                checkpoints.writer = Arc::new(JournaledCheckpoints::new(
-                    checkpoints.writer,
-                    journal.clone(),
-                    r.name,
-                ));
-            }
-            Arc::new(EventSourceMapping::new(
-                r.name,
-                r.consumer(&adapters, &consumer_settings),
-                checkpoints,
-                adapters.shard_reader(),
-                settings.esm,
-            ))
-        })
+        .map(|r| Arc::new(r.mapping(&adapters, &consumer_settings, settings.esm)))
         .collect();
     let tasks: Vec<_> = mappings
         .iter()

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CheckpointJournal;
 use crate::adapters::memory::{
     even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name, validate_record,
 };
@@ -32,23 +31,19 @@ use crate::ports::*;
 const RECORDS: TableDefinition<(u32, u128), &[u8]> = TableDefinition::new("records");
 /// "shards" → the shard count the file was created with.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// OPLOG key → sequence number: the checkpoints a restart resumes from.
-const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
+/// Pages of the log redb may keep in memory. The consumers read the log's tail just after it
+/// is written, so a small cache serves them; redb's default (1 GiB) would let memory grow with
+/// the history until it is reached.
+const LOG_CACHE_BYTES: usize = 16 << 20;
 /// Writes queued for the writer thread before `put` waits for room (backpressure).
 const QUEUE: usize = 1024;
 /// Writes one commit takes at most, so one commit's latency stays bounded under load.
 const MAX_GROUP: usize = 512;
 
-enum Write {
-    Append {
-        records: Vec<(u32, OutgoingRecord)>,
-        reply: oneshot::Sender<Result<Vec<PutAck>, StreamError>>,
-    },
-    Checkpoint {
-        key: String,
-        sequence: SequenceNumber,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
+/// Records to append to their shards (by index), and where their acknowledgements go.
+struct Write {
+    records: Vec<(u32, OutgoingRecord)>,
+    reply: oneshot::Sender<Result<Vec<PutAck>, StreamError>>,
 }
 
 /// A stream of a fixed number of shards in `DIR/log.redb`.
@@ -83,7 +78,10 @@ impl DiskLog {
     pub fn open(dir: &Path, shards: usize) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
         let path = dir.join("log.redb");
-        let db = Database::create(&path).map_err(|e| failed(&path, e))?;
+        let db = Database::builder()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| failed(&path, e))?;
         let wanted = shards.max(1) as u64;
         let txn = db.begin_write().map_err(|e| failed(&path, e))?;
         let mut next = 1u128;
@@ -119,7 +117,6 @@ impl DiskLog {
                     next = next.max(key.value().1.saturating_add(1));
                 }
             }
-            txn.open_table(CHECKPOINTS).map_err(|e| failed(&path, e))?;
         }
         txn.commit().map_err(|e| failed(&path, e))?;
         let db = Arc::new(db);
@@ -169,7 +166,7 @@ impl DiskLog {
         let gone =
             || StreamError::Unavailable(format!("the log {} is closed", self.path.display()));
         self.writes
-            .send(Write::Append { records, reply })
+            .send(Write { records, reply })
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
@@ -188,11 +185,6 @@ struct Writer {
     shard_names: Vec<String>,
 }
 
-enum Answer {
-    Acks(Vec<PutAck>),
-    Done,
-}
-
 impl Writer {
     fn run(self, mut queue: mpsc::Receiver<Write>) {
         while let Some(first) = queue.blocking_recv() {
@@ -205,29 +197,20 @@ impl Writer {
             }
             let outcome = self.commit(&group);
             for (index, write) in group.into_iter().enumerate() {
-                let answer = outcome.as_ref().map(|answers| answers.get(index));
-                match write {
-                    Write::Append { reply, .. } => {
-                        let _ = reply.send(match answer {
-                            Ok(Some(Answer::Acks(acks))) => Ok(acks.clone()),
-                            Ok(_) => Err(StreamError::Unavailable("no answer".into())),
-                            Err(e) => Err(StreamError::Unavailable(e.clone())),
-                        });
-                    }
-                    Write::Checkpoint { reply, .. } => {
-                        let _ = reply.send(match answer {
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(StoreError::Unavailable(e.clone())),
-                        });
-                    }
-                }
+                let _ = write.reply.send(match &outcome {
+                    Ok(acks) => acks
+                        .get(index)
+                        .cloned()
+                        .ok_or_else(|| StreamError::Unavailable("no answer".into())),
+                    Err(e) => Err(StreamError::Unavailable(e.clone())),
+                });
             }
         }
     }
 
     /// One transaction for the whole group: all of it is durable when this returns `Ok`, none
     /// of it otherwise.
-    fn commit(&self, group: &[Write]) -> Result<Vec<Answer>, String> {
+    fn commit(&self, group: &[Write]) -> Result<Vec<Vec<PutAck>>, String> {
         let fail = |e: &dyn std::fmt::Display| failed(&self.path, e);
         let mut txn = self.db.begin_write().map_err(|e| fail(&e))?;
         // The allocator's state is saved with each commit, so opening the file after a crash
@@ -236,40 +219,23 @@ impl Writer {
         let mut answers = Vec::with_capacity(group.len());
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| fail(&e))?;
-            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
             let arrival = SystemClock.now();
             for write in group {
-                match write {
-                    Write::Append { records: batch, .. } => {
-                        let mut acks = Vec::with_capacity(batch.len());
-                        for (shard, record) in batch {
-                            let count = *next;
-                            *next += 1;
-                            let body = encode(record, arrival);
-                            records
-                                .insert((*shard, count), body.as_slice())
-                                .map_err(|e| fail(&e))?;
-                            acks.push(PutAck {
-                                shard_id: self.shard_names[*shard as usize].clone(),
-                                sequence_number: sequence_number_of(count).map_err(|e| fail(&e))?,
-                            });
-                        }
-                        answers.push(Answer::Acks(acks));
-                    }
-                    Write::Checkpoint { key, sequence, .. } => {
-                        let kept = checkpoints
-                            .get(key.as_str())
-                            .map_err(|e| fail(&e))?
-                            .and_then(|v| SequenceNumber::parse(v.value()).ok());
-                        if kept.is_none_or(|kept| kept < *sequence) {
-                            checkpoints
-                                .insert(key.as_str(), sequence.as_str())
-                                .map_err(|e| fail(&e))?;
-                        }
-                        answers.push(Answer::Done);
-                    }
+                let mut acks = Vec::with_capacity(write.records.len());
+                for (shard, record) in &write.records {
+                    let count = *next;
+                    *next += 1;
+                    let body = encode(record, arrival);
+                    records
+                        .insert((*shard, count), body.as_slice())
+                        .map_err(|e| fail(&e))?;
+                    acks.push(PutAck {
+                        shard_id: self.shard_names[*shard as usize].clone(),
+                        sequence_number: sequence_number_of(count).map_err(|e| fail(&e))?,
+                    });
                 }
+                answers.push(acks);
             }
         }
         txn.commit().map_err(|e| fail(&e))?;
@@ -418,37 +384,5 @@ impl ShardReader for DiskLog {
             next_iterator: Some(format!("{shard}:{last}")),
             millis_behind_latest: Some(0),
         })
-    }
-}
-
-#[async_trait]
-impl CheckpointJournal for DiskLog {
-    async fn record(&self, key: &str, sequence: &SequenceNumber) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Unavailable(format!("the log {} is closed", self.path.display()));
-        self.writes
-            .send(Write::Checkpoint {
-                key: key.to_owned(),
-                sequence: sequence.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    fn load(&self) -> Result<Vec<(String, SequenceNumber)>, StoreError> {
-        let unavailable =
-            |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(&self.path, e));
-        let txn = self.db.begin_read().map_err(|e| unavailable(&e))?;
-        let table = txn.open_table(CHECKPOINTS).map_err(|e| unavailable(&e))?;
-        let mut kept = Vec::new();
-        for entry in table.iter().map_err(|e| unavailable(&e))? {
-            let (key, value) = entry.map_err(|e| unavailable(&e))?;
-            if let Ok(sequence) = SequenceNumber::parse(value.value()) {
-                kept.push((key.value().to_owned(), sequence));
-            }
-        }
-        Ok(kept)
     }
 }

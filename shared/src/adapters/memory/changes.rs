@@ -45,7 +45,7 @@ impl MemoryChangeFeed {
     }
 
     /// Called by STATUS with its rows locked, so positions follow the order it took the writes.
-    pub(super) fn append(&self, change: StatusChange) {
+    pub(crate) fn append(&self, change: StatusChange) {
         let mut state = lock(&self.state);
         if state.entries.len() == self.capacity {
             state.entries.pop_front();

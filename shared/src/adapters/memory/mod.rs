@@ -8,7 +8,7 @@ mod archive;
 mod changes;
 mod status_view;
 mod stream;
-mod tables;
+pub(crate) mod tables;
 
 pub use archive::{MemoryArchive, MemoryHistoryStore};
 pub use changes::{MemoryChangeBus, MemoryChangeFeed, DEFAULT_FEED_CAPACITY};

@@ -103,7 +103,7 @@ impl StatusScanner for MemoryStatusStore {
 }
 
 /// A STATUS row's size as DynamoDB counts it: attribute names and values, in bytes.
-pub(super) fn item_size(row: &StatusRow) -> usize {
+pub(crate) fn item_size(row: &StatusRow) -> usize {
     let attribute = |name: &str, value: &str| name.len() + value.len();
     attribute("id", &row.id)
         + attribute("status", &row.status)

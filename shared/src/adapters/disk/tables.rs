@@ -1,0 +1,341 @@
+//! The tables on disk: STATUS, OPLOG, HISTORY, DEADLETTER and the status view, each a redb table
+//! in one file, `DIR/tables.redb`, with exactly the conditions of the in-memory adapters.
+//!
+//! ## Durability, and why a crash loses nothing a reader relies on
+//! Rows are committed without fsync (`Durability::None`); a checkpoint is committed with it
+//! (`Immediate`), off the async workers. redb makes a durable commit durable together with every
+//! commit before it, so when a checkpoint is on disk, so is everything the consumer wrote for
+//! the records it covers. A crash can lose only writes past a consumer's last checkpoint, and
+//! the consumer applies those records again from the log after the restart: every write here is
+//! idempotent and monotonic (conditional on the version, keyed by the record), as on AWS.
+//!
+//! Memory: redb caches at most `cache_bytes` of pages, whatever the history; rows live on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use super::codec::{decode_progress, decode_row, decode_version, encode_progress, encode_row};
+use crate::adapters::memory::tables::item_size;
+use crate::adapters::memory::MemoryChangeFeed;
+use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
+use crate::ports::*;
+
+/// id → row.
+pub(super) const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
+/// OPLOG key (consumer and shard) → checkpoint and behind.
+pub(super) const OPLOG: TableDefinition<&str, &[u8]> = TableDefinition::new("oplog");
+
+/// The file every table lives in, shared by the tables' adapters.
+pub struct DiskTables {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// Held across a STATUS write and its change's append, so the feed has STATUS's order.
+    status_writes: Mutex<()>,
+    changes: Option<Arc<MemoryChangeFeed>>,
+}
+
+fn failed(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("the tables {}: {e}", path.display())
+}
+
+impl DiskTables {
+    /// Opens (or creates) `DIR/tables.redb`, caching at most `cache_bytes` of it in memory; STATUS
+    /// appends every change to `changes` when given. The second value says whether the file was
+    /// new (a data directory of an older `serve` keeps only the archive and the log).
+    pub fn open(
+        dir: &Path,
+        cache_bytes: usize,
+        changes: Option<Arc<MemoryChangeFeed>>,
+    ) -> Result<(Arc<Self>, bool), String> {
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+        let path = dir.join("tables.redb");
+        let new = !path.exists();
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| failed(&path, e))?;
+        let mut txn = db.begin_write().map_err(|e| failed(&path, e))?;
+        txn.set_quick_repair(true);
+        {
+            // Every table exists from here on, so a read never meets a missing one.
+            txn.open_table(STATUS).map_err(|e| failed(&path, e))?;
+            txn.open_table(OPLOG).map_err(|e| failed(&path, e))?;
+            super::records::create_tables(&txn).map_err(|e| failed(&path, e))?;
+            super::view::create_tables(&txn).map_err(|e| failed(&path, e))?;
+        }
+        txn.commit().map_err(|e| failed(&path, e))?;
+        Ok((
+            Arc::new(Self {
+                db: Arc::new(db),
+                path,
+                status_writes: Mutex::new(()),
+                changes,
+            }),
+            new,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(failed(&self.path, e))
+    }
+
+    /// Runs `write` in a transaction committed without fsync (see the module's note).
+    pub(super) fn write<T>(
+        &self,
+        write: impl FnOnce(&WriteTransaction) -> Result<T, WriteError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.error(e))?;
+        let value = match write(&txn) {
+            Ok(value) => value,
+            Err(WriteError::Store(e)) => return Err(e),
+            Err(WriteError::Engine(e)) => return Err(self.error(e)),
+        };
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(value)
+    }
+
+    /// Runs `write` in a transaction committed with fsync, on a blocking thread: the commit
+    /// makes it and every earlier commit durable.
+    pub(super) async fn write_durably<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        let path = self.path.clone();
+        let error = move |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(&path, e));
+        tokio::task::spawn_blocking(move || {
+            let mut txn = db.begin_write().map_err(|e| error(&e))?;
+            txn.set_quick_repair(true);
+            let value = match write(&txn) {
+                Ok(value) => value,
+                Err(WriteError::Store(e)) => return Err(e),
+                Err(WriteError::Engine(e)) => return Err(error(&e)),
+            };
+            txn.commit().map_err(|e| error(&e))?;
+            Ok(value)
+        })
+        .await
+        .map_err(|e| self.error(e))?
+    }
+
+    pub(super) fn read<T>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, WriteError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        match read(&txn) {
+            Ok(value) => Ok(value),
+            Err(WriteError::Store(e)) => Err(e),
+            Err(WriteError::Engine(e)) => Err(self.error(e)),
+        }
+    }
+}
+
+/// What a transaction's body can fail with: the engine, or a decision (a corrupt row).
+pub(super) enum WriteError {
+    Engine(redb::Error),
+    Store(StoreError),
+}
+
+impl<E: Into<redb::Error>> From<E> for WriteError {
+    fn from(e: E) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+#[async_trait]
+impl StatusWriter for DiskTables {
+    async fn apply(&self, row: StatusRow) -> Result<ApplyOutcome, StoreError> {
+        let size = item_size(&row);
+        if size > MAX_DYNAMODB_ITEM_BYTES {
+            return Err(StoreError::ItemRejected(format!(
+                "Item size has exceeded the maximum allowed size ({size} bytes)"
+            )));
+        }
+        let _order = self.status_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let wants_before = self.changes.is_some();
+        let before = self.write(|txn| {
+            let mut table = txn.open_table(STATUS)?;
+            let stored = table.get(row.id.as_str())?;
+            let before = match &stored {
+                Some(bytes) if wants_before => Some(decode_row("STATUS", bytes.value())?),
+                Some(bytes) => {
+                    if decode_version("STATUS", bytes.value())? >= row.version {
+                        return Ok(None);
+                    }
+                    None
+                }
+                None => None,
+            };
+            if before.as_ref().is_some_and(|b| b.version >= row.version) {
+                return Ok(None);
+            }
+            drop(stored);
+            table.insert(row.id.as_str(), encode_row(&row).as_slice())?;
+            Ok(Some(before))
+        })?;
+        let Some(before) = before else {
+            return Ok(ApplyOutcome::Stale);
+        };
+        if let Some(feed) = &self.changes {
+            if let Some(change) = StatusChange::between(before.as_ref(), &row) {
+                feed.append(change);
+            }
+        }
+        Ok(ApplyOutcome::Applied)
+    }
+}
+
+#[async_trait]
+impl StatusReader for DiskTables {
+    async fn get(&self, id: &str) -> Result<Option<StatusRow>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(STATUS)?;
+            let row = table.get(id)?;
+            Ok(match row {
+                Some(bytes) => Some(decode_row("STATUS", bytes.value())?),
+                None => None,
+            })
+        })
+    }
+}
+
+/// Rows per page of a scan, as in memory: DynamoDB's pages stop at 1 MB, about a thousand rows.
+const SCAN_PAGE_ROWS: usize = 1000;
+
+#[async_trait]
+impl StatusScanner for DiskTables {
+    async fn scan_page(&self, start: Option<&str>) -> Result<StatusPage, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(STATUS)?;
+            let range = match start {
+                Some(start) => {
+                    table.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))?
+                }
+                None => table.range(..)?,
+            };
+            let mut rows = Vec::new();
+            let mut more = false;
+            for item in range {
+                if rows.len() == SCAN_PAGE_ROWS {
+                    more = true;
+                    break;
+                }
+                let (_, bytes) = item?;
+                rows.push(decode_row("STATUS", bytes.value())?);
+            }
+            Ok(StatusPage {
+                next: more.then(|| rows.last().map(|r| r.id.clone())).flatten(),
+                rows,
+            })
+        })
+    }
+}
+
+fn progress_of(
+    txn_table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<ShardProgress, WriteError> {
+    Ok(match txn_table.get(key)? {
+        Some(bytes) => decode_progress("OPLOG", key, bytes.value())?,
+        None => ShardProgress {
+            shard_id: key.to_owned(),
+            checkpoint: None,
+            behind: None,
+        },
+    })
+}
+
+#[async_trait]
+impl CheckpointWriter for DiskTables {
+    /// Durable (fsync), unlike every other write: see the module's note.
+    async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
+        let checkpoint = checkpoint.clone();
+        self.write_durably(move |txn| {
+            let mut table = txn.open_table(OPLOG)?;
+            let mut row = progress_of(&table, &checkpoint.shard_id)?;
+            let total = match &row.checkpoint {
+                Some(stored) if stored.sequence_number >= checkpoint.sequence_number => {
+                    return Ok(AdvanceOutcome::AlreadyPast)
+                }
+                Some(stored) => stored.records_applied + checkpoint.records_applied,
+                None => checkpoint.records_applied,
+            };
+            row.checkpoint = Some(Checkpoint {
+                records_applied: total,
+                ..checkpoint.clone()
+            });
+            // Progress: the next batch that falls behind starts a new "since".
+            row.behind = None;
+            table.insert(
+                checkpoint.shard_id.as_str(),
+                encode_progress(&row).as_slice(),
+            )?;
+            Ok(AdvanceOutcome::Advanced)
+        })
+        .await
+    }
+
+    async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(OPLOG)?;
+            let mut row = progress_of(&table, &behind.shard_id)?;
+            let since = row
+                .behind
+                .as_ref()
+                .map_or_else(|| behind.since.clone(), |b| b.since.clone());
+            row.behind = Some(Behind {
+                since,
+                ..behind.clone()
+            });
+            table.insert(behind.shard_id.as_str(), encode_progress(&row).as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointReader for DiskTables {
+    async fn get(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(|txn| Ok(progress_of(&txn.open_table(OPLOG)?, shard_id)?.checkpoint))
+    }
+
+    async fn list(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        Ok(self
+            .progress()
+            .await?
+            .into_iter()
+            .filter_map(|p| p.checkpoint)
+            .collect())
+    }
+
+    async fn progress(&self) -> Result<Vec<ShardProgress>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(OPLOG)?;
+            let mut rows = Vec::new();
+            for item in table.iter()? {
+                let (key, bytes) = item?;
+                rows.push(decode_progress("OPLOG", key.value(), bytes.value())?);
+            }
+            Ok(rows)
+        })
+    }
+}
