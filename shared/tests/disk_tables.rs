@@ -1,7 +1,8 @@
 //! The tables on disk (`serve --data-dir`) against the in-memory adapters as the model: random
 //! STATUS writes (newer, older, the same event again), checkpoints and "behind" notes, HISTORY
-//! and DEADLETTER writes (again and again), status view commits (and conflicting ones), with the
-//! file closed and opened again between steps. After every step each read the routes make
+//! and DEADLETTER writes (again and again), status view commits (and conflicting ones),
+//! idempotency keys claimed, taken over, completed and released under live and stale leases,
+//! with the file closed and opened again between steps. After every step each read the routes make
 //! answers exactly what the in-memory adapter answers. A model check, not a copy: the memory
 //! adapters are the ones every other property test holds to the domain's rules.
 
@@ -17,9 +18,11 @@ use proptest::prelude::*;
 use tidemark::adapters::disk::DiskTables;
 use tidemark::adapters::memory::{
     MemoryChangeFeed, MemoryCheckpointStore, MemoryDeadLetterStore, MemoryHistoryStore,
-    MemoryStatusStore, MemoryStatusView,
+    MemoryIdempotencyStore, MemoryStatusStore, MemoryStatusView,
 };
+use tidemark::domain::idempotency::{IdempotencyRecord, KeyState};
 use tidemark::domain::status_view::{ListPosition, ViewChange, ViewEntry};
+use tidemark::domain::EventTime;
 use tidemark::domain::{SequenceNumber, VersionKey};
 use tidemark::ports::*;
 
@@ -75,6 +78,26 @@ enum Step {
         time: u8,
         stale: bool,
     },
+    /// Idempotency keys: `lease` and `other` are leases (ms), `now` and `expires` seconds.
+    Claim {
+        key: usize,
+        lease: u8,
+        expires: u8,
+        now: u8,
+    },
+    TakeOver {
+        key: usize,
+        lease: u8,
+        other: u8,
+    },
+    Complete {
+        key: usize,
+        lease: u8,
+    },
+    Release {
+        key: usize,
+        lease: u8,
+    },
     Reopen,
 }
 
@@ -86,6 +109,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => prop::collection::vec((0..4usize, 0..5u8, 0..40u16), 0..5).prop_map(|entries| Step::History { entries }),
         1 => (0..3usize, 0..20u16, 0..3u8).prop_map(|(shard, sequence, reason)| Step::Letter { shard, sequence, reason }),
         4 => (0..4usize, 0..3usize, 0..3usize, 0..5u8, prop::bool::weighted(0.2)).prop_map(|(id, status, shard, time, stale)| Step::View { id, status, shard, time, stale }),
+        2 => (0..3usize, 0..3u8, 0..5u8, 0..5u8).prop_map(|(key, lease, expires, now)| Step::Claim { key, lease, expires, now }),
+        1 => (0..3usize, 0..3u8, 0..3u8).prop_map(|(key, lease, other)| Step::TakeOver { key, lease, other }),
+        1 => (0..3usize, 0..3u8).prop_map(|(key, lease)| Step::Complete { key, lease }),
+        1 => (0..3usize, 0..3u8).prop_map(|(key, lease)| Step::Release { key, lease }),
         1 => Just(Step::Reopen),
     ]
 }
@@ -114,6 +141,24 @@ struct Model {
     history: MemoryHistoryStore,
     letters: MemoryDeadLetterStore,
     view: MemoryStatusView,
+    keys: MemoryIdempotencyStore,
+}
+
+fn seconds(s: u8) -> EventTime {
+    EventTime::from_unix_nanos(i128::from(s) * 1_000_000_000)
+}
+
+fn key_record(key: usize, lease: u8, expires: u8, now: u8) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key: format!("events#key-{key}"),
+        fingerprint: format!("sha-{key}-{lease}"),
+        received_at: seconds(now),
+        default_time: seconds(now.saturating_sub(1)),
+        state: KeyState::InProgress {
+            lease_until_ms: i64::from(lease),
+        },
+        expires_at: i64::from(expires),
+    }
 }
 
 /// The tables in `dir`, with a change feed every other opening (STATUS decides on the stored
@@ -158,6 +203,14 @@ async fn members_all(view: &dyn StatusViewReader, status: &str) -> Vec<Vec<ViewE
 }
 
 async fn compare(disk: &DiskTables, model: &Model) {
+    for key in 0..3 {
+        let name = format!("events#key-{key}");
+        assert_eq!(
+            disk.idempotency_key(&name).unwrap(),
+            model.keys.get(&name),
+            "idempotency key {name}"
+        );
+    }
     assert_eq!(
         scan_all(disk).await,
         scan_all(&model.status).await,
@@ -235,6 +288,7 @@ async fn run(feed_first: bool, steps: Vec<Step>) {
         history: MemoryHistoryStore::default(),
         letters: MemoryDeadLetterStore::default(),
         view: MemoryStatusView::default(),
+        keys: MemoryIdempotencyStore::default(),
     };
     for step in steps {
         match step {
@@ -347,6 +401,48 @@ async fn run(feed_first: bool, steps: Vec<Step>) {
                     model.view.commit(&changes).await.unwrap()
                 );
             }
+            Step::Claim {
+                key,
+                lease,
+                expires,
+                now,
+            } => {
+                let record = key_record(key, lease, expires, now);
+                assert_eq!(
+                    disk.claim(&record, seconds(now)).await.unwrap(),
+                    model.keys.claim(&record, seconds(now)).await.unwrap(),
+                    "claim {record:?}"
+                );
+            }
+            Step::TakeOver { key, lease, other } => {
+                let key = format!("events#key-{key}");
+                let (lease, other) = (i64::from(lease), i64::from(other) + 10);
+                assert_eq!(
+                    disk.take_over(&key, lease, other).await.unwrap(),
+                    model.keys.take_over(&key, lease, other).await.unwrap()
+                );
+            }
+            Step::Complete { key, lease } => {
+                let key = format!("events#key-{key}");
+                let answer = format!(r#"{{"answer":"{key} {lease}"}}"#);
+                assert_eq!(
+                    disk.complete(&key, i64::from(lease), &answer)
+                        .await
+                        .unwrap(),
+                    model
+                        .keys
+                        .complete(&key, i64::from(lease), &answer)
+                        .await
+                        .unwrap()
+                );
+            }
+            Step::Release { key, lease } => {
+                let key = format!("events#key-{key}");
+                assert_eq!(
+                    disk.release(&key, i64::from(lease)).await.unwrap(),
+                    model.keys.release(&key, i64::from(lease)).await.unwrap()
+                );
+            }
             Step::Reopen => {
                 fed += feed.as_ref().map_or(0, |f| f.end());
                 drop(disk);
@@ -389,5 +485,48 @@ fn a_file_that_is_not_the_tables_is_refused_naming_it() {
     std::fs::write(dir.join("tables.redb"), b"not a database at all, just text").unwrap();
     let error = DiskTables::open(&dir, CACHE, None).err().unwrap();
     assert!(error.contains("tables.redb"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Expired keys are deleted as new ones are claimed, a few per claim, an hour after they expire:
+/// the file holds about one TTL of keys, not every key ever sent.
+#[tokio::test]
+async fn expired_keys_are_swept_as_new_ones_are_claimed() {
+    let dir = scratch();
+    let (disk, _) = open(&dir, false);
+    let at = |secs: i64| EventTime::from_unix_nanos(i128::from(secs) * 1_000_000_000);
+    let claim = |n: u32, now: i64, expires: i64| IdempotencyRecord {
+        key: format!("events#k{n}"),
+        fingerprint: "f".into(),
+        received_at: at(now),
+        default_time: at(now),
+        state: KeyState::Completed {
+            answer: "{}".into(),
+        },
+        expires_at: expires,
+    };
+    for n in 0..100 {
+        assert_eq!(disk.claim(&claim(n, 0, 10), at(0)).await.unwrap(), None);
+    }
+    assert_eq!(disk.idempotency_keys().unwrap(), 100);
+    // Expired, but within the hour's grace: kept.
+    disk.claim(&claim(1000, 3000, 9000), at(3000))
+        .await
+        .unwrap();
+    assert_eq!(disk.idempotency_keys().unwrap(), 101);
+    // Past the grace: each claim takes some of them, until none is left.
+    for n in 0..20 {
+        disk.claim(&claim(2000 + n, 5000, 9000), at(5000))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        disk.idempotency_keys().unwrap(),
+        21,
+        "the 100 expired keys are gone"
+    );
+    assert_eq!(disk.idempotency_key("events#k0").unwrap(), None);
+    assert!(disk.idempotency_key("events#k1000").unwrap().is_some());
+    drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }

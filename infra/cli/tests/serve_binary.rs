@@ -1,11 +1,14 @@
-//! The README's run command, end to end: the real `tidemark serve` binary, in-memory, driven over
-//! HTTP. Out-of-order, duplicate and batched events for one id read back as the newest; every
-//! kind of bad request gets its documented 4xx JSON error; SIGTERM stops it cleanly.
+//! The README's run command, end to end: the real `tidemark serve` binary with its defaults (its
+//! data in ./tidemark-data), driven over HTTP. Out-of-order, duplicate and batched events for
+//! one id read back as the newest, and again after a restart; every kind of bad request gets its
+//! documented 4xx JSON error; SIGTERM stops it cleanly; a second serve on the same directory is
+//! refused naming it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tidemark::domain::SequenceNumber;
@@ -17,9 +20,18 @@ struct Serve {
     base: String,
 }
 
+/// An empty directory to start serve in (its default data directory goes there).
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tidemark-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 impl Serve {
-    fn start() -> Self {
+    fn start(cwd: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .current_dir(cwd)
             .args([
                 "serve",
                 "--listen",
@@ -78,7 +90,8 @@ async fn post(client: &reqwest::Client, url: String, body: &Value) -> (u16, Valu
 
 #[tokio::test]
 async fn newest_event_wins_whatever_the_order() {
-    let serve = Serve::start();
+    let cwd = scratch("order");
+    let serve = Serve::start(&cwd);
     let client = reqwest::Client::new();
     let events = format!("{}/events", serve.base);
     // The newest event first, through the batch route, so that it must beat later arrivals.
@@ -166,12 +179,51 @@ async fn newest_event_wins_whatever_the_order() {
     // Six events for order-9 and one for order-10, each applied once: the invalid one never
     // reached the stream.
     assert_eq!(applied, 7, "{shards}");
+
+    // A second serve on the same directory is refused at once, naming what is in use.
+    let second = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .current_dir(&cwd)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tidemark-data") && stderr.contains("in use"),
+        "{stderr}"
+    );
+
     assert!(serve.stop().success());
+    assert!(cwd.join("tidemark-data/tables.redb").is_file());
+    // Started again where it was: the same row, and the processor's checkpoints where they were.
+    let serve = Serve::start(&cwd);
+    let again: Value = get_json(&client, format!("{}/messages/order-9", serve.base)).await;
+    assert_eq!(again, last, "after a restart");
+    let positions = |shards: &Value| -> Vec<(Value, Value, Value)> {
+        shards["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["shard_id"].clone(),
+                    s["sequence_number"].clone(),
+                    s["records_applied"].clone(),
+                )
+            })
+            .collect()
+    };
+    let shards_again: Value = get_json(&client, format!("{}/shards", serve.base)).await;
+    assert_eq!(positions(&shards_again), positions(&shards));
+    assert!(serve.stop().success());
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[tokio::test]
 async fn bad_requests_get_documented_4xx_errors() {
-    let serve = Serve::start();
+    let cwd = scratch("bad-requests");
+    let serve = Serve::start(&cwd);
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", serve.base);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -236,7 +288,8 @@ async fn bad_requests_get_documented_4xx_errors() {
 /// it exits 1 naming the step and the URL it could not reach.
 #[tokio::test]
 async fn the_smoke_test_passes_against_serve_and_fails_clearly_on_a_wrong_url() {
-    let serve = Serve::start();
+    let cwd = scratch("smoke");
+    let serve = Serve::start(&cwd);
     let smoke = |url: &str| {
         Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["smoke", url, "--attempts", "40"])

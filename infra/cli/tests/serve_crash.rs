@@ -3,7 +3,8 @@
 //! id is posted once, so as exactly that status), in HISTORY, and its read-your-writes token is
 //! honoured; no sequence number is given twice across the restarts, and numbers given after a
 //! restart are above every earlier one; the status view counts each once. A restart replays
-//! nothing (the tables are on disk) and HISTORY keeps each entry's `archived_at`. The real
+//! nothing (the tables are on disk), HISTORY keeps each entry's `archived_at`, and a keyed
+//! post's retry after the kill is answered as it was. The real
 //! binary, so the kill is a real one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
@@ -262,6 +263,16 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     for event in sample {
         archived_at.push(history_of(&http, &serve.base, &event.id).await[0]["archived_at"].clone());
     }
+    // A keyed post, answered, then the kill: its retry is answered the same, not put again.
+    let keyed = |base: &str| {
+        http.post(format!("{base}/events"))
+            .header("idempotency-key", "crash-test-key-1")
+            .json(&json!({"id": "keyed-1", "status": "once"}))
+            .send()
+    };
+    let first = keyed(&serve.base).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
     serve.kill_9();
     let serve = Serve::start(&dir, 100);
     assert!(
@@ -269,6 +280,10 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
         "a restart over tables on disk replays nothing: {:?}",
         serve.started
     );
+    let retry = keyed(&serve.base).await.unwrap();
+    assert_eq!(retry.status(), 202);
+    assert!(retry.headers().contains_key("idempotent-replayed"));
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
     for (event, archived_at) in sample.iter().zip(archived_at) {
         let history = history_of(&http, &serve.base, &event.id).await;
         assert_eq!(history[0]["archived_at"], archived_at, "{}", event.id);

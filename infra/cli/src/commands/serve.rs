@@ -25,15 +25,16 @@ use tokio::sync::watch;
 
 use super::fail;
 
-/// In memory, idempotency keys live an hour unless `TIDEMARK_IDEMPOTENCY_TTL_HOURS` says
-/// otherwise: `serve` holds every live key in memory (0.8 KB each, measured with a 300-byte
+/// With --in-memory, idempotency keys live an hour unless `TIDEMARK_IDEMPOTENCY_TTL_HOURS` says
+/// otherwise (on disk they live as long as on AWS): `serve` then holds every live key in memory (0.8 KB each, measured with a 300-byte
 /// answer), and a day of keys at a steady keyed load would outgrow a laptop (100 keyed events/s
 /// for a day: 7 GB); an hour (290 MB at that rate) covers any client's retries.
 const MEMORY_IDEMPOTENCY_TTL: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
-    /// In-memory stream and tables (the default without an endpoint).
+    /// In this process (the default without an endpoint): the stream and tables in --data-dir,
+    /// or only in memory with --in-memory.
     Memory,
     /// Real Kinesis and DynamoDB, at --endpoint-url or wherever the AWS environment points.
     Aws,
@@ -84,12 +85,16 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
-    /// In memory: keep the stream in DIR/log.redb (every event on disk before its 202), the
-    /// tables (STATUS, OPLOG, HISTORY, DEADLETTER, the status view) in DIR/tables.redb and the
-    /// archive in DIR/archive (one gzip file per batch); a restart resumes every consumer from
-    /// its checkpoint there (docs/serve.md).
+    /// Without an endpoint: keep the stream in DIR/log.redb (every event on disk before its
+    /// 202), the tables (STATUS, OPLOG, HISTORY, DEADLETTER, the status view) in DIR/tables.redb
+    /// and the archive in DIR/archive (one gzip file per batch); a restart resumes every
+    /// consumer from its checkpoint there (docs/serve.md). [default: ./tidemark-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Keep nothing: the stream and tables only in memory, gone when serve stops (tests,
+    /// throwaway runs).
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
     /// With --data-dir: MiB of the tables' file kept in memory (the rest is read from disk).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     cache_mib: u32,
@@ -102,12 +107,30 @@ pub struct ServeArgs {
     shutdown_grace_secs: u64,
 }
 
+/// Where `serve` keeps its data without an endpoint unless told otherwise: relative to where it
+/// is started, so a user who posts events, stops it and starts it again has them back.
+const DEFAULT_DATA_DIR: &str = "tidemark-data";
+
 impl ServeArgs {
-    fn in_memory(&self) -> bool {
+    /// Whether the pipeline runs in this process (not against AWS or an endpoint).
+    fn local(&self) -> bool {
         match self.backend {
             Some(backend) => backend == Backend::Memory,
             None => self.endpoint_url.is_none(),
         }
+    }
+
+    /// The data directory, when there is one: locally, --data-dir or the default unless
+    /// --in-memory; against an endpoint only what was given (refused by `tables`).
+    fn data_dir(&self) -> Option<std::path::PathBuf> {
+        if !self.local() || self.in_memory {
+            return self.data_dir.clone();
+        }
+        Some(
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        )
     }
 
     /// The adapters to serve on, with the tables' and, with `--log`, the Kafka topic as the
@@ -116,7 +139,7 @@ impl ServeArgs {
         let (adapters, description, new_tables) = self.tables().await?;
         let Some(topic) = &self.log else {
             // With --data-dir (in memory only, `tables` says so) the stream is the log on disk.
-            let Some(dir) = &self.data_dir else {
+            let Some(dir) = self.data_dir() else {
                 return Ok(Built {
                     adapters,
                     description,
@@ -124,7 +147,7 @@ impl ServeArgs {
                     new_tables,
                 });
             };
-            let log = Arc::new(DiskLog::open(dir, self.shards as usize)?);
+            let log = Arc::new(DiskLog::open(&dir, self.shards as usize)?);
             return Ok(Built {
                 adapters: adapters
                     .with_stream_writer(log.clone())
@@ -158,7 +181,7 @@ impl ServeArgs {
         let shards = self.shards;
         let backend = MemoryBackend::new(shards as usize)
             .with_change_feed(self.change_feed_capacity as usize);
-        let Some(dir) = &self.data_dir else {
+        let Some(dir) = self.data_dir() else {
             return Ok((
                 Adapters::in_memory(backend),
                 format!("in-memory, {shards} shards"),
@@ -169,7 +192,7 @@ impl ServeArgs {
         let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
         let backend = backend.with_archive(archive);
         let cache_bytes = self.cache_mib as usize * (1 << 20);
-        let (tables, new) = DiskTables::open(dir, cache_bytes, backend.status.change_feed())?;
+        let (tables, new) = DiskTables::open(&dir, cache_bytes, backend.status.change_feed())?;
         let description = format!(
             "{shards} shards, tables in {}, archive in {}",
             tables.path().display(),
@@ -185,7 +208,7 @@ impl ServeArgs {
     /// The tables (and the stream, unless `--log` replaces it), what they are, and whether they
     /// are new on disk.
     async fn tables(&self) -> Result<(Adapters, String, bool), String> {
-        if self.in_memory() {
+        if self.local() {
             return self.memory_tables();
         }
         let shards = self.shards;
@@ -237,20 +260,20 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         (Ok(p), Ok(l), Ok(t), Ok(s)) => (p, l, t, s),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return fail(&e),
     };
-    let idempotency_ttl =
-        if args.in_memory() && std::env::var_os(IDEMPOTENCY_TTL_HOURS_VAR).is_none() {
-            MEMORY_IDEMPOTENCY_TTL
-        } else {
-            idempotency_ttl
-        };
+    let keys_in_memory = args.local() && args.data_dir().is_none();
+    let idempotency_ttl = if keys_in_memory && std::env::var_os(IDEMPOTENCY_TTL_HOURS_VAR).is_none()
+    {
+        MEMORY_IDEMPOTENCY_TTL
+    } else {
+        idempotency_ttl
+    };
     let settings = ServeSettings {
         esm: EsmSettings {
             batch_size: args.batch_size as usize,
             batching_window: Duration::from_millis(args.batch_window_ms),
-            idle_poll_interval: args.poll_interval_ms.map_or(
-                default_poll_interval(args.in_memory()),
-                Duration::from_millis,
-            ),
+            idle_poll_interval: args
+                .poll_interval_ms
+                .map_or(default_poll_interval(args.local()), Duration::from_millis),
             max_retry_attempts: Some(args.max_retry_attempts),
             ..EsmSettings::default()
         },

@@ -81,7 +81,7 @@ impl DiskLog {
         let db = Database::builder()
             .set_cache_size(LOG_CACHE_BYTES)
             .create(&path)
-            .map_err(|e| failed(&path, e))?;
+            .map_err(|e| format!("the log {}", super::open_failed(&path, e)))?;
         let wanted = shards.max(1) as u64;
         let txn = db.begin_write().map_err(|e| failed(&path, e))?;
         let mut next = 1u128;

@@ -12,6 +12,7 @@
 //! checkpoint and replays nothing.
 
 mod codec;
+mod keys;
 mod log;
 mod records;
 mod tables;
@@ -24,8 +25,20 @@ use std::sync::Arc;
 
 use super::Adapters;
 
-/// `adapters` with every table on `tables`: the stream, the archive, idempotency keys and the
-/// change feed stay where `adapters` has them.
+/// Why a file could not be opened; for one another process holds, what to do about it.
+fn open_failed(path: &std::path::Path, e: redb::DatabaseError) -> String {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "{} is in use by another process (another `tidemark serve` on this data \
+             directory?): stop it, or give this one another --data-dir",
+            path.display()
+        ),
+        e => format!("{}: {e}", path.display()),
+    }
+}
+
+/// `adapters` with every table and the idempotency keys on `tables`: the stream, the archive
+/// and the change feed stay where `adapters` has them.
 pub fn on_disk(adapters: Adapters, tables: Arc<DiskTables>) -> Adapters {
     adapters
         .with_status_writer(tables.clone())
@@ -38,5 +51,6 @@ pub fn on_disk(adapters: Adapters, tables: Arc<DiskTables>) -> Adapters {
         .with_dead_letter_reader(tables.clone())
         .with_status_view_writer(tables.clone())
         .with_status_view_reader(tables.clone())
-        .with_status_view_scanner(tables)
+        .with_status_view_scanner(tables.clone())
+        .with_idempotency_store(tables)
 }

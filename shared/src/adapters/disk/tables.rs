@@ -59,7 +59,7 @@ impl DiskTables {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| failed(&path, e))?;
+            .map_err(|e| format!("the tables {}", super::open_failed(&path, e)))?;
         let mut txn = db.begin_write().map_err(|e| failed(&path, e))?;
         txn.set_quick_repair(true);
         {
@@ -68,6 +68,7 @@ impl DiskTables {
             txn.open_table(OPLOG).map_err(|e| failed(&path, e))?;
             super::records::create_tables(&txn).map_err(|e| failed(&path, e))?;
             super::view::create_tables(&txn).map_err(|e| failed(&path, e))?;
+            super::keys::create_tables(&txn).map_err(|e| failed(&path, e))?;
         }
         txn.commit().map_err(|e| failed(&path, e))?;
         Ok((
