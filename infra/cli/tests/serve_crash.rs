@@ -3,8 +3,9 @@
 //! id is posted once, so as exactly that status), in HISTORY, and its read-your-writes token is
 //! honoured; no sequence number is given twice across the restarts, and numbers given after a
 //! restart are above every earlier one; the status view counts each once. A restart replays
-//! nothing (the tables are on disk), HISTORY keeps each entry's `archived_at`, and a keyed
-//! post's retry after the kill is answered as it was. The real
+//! nothing (the tables are on disk) yet no id read before a kill is missing right after the
+//! restart, HISTORY keeps each entry's `archived_at`, and a keyed post's retry after the kill
+//! is answered as it was. The real
 //! binary, so the kill is a real one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
@@ -88,6 +89,55 @@ struct Acked {
     token: String,
 }
 
+/// Reads acknowledged ids (no waiting) until `stop`, keeping those already in STATUS.
+async fn read_until_stopped(
+    base: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    let http = reqwest::Client::new();
+    while !stop.load(Ordering::Relaxed) {
+        let id = {
+            let acked = acked.lock().unwrap();
+            if acked.is_empty() {
+                None
+            } else {
+                Some(acked[fastrand::usize(..acked.len())].id.clone())
+            }
+        };
+        let Some(id) = id else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let Ok(answer) = http.get(format!("{base}/messages/{id}")).send().await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        if answer.status().as_u16() == 200 {
+            seen.lock().unwrap().push(id);
+        }
+    }
+}
+
+/// Right after a restart, before anything else is posted: every id a reader saw before the kill
+/// is read again, without waiting (no read after a restart shows less than one before it).
+async fn still_there(base: &str, seen: &[String]) {
+    let http = reqwest::Client::new();
+    for id in seen {
+        let answer = http
+            .get(format!("{base}/messages/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status().as_u16(),
+            200,
+            "{id} was read before the kill and is gone right after the restart"
+        );
+    }
+}
+
 /// Posts events (single or batches of up to 5, each id once) until `stop`, keeping every 202.
 async fn post_until_stopped(
     base: String,
@@ -155,11 +205,13 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     let dir = std::env::temp_dir().join(format!("tidemark-serve-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut highest_before: Option<SequenceNumber> = None;
     for round in 0..ROUNDS {
         // Windows from shorter than the run to longer than it: killed with nothing, some or all
         // of the round's events archived.
         let serve = Serve::start(&dir, fastrand::u64(50..2_000));
+        still_there(&serve.base, &seen.lock().unwrap()).await;
         let stop = Arc::new(AtomicBool::new(false));
         let first_of_round = acked.lock().unwrap().len();
         let clients: Vec<_> = (0..CLIENTS)
@@ -173,12 +225,19 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
                 ))
             })
             .collect();
+        let reader = tokio::spawn(read_until_stopped(
+            serve.base.clone(),
+            stop.clone(),
+            acked.clone(),
+            seen.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1_500))).await;
         serve.kill_9();
         stop.store(true, Ordering::Relaxed);
         for client in clients {
             client.await.unwrap();
         }
+        reader.await.unwrap();
         let acked = acked.lock().unwrap();
         let this_round = &acked[first_of_round..];
         assert!(
@@ -205,6 +264,7 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     );
 
     let serve = Serve::start(&dir, 100);
+    still_there(&serve.base, &seen.lock().unwrap()).await;
     let http = reqwest::Client::new();
     for event in &acked {
         let answer = http

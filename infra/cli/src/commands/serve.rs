@@ -17,9 +17,9 @@ use tidemark::config::{
 use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark::run::registry::Registry;
 use tidemark_cli::serve::{
-    aws_adapters, default_poll_interval, restore_from_archive, run_registry, NetworkSettings,
-    ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
+    aws_adapters, catch_up, default_poll_interval, restore_from_archive, run_registry,
+    NetworkSettings, ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
 
@@ -317,6 +317,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             Ok(_) => {}
             Err(e) => return fail(&format!("restoring from the archive: {e}")),
         }
+    }
+    if log.is_some() {
+        catch_up(&adapters, &Registry::standard(), &settings).await;
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,

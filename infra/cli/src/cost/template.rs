@@ -39,23 +39,43 @@ impl TemplateDefaults {
             consumer_memory_mb: parameter_default(template, "ProcessorMemorySize")?,
             batch_size: parameter_default(template, "BatchSize")? as usize,
             efo_consumers: count("AWS::Kinesis::StreamConsumer"),
-            alarms: count("AWS::CloudWatch::Alarm"),
+            alarms: alarms_with_conditions(template)
+                .iter()
+                .filter(|(_, condition)| {
+                    condition
+                        .as_deref()
+                        .is_none_or(|c| ON_BY_DEFAULT.contains(&c))
+                })
+                .count() as u32,
             notifier_memory_mb: resource_property(template, "NotifierFunction", "MemorySize")?,
             notifier_batch_size: resource_property(template, "NotifierEventSource", "BatchSize")?,
         })
     }
 }
 
+/// The conditions true with the template's defaults, for the alarms a default deploy has:
+/// `StatusChangeEvents` is true by default; `KafkaSource` is `none`, so `ReadKafka`'s alarm is
+/// not there.
+const ON_BY_DEFAULT: [&str; 1] = ["ChangeEventsOn"];
+
 /// The logical ids of the template's alarms (CloudFormation names each alarm
 /// `<stack>-<logical id>-<suffix>`), except those under a `Condition:` (they exist only when
 /// their feature is on, e.g. the notifier's with `StatusChangeEvents`).
 pub fn alarm_logical_ids(template: &str) -> Vec<String> {
+    alarms_with_conditions(template)
+        .into_iter()
+        .filter_map(|(id, condition)| condition.is_none().then_some(id))
+        .collect()
+}
+
+/// Every alarm's logical id, with the condition it exists under, if any.
+fn alarms_with_conditions(template: &str) -> Vec<(String, Option<String>)> {
     let mut alarms = Vec::new();
-    // The resource being read: its logical id, whether it is an alarm, whether conditional.
-    let mut current: Option<(String, bool, bool)> = None;
-    let mut finish = |resource: Option<(String, bool, bool)>| {
-        if let Some((id, true, false)) = resource {
-            alarms.push(id);
+    // The resource being read: its logical id, whether it is an alarm, its condition.
+    let mut current: Option<(String, bool, Option<String>)> = None;
+    let mut finish = |resource: Option<(String, bool, Option<String>)>| {
+        if let Some((id, true, condition)) = resource {
+            alarms.push((id, condition));
         }
     };
     for line in template.lines() {
@@ -64,12 +84,12 @@ pub fn alarm_logical_ids(template: &str) -> Vec<String> {
             .and_then(|rest| rest.strip_suffix(':'))
             .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
         {
-            finish(current.replace((name.to_owned(), false, false)));
-        } else if let Some((_, alarm, conditional)) = current.as_mut() {
+            finish(current.replace((name.to_owned(), false, None)));
+        } else if let Some((_, alarm, condition)) = current.as_mut() {
             if line == "    Type: AWS::CloudWatch::Alarm" {
                 *alarm = true;
-            } else if line.starts_with("    Condition:") {
-                *conditional = true;
+            } else if let Some(name) = line.strip_prefix("    Condition:") {
+                *condition = Some(name.trim().to_owned());
             }
         }
     }
@@ -123,8 +143,14 @@ mod tests {
         );
         assert!(defaults.alarms > 0);
         let ids = alarm_logical_ids(TEMPLATE);
-        // Every alarm but the notifier's, which exists only with StatusChangeEvents.
+        // A default deploy's: the unconditional ones and the notifier's (StatusChangeEvents is
+        // on by default), not the Kafka one (KafkaSource is none).
         assert_eq!(ids.len() as u32 + 1, defaults.alarms, "{ids:?}");
+        let conditional = alarms_with_conditions(TEMPLATE);
+        assert!(conditional.contains(&(
+            "KafkaOffsetLagAlarm".to_owned(),
+            Some("ReadKafka".to_owned())
+        )));
         assert!(ids.iter().all(|id| id.ends_with("Alarm")), "{ids:?}");
         assert!(
             !ids.iter().any(|id| id == "NotifierIteratorAgeAlarm"),

@@ -4,8 +4,8 @@ mod admission;
 mod memory;
 
 use admission::Admission;
+pub use memory::{catch_up, restore_from_archive, TRIM_INTERVAL};
 use memory::{consumer_settings, trim_consumed};
-pub use memory::{restore_from_archive, TRIM_INTERVAL};
 
 use std::sync::Arc;
 use std::time::Duration;
