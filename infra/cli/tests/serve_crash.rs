@@ -211,7 +211,8 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
         // Windows from shorter than the run to longer than it: killed with nothing, some or all
         // of the round's events archived.
         let serve = Serve::start(&dir, fastrand::u64(50..2_000));
-        still_there(&serve.base, &seen.lock().unwrap()).await;
+        let seen_before = seen.lock().unwrap().clone();
+        still_there(&serve.base, &seen_before).await;
         let stop = Arc::new(AtomicBool::new(false));
         let first_of_round = acked.lock().unwrap().len();
         let clients: Vec<_> = (0..CLIENTS)
@@ -264,7 +265,8 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     );
 
     let serve = Serve::start(&dir, 100);
-    still_there(&serve.base, &seen.lock().unwrap()).await;
+    let seen_before = seen.lock().unwrap().clone();
+    still_there(&serve.base, &seen_before).await;
     let http = reqwest::Client::new();
     for event in &acked {
         let answer = http
