@@ -530,3 +530,75 @@ async fn expired_keys_are_swept_as_new_ones_are_claimed() {
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes from many tasks at once share commits (the writer's groups) and still keep STATUS's
+/// rule and the feed's order: each id ends at the greatest version written to it, and its
+/// changes in the feed rise in version, each from the status before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_keep_statuss_rule_and_the_feeds_order() {
+    let dir = scratch();
+    let (disk, feed) = open(&dir, true);
+    let feed = feed.unwrap();
+    let writers: Vec<_> = (0..8u64)
+        .map(|seed| {
+            let disk = disk.clone();
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let mut written = Vec::new();
+                for _ in 0..300 {
+                    let row = row(
+                        rng.usize(0..4),
+                        rng.usize(0..3),
+                        rng.u8(0..4),
+                        rng.u16(0..500),
+                        true,
+                    );
+                    written.push(row.clone());
+                    disk.apply(row).await.unwrap();
+                }
+                written
+            })
+        })
+        .collect();
+    let mut newest: std::collections::HashMap<String, StatusRow> = Default::default();
+    for writer in writers {
+        for row in writer.await.unwrap() {
+            let kept = newest.entry(row.id.clone()).or_insert_with(|| row.clone());
+            if row.version > kept.version {
+                *kept = row;
+            }
+        }
+    }
+    for (id, row) in &newest {
+        assert_eq!(
+            StatusReader::get(disk.as_ref(), id).await.unwrap().as_ref(),
+            Some(row)
+        );
+    }
+    let FeedRead::Changes { entries, .. } = feed.read_from(None, 100_000).await.unwrap() else {
+        panic!("the feed reads from its start");
+    };
+    let mut last: std::collections::HashMap<String, (VersionKey, String)> = Default::default();
+    for entry in entries {
+        let change = entry.change;
+        let before = last.insert(
+            change.id.clone(),
+            (change.version.clone(), change.new_status.clone()),
+        );
+        match before {
+            Some((version, status)) => {
+                assert!(change.version > version, "{change:?} after {version:?}");
+                assert_eq!(change.old_status.as_ref(), Some(&status), "{change:?}");
+            }
+            None => assert_eq!(change.old_status, None, "{change:?}"),
+        }
+    }
+    for (id, row) in &newest {
+        assert_eq!(
+            last[id].0, row.version,
+            "the feed's last change of {id} is its row"
+        );
+    }
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}

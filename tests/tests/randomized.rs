@@ -13,7 +13,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use tidemark::adapters::Adapters;
 use tidemark::domain::{EventTime, SequenceNumber};
-use tidemark::ports::DeadLetterReader;
+use tidemark::ports::{DeadLetterReader, StatusScanner};
 use tidemark::run::esm::EsmSettings;
 use tidemark_cli::serve::{run, ServeSettings};
 use tidemark_tests::kafka::{kafka_log, over_kafka};
@@ -60,6 +60,45 @@ async fn in_memory_every_id_ends_at_its_newest_accepted_version() {
         0,
         "nothing valid was dead-lettered"
     );
+}
+
+/// The same check on `serve`'s storage engine: the log and the tables on disk, in a fresh
+/// directory, as `tidemark serve` runs by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_every_id_ends_at_its_newest_accepted_version() {
+    use tidemark::adapters::disk::{on_disk, DiskLog, DiskTables};
+    let dir = std::env::temp_dir().join(format!(
+        "tidemark-randomized-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let log = Arc::new(DiskLog::open(&dir, 4).unwrap());
+    let (tables, _) = DiskTables::open(&dir, 16 << 20, None).unwrap();
+    let adapters = on_disk(Adapters::memory(4), tables.clone())
+        .with_stream_writer(log.clone())
+        .with_shard_reader(log);
+    let events = env_usize("TIDEMARK_E2E_EVENTS", 4_000);
+    let ids = env_usize("TIDEMARK_E2E_IDS", 200);
+    let ids_in_status = randomized(adapters, quick_settings(), events, ids).await;
+    let mut rows = 0;
+    let mut start = None;
+    loop {
+        let page = tables.scan_page(start.as_deref()).await.unwrap();
+        rows += page.rows.len();
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(rows, ids_in_status, "no id missing, none invented");
+    assert!(
+        DeadLetterReader::list(tables.as_ref())
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing valid was dead-lettered"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same check through the real Kinesis and DynamoDB adapters against LocalStack.

@@ -178,7 +178,8 @@ impl IdempotencyStore for DiskTables {
         record: &IdempotencyRecord,
         now: EventTime,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.write(|txn| {
+        let record = record.clone();
+        self.write(move |txn| {
             let mut keys = txn.open_table(KEYS)?;
             let mut expiry = txn.open_table(EXPIRY)?;
             let now_secs = now.unix_millis().div_euclid(1000);
@@ -191,9 +192,10 @@ impl IdempotencyStore for DiskTables {
             if let Some(held) = held.as_ref().filter(|h| h.is_live(now)) {
                 return Ok(Some(held.clone()));
             }
-            put(&mut keys, &mut expiry, held.as_ref(), record)?;
+            put(&mut keys, &mut expiry, held.as_ref(), &record)?;
             Ok(None)
         })
+        .await
     }
 
     async fn take_over(

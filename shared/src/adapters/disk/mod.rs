@@ -17,6 +17,7 @@ mod log;
 mod records;
 mod tables;
 mod view;
+mod writer;
 
 pub use log::DiskLog;
 pub use tables::DiskTables;

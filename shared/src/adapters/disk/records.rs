@@ -25,7 +25,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
 #[async_trait]
 impl HistoryWriter for DiskTables {
     async fn put_many(&self, entries: Vec<HistoryEntry>) -> Result<HistoryWrite, StoreError> {
-        self.write(|txn| {
+        self.write(move |txn| {
             let mut table = txn.open_table(HISTORY)?;
             let mut write = HistoryWrite::default();
             for entry in entries {
@@ -42,6 +42,7 @@ impl HistoryWriter for DiskTables {
             }
             Ok(write)
         })
+        .await
     }
 }
 
@@ -79,13 +80,15 @@ impl HistoryReader for DiskTables {
 #[async_trait]
 impl DeadLetterWriter for DiskTables {
     async fn put(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.write(|txn| {
+        let letter = letter.clone();
+        self.write(move |txn| {
             txn.open_table(DEADLETTER)?.insert(
                 (letter.shard_id.as_str(), letter.sequence_number.as_str()),
-                encode_letter(letter).as_slice(),
+                encode_letter(&letter).as_slice(),
             )?;
             Ok::<(), WriteError>(())
         })
+        .await
     }
 }
 

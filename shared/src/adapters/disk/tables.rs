@@ -1,26 +1,29 @@
-//! The tables on disk: STATUS, OPLOG, HISTORY, DEADLETTER and the status view, each a redb table
-//! in one file, `DIR/tables.redb`, with exactly the conditions of the in-memory adapters.
+//! The tables on disk: STATUS, OPLOG, HISTORY, DEADLETTER, the status view and the idempotency
+//! keys, each a redb table in one file, `DIR/tables.redb`, with exactly the conditions of the
+//! in-memory adapters. Every write goes through one writer thread in group commits
+//! ([`super::writer`]); reads are redb's snapshots, never blocked by a write.
 //!
 //! ## Durability, and why a crash loses nothing a reader relies on
 //! Rows are committed without fsync (`Durability::None`); a checkpoint is committed with it
-//! (`Immediate`), off the async workers. redb makes a durable commit durable together with every
-//! commit before it, so when a checkpoint is on disk, so is everything the consumer wrote for
-//! the records it covers. A crash can lose only writes past a consumer's last checkpoint, and
-//! the consumer applies those records again from the log after the restart: every write here is
-//! idempotent and monotonic (conditional on the version, keyed by the record), as on AWS.
+//! (`Immediate`). redb makes a durable commit durable together with every commit before it, so
+//! when a checkpoint is on disk, so is everything the consumer wrote for the records it covers.
+//! A crash can lose only writes past a consumer's last checkpoint, and the consumer applies
+//! those records again from the log after the restart (before `serve` listens:
+//! `tidemark_cli::serve::catch_up`): every write here is idempotent and monotonic (conditional
+//! on the version, keyed by the record), as on AWS.
 //!
 //! Memory: redb caches at most `cache_bytes` of pages, whatever the history; rows live on disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
 use super::codec::{decode_progress, decode_row, decode_version, encode_progress, encode_row};
+use super::writer::Writer;
 use crate::adapters::memory::tables::item_size;
 use crate::adapters::memory::MemoryChangeFeed;
 use crate::domain::limits::MAX_DYNAMODB_ITEM_BYTES;
@@ -34,13 +37,12 @@ pub(super) const OPLOG: TableDefinition<&str, &[u8]> = TableDefinition::new("opl
 /// The file every table lives in, shared by the tables' adapters.
 pub struct DiskTables {
     db: Arc<Database>,
+    writer: Writer,
     path: PathBuf,
-    /// Held across a STATUS write and its change's append, so the feed has STATUS's order.
-    status_writes: Mutex<()>,
     changes: Option<Arc<MemoryChangeFeed>>,
 }
 
-fn failed(path: &Path, e: impl std::fmt::Display) -> String {
+pub(super) fn failed(path: &Path, e: impl std::fmt::Display) -> String {
     format!("the tables {}: {e}", path.display())
 }
 
@@ -71,11 +73,13 @@ impl DiskTables {
             super::keys::create_tables(&txn).map_err(|e| failed(&path, e))?;
         }
         txn.commit().map_err(|e| failed(&path, e))?;
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), path.clone())?;
         Ok((
             Arc::new(Self {
-                db: Arc::new(db),
+                db,
+                writer,
                 path,
-                status_writes: Mutex::new(()),
                 changes,
             }),
             new,
@@ -90,45 +94,22 @@ impl DiskTables {
         StoreError::Unavailable(failed(&self.path, e))
     }
 
-    /// Runs `write` in a transaction committed without fsync (see the module's note).
-    pub(super) fn write<T>(
+    /// Runs `write` in the writer's next transaction, committed without fsync (see the
+    /// module's note); answers once it is committed.
+    pub(super) async fn write<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&WriteTransaction) -> Result<T, WriteError>,
+        write: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| self.error(e))?;
-        let value = match write(&txn) {
-            Ok(value) => value,
-            Err(WriteError::Store(e)) => return Err(e),
-            Err(WriteError::Engine(e)) => return Err(self.error(e)),
-        };
-        txn.commit().map_err(|e| self.error(e))?;
-        Ok(value)
+        self.writer.write(false, write, |_| {}).await
     }
 
-    /// Runs `write` in a transaction committed with fsync, on a blocking thread: the commit
-    /// makes it and every earlier commit durable.
+    /// As [`Self::write`], committed with fsync: the commit makes it and every earlier one
+    /// durable.
     pub(super) async fn write_durably<T: Send + 'static>(
         &self,
         write: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        let path = self.path.clone();
-        let error = move |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(&path, e));
-        tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(|e| error(&e))?;
-            txn.set_quick_repair(true);
-            let value = match write(&txn) {
-                Ok(value) => value,
-                Err(WriteError::Store(e)) => return Err(e),
-                Err(WriteError::Engine(e)) => return Err(error(&e)),
-            };
-            txn.commit().map_err(|e| error(&e))?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| self.error(e))?
+        self.writer.write(true, write, |_| {}).await
     }
 
     pub(super) fn read<T>(
@@ -171,35 +152,42 @@ impl StatusWriter for DiskTables {
                 "Item size has exceeded the maximum allowed size ({size} bytes)"
             )));
         }
-        let _order = self.status_writes.lock().unwrap_or_else(|p| p.into_inner());
         let wants_before = self.changes.is_some();
-        let before = self.write(|txn| {
-            let mut table = txn.open_table(STATUS)?;
-            let stored = table.get(row.id.as_str())?;
-            let before = match &stored {
-                Some(bytes) if wants_before => Some(decode_row("STATUS", bytes.value())?),
-                Some(bytes) => {
-                    if decode_version("STATUS", bytes.value())? >= row.version {
+        let feed = self.changes.clone();
+        let applied = self
+            .writer
+            .write(
+                false,
+                move |txn| {
+                    let mut table = txn.open_table(STATUS)?;
+                    let stored = table.get(row.id.as_str())?;
+                    let before = match &stored {
+                        Some(bytes) if wants_before => Some(decode_row("STATUS", bytes.value())?),
+                        Some(bytes) => {
+                            if decode_version("STATUS", bytes.value())? >= row.version {
+                                return Ok(None);
+                            }
+                            None
+                        }
+                        None => None,
+                    };
+                    if before.as_ref().is_some_and(|b| b.version >= row.version) {
                         return Ok(None);
                     }
-                    None
-                }
-                None => None,
-            };
-            if before.as_ref().is_some_and(|b| b.version >= row.version) {
-                return Ok(None);
-            }
-            drop(stored);
-            table.insert(row.id.as_str(), encode_row(&row).as_slice())?;
-            Ok(Some(before))
-        })?;
-        let Some(before) = before else {
+                    drop(stored);
+                    table.insert(row.id.as_str(), encode_row(&row).as_slice())?;
+                    Ok(Some(StatusChange::between(before.as_ref(), &row)))
+                },
+                // After the commit, on the writer's thread: the feed gets STATUS's order.
+                move |applied: &Option<Option<StatusChange>>| {
+                    if let (Some(feed), Some(Some(change))) = (&feed, applied) {
+                        feed.append(change.clone());
+                    }
+                },
+            )
+            .await?;
+        if applied.is_none() {
             return Ok(ApplyOutcome::Stale);
-        };
-        if let Some(feed) = &self.changes {
-            if let Some(change) = StatusChange::between(before.as_ref(), &row) {
-                feed.append(change);
-            }
         }
         Ok(ApplyOutcome::Applied)
     }
@@ -296,7 +284,8 @@ impl CheckpointWriter for DiskTables {
     }
 
     async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
-        self.write(|txn| {
+        let behind = behind.clone();
+        self.write(move |txn| {
             let mut table = txn.open_table(OPLOG)?;
             let mut row = progress_of(&table, &behind.shard_id)?;
             let since = row
@@ -310,6 +299,7 @@ impl CheckpointWriter for DiskTables {
             table.insert(behind.shard_id.as_str(), encode_progress(&row).as_slice())?;
             Ok(())
         })
+        .await
     }
 }
 

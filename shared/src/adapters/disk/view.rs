@@ -58,22 +58,23 @@ impl StatusViewWriter for DiskTables {
     }
 
     async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError> {
-        self.write(|txn| {
+        let changes = changes.to_vec();
+        self.write(move |txn| {
             let mut entries = txn.open_table(ENTRIES)?;
-            for change in changes {
+            for change in &changes {
                 if entry_of(&entries, &change.after.id)? != change.before {
                     // Nothing is written: the transaction is dropped, not committed.
                     return Ok(ViewCommit::Conflict);
                 }
             }
             let mut counters = txn.open_table(COUNTERS)?;
-            for (CounterKey { shard_id, status }, delta) in counter_deltas(changes) {
+            for (CounterKey { shard_id, status }, delta) in counter_deltas(&changes) {
                 let key = (shard_id.as_str(), status.as_str());
                 let count = counters.get(key)?.map_or(0, |c| c.value()) + delta;
                 counters.insert(key, count)?;
             }
             let mut lists = txn.open_table(LISTS)?;
-            for change in changes {
+            for change in &changes {
                 if let Some(before) = &change.before {
                     lists.remove((
                         before.status.as_str(),
@@ -94,6 +95,7 @@ impl StatusViewWriter for DiskTables {
             }
             Ok(ViewCommit::Committed)
         })
+        .await
     }
 }
 

@@ -1,0 +1,168 @@
+//! The tables' one writer: every write is queued to a thread, and the writes queued while a
+//! transaction is under way share the next one (group commit). redb runs one write transaction
+//! at a time and each costs a commit, so a transaction per row held the processor to about
+//! 10,000 rows/s on this machine (BENCHMARKS.md); shared, the 32 rows a batch has in flight and
+//! the other consumers' writes cost one commit together.
+//!
+//! The writes of a group run in the order queued, each seeing those before it, exactly as if
+//! each were its own transaction. A write whose body fails with a decision (a refused item, a
+//! corrupt row) is answered with it and the others commit; an engine error in any body fails
+//! the whole group uncommitted, since that body may have stopped halfway. A group is committed
+//! with fsync when any of its writes asks for it (a checkpoint, a key's answer), which makes
+//! the others durable with it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::tables::{failed, WriteError};
+use crate::ports::StoreError;
+
+/// Writes one transaction takes at most, so one commit's latency stays bounded under load.
+const MAX_GROUP: usize = 256;
+/// Writes queued before a writer waits for room (backpressure).
+const QUEUE: usize = 4096;
+
+/// What a write does once its transaction's fate is known: the commit's error, if it failed.
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write's body: run in the group's transaction (or `None`: there is none), it returns how to
+/// answer once the group is committed, and whether it failed the engine.
+type Body = Box<dyn FnOnce(Option<&WriteTransaction>) -> (Finish, bool) + Send>;
+
+struct Queued {
+    body: Body,
+    durable: bool,
+}
+
+pub(super) struct Writer {
+    queue: mpsc::Sender<Queued>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Drop for Writer {
+    /// Lets the thread finish what is queued, so the file can be opened again at once.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<Database>, path: PathBuf) -> Result<Self, String> {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("tidemark-tables".into())
+            .spawn(move || run(&db, &thread_path, receiver))
+            .map_err(|e| failed(&path, e))?;
+        Ok(Self {
+            queue,
+            thread: Some(thread),
+            path,
+        })
+    }
+
+    /// Runs `body` in the next group's transaction and answers once it is committed (with
+    /// fsync when `durable`); `after` runs then, on the writer thread, in commit order.
+    pub(super) async fn write<T: Send + 'static>(
+        &self,
+        durable: bool,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, WriteError> + Send + 'static,
+        after: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let path = self.path.clone();
+        let body: Body = Box::new(move |txn| {
+            let outcome = txn.map(body);
+            let engine_failed = matches!(outcome, Some(Err(WriteError::Engine(_))));
+            let finish: Finish = Box::new(move |commit| {
+                let answer = match (outcome, commit) {
+                    (Some(Err(WriteError::Store(e))), _) => Err(e),
+                    (Some(Err(WriteError::Engine(e))), _) => {
+                        Err(StoreError::Unavailable(failed(&path, e)))
+                    }
+                    (_, Err(e)) => Err(e),
+                    (Some(Ok(value)), Ok(())) => {
+                        after(&value);
+                        Ok(value)
+                    }
+                    (None, Ok(())) => Err(StoreError::Unavailable(failed(&path, "no transaction"))),
+                };
+                let _ = reply.send(answer);
+            });
+            (finish, engine_failed)
+        });
+        let gone = || StoreError::Unavailable(failed(&self.path, "the tables are closed"));
+        self.queue
+            .send(Queued { body, durable })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn run(db: &Database, path: &std::path::Path, mut queue: mpsc::Receiver<Queued>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(write) => group.push(write),
+                Err(_) => break,
+            }
+        }
+        commit(db, path, group);
+    }
+}
+
+/// One transaction for the whole group; every write is answered after it.
+fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>) {
+    let error = |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(path, e));
+    let durable = group.iter().any(|write| write.durable);
+    let txn = db
+        .begin_write()
+        .map_err(|e| e.to_string())
+        .and_then(|mut txn| {
+            if durable {
+                // The allocator's state saved with the commit: no repair walk after a crash.
+                txn.set_quick_repair(true);
+            } else {
+                txn.set_durability(Durability::None)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(txn)
+        });
+    let txn = match txn {
+        Ok(txn) => txn,
+        Err(e) => {
+            for write in group {
+                let (finish, _) = (write.body)(None);
+                finish(Err(error(&e)));
+            }
+            return;
+        }
+    };
+    let mut finishes = Vec::with_capacity(group.len());
+    let mut engine_failed = false;
+    for write in group {
+        let (finish, failed_here) = (write.body)(Some(&txn));
+        engine_failed |= failed_here;
+        finishes.push(finish);
+    }
+    let committed = if engine_failed {
+        // Dropped uncommitted: nothing of the group is written.
+        Err(error(
+            &"a write failed halfway; nothing of its group was written",
+        ))
+    } else {
+        txn.commit().map_err(|e| error(&e))
+    };
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
