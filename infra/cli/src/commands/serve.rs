@@ -59,8 +59,10 @@ pub struct ServeArgs {
     /// Shards of the in-memory stream, or of the stream created when it is missing.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     shards: u32,
-    /// Records per batch handed to the processor (1 to 10,000).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Records per batch handed to each consumer (1 to 10,000). The template's default too; on
+    /// disk a batch's checkpoint and HISTORY write are one write each, so bigger batches cost
+    /// less per record (BENCHMARKS.md).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch_size: u32,
     /// Batching window in milliseconds: how long a shard gathers records before a batch
     /// smaller than --batch-size is processed (the "settle" delay).

@@ -4,13 +4,16 @@
 //! ([`super::writer`]); reads are redb's snapshots, never blocked by a write.
 //!
 //! ## Durability, and why a crash loses nothing a reader relies on
-//! Rows are committed without fsync (`Durability::None`); a checkpoint is committed with it
-//! (`Immediate`). redb makes a durable commit durable together with every commit before it, so
-//! when a checkpoint is on disk, so is everything the consumer wrote for the records it covers.
-//! A crash can lose only writes past a consumer's last checkpoint, and the consumer applies
-//! those records again from the log after the restart (before `serve` listens:
+//! Rows and checkpoints are committed without fsync (`Durability::None`), and every half second
+//! of writes one commit is made with it (`Immediate`, [`super::writer`]). redb makes a durable
+//! commit durable together with every commit before it, in order, so what is on disk after a
+//! crash is the tables as they were at some commit: whatever checkpoint a consumer has there,
+//! everything it wrote for the records that checkpoint covers is there too. A crash loses at
+//! most the last half second of writes, all of them past the checkpoints on disk, and the
+//! consumers apply those records again from the log after the restart (before `serve` listens:
 //! `tidemark_cli::serve::catch_up`): every write here is idempotent and monotonic (conditional
-//! on the version, keyed by the record), as on AWS.
+//! on the version, keyed by the record), as on AWS. The log, not the tables, is what makes a
+//! `202` durable.
 //!
 //! Memory: redb caches at most `cache_bytes` of pages, whatever the history; rows live on disk.
 
@@ -255,10 +258,9 @@ fn progress_of(
 
 #[async_trait]
 impl CheckpointWriter for DiskTables {
-    /// Durable (fsync), unlike every other write: see the module's note.
     async fn advance(&self, checkpoint: &Checkpoint) -> Result<AdvanceOutcome, StoreError> {
         let checkpoint = checkpoint.clone();
-        self.write_durably(move |txn| {
+        self.write(move |txn| {
             let mut table = txn.open_table(OPLOG)?;
             let mut row = progress_of(&table, &checkpoint.shard_id)?;
             let total = match &row.checkpoint {

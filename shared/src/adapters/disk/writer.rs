@@ -7,9 +7,14 @@
 //! The writes of a group run in the order queued, each seeing those before it, exactly as if
 //! each were its own transaction. A write whose body fails with a decision (a refused item, a
 //! corrupt row) is answered with it and the others commit; an engine error in any body fails
-//! the whole group uncommitted, since that body may have stopped halfway. A group is committed
-//! with fsync when any of its writes asks for it (a checkpoint, a key's answer), which makes
-//! the others durable with it.
+//! the whole group uncommitted, since that body may have stopped halfway.
+//!
+//! A group is committed with fsync when one of its writes asks for it (a key's answer) or when
+//! the last such commit is [`DURABLE_EVERY`] old; the others are not, and become durable with
+//! the next one that is. A durable commit writes every page changed since the last one, and
+//! one per checkpoint was most of the writer's time (BENCHMARKS.md); what a crash loses of the
+//! tables is then at most that long of writes, which the consumers apply again from the log
+//! (`tables.rs` says why that is sound).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +29,9 @@ use crate::ports::StoreError;
 const MAX_GROUP: usize = 256;
 /// Writes queued before a writer waits for room (backpressure).
 const QUEUE: usize = 4096;
+/// How old the last durable commit may be before the next group is made durable: bounds what a
+/// crash makes the consumers apply again, and the pages held in memory until then.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What a write does once its transaction's fate is known: the commit's error, if it failed.
 type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -108,6 +116,7 @@ impl Writer {
 }
 
 fn run(db: &Database, path: &std::path::Path, mut queue: mpsc::Receiver<Queued>) {
+    let mut last_durable = std::time::Instant::now();
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -116,14 +125,18 @@ fn run(db: &Database, path: &std::path::Path, mut queue: mpsc::Receiver<Queued>)
                 Err(_) => break,
             }
         }
-        commit(db, path, group);
+        let durable =
+            group.iter().any(|write| write.durable) || last_durable.elapsed() >= DURABLE_EVERY;
+        if commit(db, path, group, durable) && durable {
+            last_durable = std::time::Instant::now();
+        }
     }
 }
 
-/// One transaction for the whole group; every write is answered after it.
-fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>) {
+/// One transaction for the whole group; every write is answered after it. Whether it was
+/// committed.
+fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>, durable: bool) -> bool {
     let error = |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(path, e));
-    let durable = group.iter().any(|write| write.durable);
     let txn = db
         .begin_write()
         .map_err(|e| e.to_string())
@@ -144,7 +157,7 @@ fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>) {
                 let (finish, _) = (write.body)(None);
                 finish(Err(error(&e)));
             }
-            return;
+            return false;
         }
     };
     let mut finishes = Vec::with_capacity(group.len());
@@ -162,7 +175,9 @@ fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>) {
     } else {
         txn.commit().map_err(|e| error(&e))
     };
+    let ok = committed.is_ok();
     for finish in finishes {
         finish(committed.clone());
     }
+    ok
 }
