@@ -16,6 +16,7 @@ use crate::domain::{EventTime, SequenceNumber, VersionKey};
 
 mod archive;
 mod changes;
+mod progress;
 mod status_view;
 pub use archive::*;
 pub use changes::*;

@@ -21,9 +21,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::adapters::memory::{
-    even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name, validate_record,
+    even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name,
+    validate_put_records, validate_record,
 };
-use crate::domain::limits::{MAX_BATCH_EVENTS, MAX_GET_RECORDS, MAX_PUT_RECORDS_BYTES};
+use crate::domain::limits::MAX_GET_RECORDS;
 use crate::domain::{Clock, EventTime, SequenceNumber, SystemClock};
 use crate::ports::*;
 
@@ -301,19 +302,7 @@ impl StreamWriter for DiskLog {
         &self,
         records: &[OutgoingRecord],
     ) -> Result<Vec<PutEntryResult>, StreamError> {
-        if records.is_empty() || records.len() > MAX_BATCH_EVENTS {
-            return Err(StreamError::Invalid(format!(
-                "PutRecords takes 1 to {MAX_BATCH_EVENTS} records, got {}",
-                records.len()
-            )));
-        }
-        let total: usize = records.iter().map(OutgoingRecord::size).sum();
-        if total > MAX_PUT_RECORDS_BYTES {
-            return Err(StreamError::Invalid(format!(
-                "PutRecords request is {total} bytes, more than {MAX_PUT_RECORDS_BYTES}"
-            )));
-        }
-        records.iter().try_for_each(validate_record)?;
+        validate_put_records(records)?;
         let routed = records
             .iter()
             .map(|r| (self.shard_of(&r.partition_key), r.clone()))

@@ -248,11 +248,7 @@ fn progress_of(
 ) -> Result<ShardProgress, WriteError> {
     Ok(match txn_table.get(key)? {
         Some(bytes) => decode_progress("OPLOG", key, bytes.value())?,
-        None => ShardProgress {
-            shard_id: key.to_owned(),
-            checkpoint: None,
-            behind: None,
-        },
+        None => ShardProgress::unknown(key),
     })
 }
 
@@ -263,19 +259,9 @@ impl CheckpointWriter for DiskTables {
         self.write(move |txn| {
             let mut table = txn.open_table(OPLOG)?;
             let mut row = progress_of(&table, &checkpoint.shard_id)?;
-            let total = match &row.checkpoint {
-                Some(stored) if stored.sequence_number >= checkpoint.sequence_number => {
-                    return Ok(AdvanceOutcome::AlreadyPast)
-                }
-                Some(stored) => stored.records_applied + checkpoint.records_applied,
-                None => checkpoint.records_applied,
-            };
-            row.checkpoint = Some(Checkpoint {
-                records_applied: total,
-                ..checkpoint.clone()
-            });
-            // Progress: the next batch that falls behind starts a new "since".
-            row.behind = None;
+            if !row.advance(&checkpoint) {
+                return Ok(AdvanceOutcome::AlreadyPast);
+            }
             table.insert(
                 checkpoint.shard_id.as_str(),
                 encode_progress(&row).as_slice(),
@@ -290,14 +276,7 @@ impl CheckpointWriter for DiskTables {
         self.write(move |txn| {
             let mut table = txn.open_table(OPLOG)?;
             let mut row = progress_of(&table, &behind.shard_id)?;
-            let since = row
-                .behind
-                .as_ref()
-                .map_or_else(|| behind.since.clone(), |b| b.since.clone());
-            row.behind = Some(Behind {
-                since,
-                ..behind.clone()
-            });
+            row.note_behind(&behind);
             table.insert(behind.shard_id.as_str(), encode_progress(&row).as_slice())?;
             Ok(())
         })

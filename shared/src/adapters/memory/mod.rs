@@ -14,8 +14,8 @@ pub use archive::{MemoryArchive, MemoryHistoryStore};
 pub use changes::{MemoryChangeBus, MemoryChangeFeed, DEFAULT_FEED_CAPACITY};
 pub use status_view::MemoryStatusView;
 pub use stream::{
-    even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name, validate_record,
-    MemoryStream,
+    even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name,
+    validate_put_records, validate_record, MemoryStream,
 };
 pub use tables::{
     MemoryCheckpointStore, MemoryDeadLetterStore, MemoryIdempotencyStore, MemoryStatusStore,

@@ -233,6 +233,24 @@ impl MemoryStream {
     }
 }
 
+/// Kinesis's bounds on one PutRecords request: 1 to 500 records, 5 MiB in all, each record
+/// valid. Like Kinesis, a request with an invalid entry is refused whole: nothing is appended.
+pub fn validate_put_records(records: &[OutgoingRecord]) -> Result<(), StreamError> {
+    if records.is_empty() || records.len() > MAX_BATCH_EVENTS {
+        return Err(StreamError::Invalid(format!(
+            "PutRecords takes 1 to {MAX_BATCH_EVENTS} records, got {}",
+            records.len()
+        )));
+    }
+    let total: usize = records.iter().map(OutgoingRecord::size).sum();
+    if total > MAX_PUT_RECORDS_BYTES {
+        return Err(StreamError::Invalid(format!(
+            "PutRecords request is {total} bytes, more than {MAX_PUT_RECORDS_BYTES}"
+        )));
+    }
+    records.iter().try_for_each(validate_record)
+}
+
 /// Kinesis's bounds on one record: a partition key of 1 to 256 characters, 1 MiB in all.
 pub fn validate_record(record: &OutgoingRecord) -> Result<(), StreamError> {
     let key_chars = record.partition_key.chars().count();
@@ -274,20 +292,7 @@ impl StreamWriter for MemoryStream {
         records: &[OutgoingRecord],
     ) -> Result<Vec<PutEntryResult>, StreamError> {
         self.put_many_calls.fetch_add(1, Ordering::Relaxed);
-        if records.is_empty() || records.len() > MAX_BATCH_EVENTS {
-            return Err(StreamError::Invalid(format!(
-                "PutRecords takes 1 to {MAX_BATCH_EVENTS} records, got {}",
-                records.len()
-            )));
-        }
-        let total: usize = records.iter().map(OutgoingRecord::size).sum();
-        if total > MAX_PUT_RECORDS_BYTES {
-            return Err(StreamError::Invalid(format!(
-                "PutRecords request is {total} bytes, more than {MAX_PUT_RECORDS_BYTES}"
-            )));
-        }
-        // Like Kinesis, a request with an invalid entry is refused whole: nothing is appended.
-        records.iter().try_for_each(validate_record)?;
+        validate_put_records(records)?;
         records
             .iter()
             .try_fold(Vec::with_capacity(records.len()), |mut results, r| {

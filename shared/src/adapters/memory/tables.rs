@@ -147,44 +147,18 @@ impl CheckpointWriter for MemoryCheckpointStore {
         let mut rows = lock(&self.rows);
         let row = rows
             .entry(checkpoint.shard_id.clone())
-            .or_insert_with(|| ShardProgress {
-                shard_id: checkpoint.shard_id.clone(),
-                checkpoint: None,
-                behind: None,
-            });
-        let total = match &row.checkpoint {
-            Some(stored) if stored.sequence_number >= checkpoint.sequence_number => {
-                return Ok(AdvanceOutcome::AlreadyPast)
-            }
-            Some(stored) => stored.records_applied + checkpoint.records_applied,
-            None => checkpoint.records_applied,
-        };
-        row.checkpoint = Some(Checkpoint {
-            records_applied: total,
-            ..checkpoint.clone()
-        });
-        // Progress: the next batch that falls behind starts a new "since".
-        row.behind = None;
+            .or_insert_with(|| ShardProgress::unknown(&checkpoint.shard_id));
+        if !row.advance(checkpoint) {
+            return Ok(AdvanceOutcome::AlreadyPast);
+        }
         Ok(AdvanceOutcome::Advanced)
     }
 
     async fn note_behind(&self, behind: &Behind) -> Result<(), StoreError> {
-        let mut rows = lock(&self.rows);
-        let row = rows
+        lock(&self.rows)
             .entry(behind.shard_id.clone())
-            .or_insert_with(|| ShardProgress {
-                shard_id: behind.shard_id.clone(),
-                checkpoint: None,
-                behind: None,
-            });
-        let since = row
-            .behind
-            .as_ref()
-            .map_or_else(|| behind.since.clone(), |b| b.since.clone());
-        row.behind = Some(Behind {
-            since,
-            ..behind.clone()
-        });
+            .or_insert_with(|| ShardProgress::unknown(&behind.shard_id))
+            .note_behind(behind);
         Ok(())
     }
 }
