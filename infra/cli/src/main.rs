@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-/// With `--features mimalloc`: the allocator the processor function runs with, so
-/// `bench-dynamodb` measures what Lambda runs.
+/// mimalloc (the default feature): the allocator the processor function runs with, so
+/// `bench-dynamodb` measures what Lambda runs, and one that gives freed memory back, so `serve`'s
+/// memory stays flat over millions of events (BENCHMARKS.md).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
