@@ -26,9 +26,10 @@ use tokio::sync::watch;
 use super::fail;
 
 /// With --in-memory, idempotency keys live an hour unless `TIDEMARK_IDEMPOTENCY_TTL_HOURS` says
-/// otherwise (on disk they live as long as on AWS): `serve` then holds every live key in memory (0.8 KB each, measured with a 300-byte
-/// answer), and a day of keys at a steady keyed load would outgrow a laptop (100 keyed events/s
-/// for a day: 7 GB); an hour (290 MB at that rate) covers any client's retries.
+/// otherwise (on disk they live as long as on AWS): `serve` then holds every live key in memory
+/// (0.8 KB each, measured with a 300-byte answer), and a day of keys at a steady keyed load
+/// would outgrow a laptop (100 keyed events/s for a day: 7 GB); an hour (290 MB at that rate)
+/// covers any client's retries.
 const MEMORY_IDEMPOTENCY_TTL: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,11 +98,11 @@ pub struct ServeArgs {
     /// throwaway runs).
     #[arg(long, conflicts_with = "data_dir")]
     in_memory: bool,
-    /// With --data-dir: MiB of the tables' file kept in memory (the rest is read from disk).
+    /// On disk: MiB of the tables' file kept in memory (the rest is read from disk).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     cache_mib: u32,
-    /// In memory: changes of STATUS kept for `GET /changes` (the oldest go first; a cursor
-    /// older than what is kept is answered 410).
+    /// Without an endpoint: changes of STATUS kept for `GET /changes` (the oldest go first; a
+    /// cursor older than what is kept is answered 410).
     #[arg(long, default_value_t = DEFAULT_FEED_CAPACITY as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     change_feed_capacity: u32,
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
@@ -140,7 +141,8 @@ impl ServeArgs {
     async fn adapters(&self) -> Result<Built, String> {
         let (adapters, description, new_tables) = self.tables().await?;
         let Some(topic) = &self.log else {
-            // With --data-dir (in memory only, `tables` says so) the stream is the log on disk.
+            // Locally with a data directory (`tables` refuses one elsewhere), the stream is the
+            // log on disk.
             let Some(dir) = self.data_dir() else {
                 return Ok(Built {
                     adapters,
