@@ -214,8 +214,8 @@ impl Writer {
     fn commit(&self, group: &[Write]) -> Result<Vec<Vec<PutAck>>, String> {
         let fail = |e: &dyn std::fmt::Display| failed(&self.path, e);
         let mut txn = self.db.begin_write().map_err(|e| fail(&e))?;
-        // The allocator's state is saved with each commit, so opening the file after a crash
-        // needs no repair walk over all of it: restart time does not grow with the log.
+        // The allocator's state is saved with each commit, meant to spare opening the file after
+        // a crash a repair walk over all of it (measured: BENCHMARKS.md, restart after kill -9).
         txn.set_quick_repair(true);
         let mut answers = Vec::with_capacity(group.len());
         {

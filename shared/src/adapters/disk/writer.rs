@@ -142,7 +142,7 @@ fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>, durable: bo
         .map_err(|e| e.to_string())
         .and_then(|mut txn| {
             if durable {
-                // The allocator's state saved with the commit: no repair walk after a crash.
+                // The allocator's state saved with the commit, as in the log (log.rs).
                 txn.set_quick_repair(true);
             } else {
                 txn.set_durability(Durability::None)
