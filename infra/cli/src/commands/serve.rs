@@ -124,9 +124,11 @@ impl ServeArgs {
     }
 
     /// The data directory, when there is one: locally, --data-dir or the default unless
-    /// --in-memory; against an endpoint only what was given (refused by `tables`).
+    /// --in-memory; against an endpoint only what was given (refused by `tables`). Over a Kafka
+    /// topic only what was given: the default directory's checkpoints may be of another log (the
+    /// disk log's numbers), and resuming a topic after them would skip its records.
     fn data_dir(&self) -> Option<std::path::PathBuf> {
-        if !self.local() || self.in_memory {
+        if !self.local() || self.in_memory || self.log.is_some() {
             return self.data_dir.clone();
         }
         Some(
