@@ -11,73 +11,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Serve;
 use serde_json::{json, Value};
 use tidemark::domain::SequenceNumber;
+
+mod common;
 
 const ROUNDS: usize = 4;
 const CLIENTS: usize = 4;
 
-struct Serve {
-    child: Child,
-    base: String,
-    /// What it printed before it listened.
-    started: Vec<String>,
-}
-
-impl Serve {
-    fn start(dir: &Path, window_ms: u64) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2"])
-            .arg("--batch-window-ms")
-            .arg(window_ms.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .env_remove("AWS_ENDPOINT_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the tidemark binary starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut started = Vec::new();
-        let base = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| {
-                    panic!("serve --data-dir {} exited before listening", dir.display())
-                })
-                .unwrap();
-            if let Some(word) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break word.to_owned();
-            }
-            started.push(line);
-        };
-        // Keep reading what it prints, so a full pipe never stalls it.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            base,
-            started,
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `serve` on `dir` with two shards and a batching window of `window_ms`.
+fn start(dir: &Path, window_ms: u64) -> Serve {
+    let window_ms = window_ms.to_string();
+    Serve::start(dir, &["--shards", "2", "--batch-window-ms", &window_ms])
 }
 
 /// An event the server answered 202 to.
@@ -210,7 +162,7 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     for round in 0..ROUNDS {
         // Windows from shorter than the run to longer than it: killed with nothing, some or all
         // of the round's events archived.
-        let serve = Serve::start(&dir, fastrand::u64(50..2_000));
+        let serve = start(&dir, fastrand::u64(50..2_000));
         let seen_before = seen.lock().unwrap().clone();
         still_there(&serve.base, &seen_before).await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -264,7 +216,7 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
         "a sequence number was given twice"
     );
 
-    let serve = Serve::start(&dir, 100);
+    let serve = start(&dir, 100);
     let seen_before = seen.lock().unwrap().clone();
     still_there(&serve.base, &seen_before).await;
     let http = reqwest::Client::new();
@@ -336,7 +288,7 @@ async fn nothing_answered_202_is_lost_to_kill_9_and_no_number_is_given_twice() {
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
     serve.kill_9();
-    let serve = Serve::start(&dir, 100);
+    let serve = start(&dir, 100);
     assert!(
         !serve.started.iter().any(|l| l.contains("restored")),
         "a restart over tables on disk replays nothing: {:?}",

@@ -15,7 +15,7 @@ use super::dynamodb::{
     DynamoStatusStore, DynamoStatusView,
 };
 use super::kinesis::KinesisStream;
-use super::memory::MemoryBackend;
+use super::memory::{MemoryBackend, MemoryStream};
 use super::mirror::{MirrorMarkedCheckpoints, MirroredStatusWriter};
 use super::no_history::NoHistory;
 use super::s3::S3Archive;
@@ -234,6 +234,17 @@ impl Adapters {
             Backend::Memory(memory) => Some(memory),
             Backend::Aws(_) => None,
         }
+    }
+
+    /// The in-memory stream, when it is the one this set reads: `None` on AWS and when another
+    /// log (on disk, a Kafka topic, a wrapper) took its place, so that whoever trims the
+    /// in-memory stream does nothing when nobody writes to it.
+    pub fn memory_stream(&self) -> Option<Arc<MemoryStream>> {
+        let memory = self.memory_backend()?;
+        let reader = self.shard_reader();
+        // Addresses only: the same object behind both pointers.
+        std::ptr::addr_eq(Arc::as_ptr(&reader), Arc::as_ptr(&memory.stream))
+            .then(|| memory.stream.clone())
     }
 
     capability!(stream_writer, with_stream_writer: StreamWriter,

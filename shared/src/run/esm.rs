@@ -200,25 +200,28 @@ impl EventSourceMapping {
     /// Once the pollers have stopped: consumes every shard from its checkpoint to the end of
     /// what the stream holds, batch by batch, so that what was accepted before a graceful stop is
     /// consumed before the process ends (`serve` in memory, whose stream does not outlive it). A
-    /// shard whose batch fails is left there, with a warning; the others go on.
-    pub async fn drain(&self) {
+    /// shard whose batch fails is left there, with a warning; the others go on. How many records
+    /// were consumed.
+    pub async fn drain(&self) -> usize {
         let shards = match self.shards.list_shards().await {
             Ok(shards) => shards,
             Err(e) => {
                 tracing::warn!(error = %e, "listing shards to drain them failed");
-                return;
+                return 0;
             }
         };
+        let mut consumed = 0;
         for shard in shards {
             let shard_id = shard.shard_id;
-            if let Err(e) = self.drain_shard(&shard_id).await {
+            if let Err(e) = self.drain_shard(&shard_id, &mut consumed).await {
                 tracing::warn!(%shard_id, consumer = self.name.as_str(), error = %e,
                     "records accepted before the stop were not all consumed");
             }
         }
+        consumed
     }
 
-    async fn drain_shard(&self, shard_id: &str) -> Result<(), String> {
+    async fn drain_shard(&self, shard_id: &str, consumed: &mut usize) -> Result<(), String> {
         let position = match self
             .checkpoint_reader
             .get(shard_id)
@@ -238,6 +241,7 @@ impl EventSourceMapping {
             if let Some(failed) = outcome.failure {
                 return Err(format!("the batch failed at {failed}"));
             }
+            *consumed += batch.len();
         }
         Ok(())
     }

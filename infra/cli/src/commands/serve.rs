@@ -17,8 +17,8 @@ use tidemark::config::{
 use tidemark::run::esm::{EsmSettings, DEFAULT_MAX_RETRY_ATTEMPTS};
 use tidemark::run::registry::Registry;
 use tidemark_cli::serve::{
-    aws_adapters, catch_up, default_poll_interval, restore_from_archive, run_registry,
-    NetworkSettings, ServeSettings, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    aws_adapters, catch_up, default_poll_interval, restore_from_archive, NetworkSettings,
+    ServeSettings, SnapshotSchedule, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
@@ -105,6 +105,15 @@ pub struct ServeArgs {
     /// cursor older than what is kept is answered 410).
     #[arg(long, default_value_t = DEFAULT_FEED_CAPACITY as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     change_feed_capacity: u32,
+    /// On disk: every N seconds a snapshot of STATUS and of the status view into
+    /// DIR/archive/snapshots/, for `tidemark rebuild --data-dir DIR --from-snapshot latest`
+    /// (docs/serve.md#snapshots). Off by default: the tables are durable, so a snapshot only
+    /// bounds a rebuild, and each one scans the views.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    snapshot_interval_secs: Option<u64>,
+    /// With --snapshot-interval-secs: the newest snapshots of each view kept.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000), requires = "snapshot_interval_secs")]
+    keep_snapshots: u32,
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
@@ -266,6 +275,18 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         (Ok(p), Ok(l), Ok(t), Ok(s)) => (p, l, t, s),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return fail(&e),
     };
+    let snapshots = match args.snapshot_interval_secs {
+        Some(_) if !args.local() || args.data_dir().is_none() => {
+            return fail(
+                &"--snapshot-interval-secs takes snapshots of the tables in a data directory:                   not with --in-memory, an endpoint or a Kafka log without --data-dir",
+            )
+        }
+        Some(secs) => Some(SnapshotSchedule {
+            every: Duration::from_secs(secs),
+            keep: args.keep_snapshots as usize,
+        }),
+        None => None,
+    };
     let keys_in_memory = args.local() && args.data_dir().is_none();
     let idempotency_ttl = if keys_in_memory && std::env::var_os(IDEMPOTENCY_TTL_HOURS_VAR).is_none()
     {
@@ -294,6 +315,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             max_connections_per_client: args.max_connections_per_client as usize,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         },
+        snapshots,
         ..ServeSettings::default()
     };
     let Built {
@@ -325,7 +347,20 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     }
     if log.is_some() {
-        catch_up(&adapters, &Registry::standard(), &settings).await;
+        let started = std::time::Instant::now();
+        let applied = catch_up(&adapters, &Registry::standard(), &settings).await;
+        // Only after a crash (a graceful stop consumes everything first): say what it cost.
+        if applied.iter().any(|(_, records)| *records > 0) {
+            let each: Vec<String> = applied
+                .iter()
+                .map(|(name, records)| format!("{name} {records}"))
+                .collect();
+            println!(
+                "caught up on the log before listening, in {} ms: records applied again by {}",
+                started.elapsed().as_millis(),
+                each.join(", ")
+            );
+        }
     }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -349,15 +384,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     });
     // Kept open until serve ends: dropping the last handle closes the file.
     let _log = log;
-    match run_registry(
-        &Registry::standard(),
-        adapters,
-        listener,
-        settings,
-        shutdown,
-    )
-    .await
-    {
+    match tidemark_cli::serve::run(adapters, listener, settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

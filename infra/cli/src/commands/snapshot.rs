@@ -18,6 +18,8 @@ use tidemark::run::snapshot::{
     list_snapshots, prune_snapshots, take_snapshot, SnapshotSource, StatusRows, StatusViewEntries,
 };
 
+use tidemark_cli::serve::{snapshot_tables, StoppedDataDir};
+
 use super::fail;
 use super::rebuild::View;
 
@@ -32,6 +34,10 @@ pub struct SnapshotArgs {
     /// A local archive directory instead.
     #[arg(long)]
     archive_dir: Option<PathBuf>,
+    /// The data directory of a stopped `tidemark serve`: a snapshot of its tables into its
+    /// archive (a running serve takes its own with --snapshot-interval-secs).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["archive_bucket", "archive_dir"])]
+    data_dir: Option<PathBuf>,
     /// Which view: STATUS (`status`) or the status view (`status-view`: its entries; its
     /// counters and lists are rebuilt from them when loaded).
     #[arg(long, value_enum, default_value = "status")]
@@ -49,6 +55,9 @@ trait Archive: ArchiveReader + ArchiveWriter + ArchivePruner {}
 impl<T: ArchiveReader + ArchiveWriter + ArchivePruner> Archive for T {}
 
 pub async fn run(args: SnapshotArgs) -> ExitCode {
+    if let Some(dir) = &args.data_dir {
+        return of_data_dir(dir, &args).await;
+    }
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
     let archive: Box<dyn Archive> = match (&args.archive_dir, &args.archive_bucket) {
         (Some(dir), _) => match MemoryArchive::in_directory(dir) {
@@ -64,27 +73,7 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
     };
     let view = args.view.snapshots();
     if args.list {
-        let listed = match list_snapshots(archive.as_ref(), view).await {
-            Ok(listed) => listed,
-            Err(e) => return fail(&e),
-        };
-        if listed.is_empty() {
-            println!("no snapshots");
-        }
-        for entry in listed {
-            match entry {
-                Ok(m) => println!(
-                    "{}  taken {}  {} rows  {} bytes  {} shards",
-                    m.id,
-                    m.taken_at,
-                    m.rows,
-                    m.body_bytes,
-                    m.positions.len()
-                ),
-                Err((key, error)) => println!("{key}  UNUSABLE: {error}"),
-            }
-        }
-        return ExitCode::SUCCESS;
+        return list(archive.as_ref(), view).await;
     }
     let adapters = Adapters::aws(&sdk, &ResourceNames::from_env_or_defaults());
     let started = std::time::Instant::now();
@@ -138,6 +127,68 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
             ),
             Err(e) => return fail(&e),
         }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn list(archive: &dyn ArchiveReader, view: &str) -> ExitCode {
+    let listed = match list_snapshots(archive, view).await {
+        Ok(listed) => listed,
+        Err(e) => return fail(&e),
+    };
+    if listed.is_empty() {
+        println!("no snapshots");
+    }
+    for entry in listed {
+        match entry {
+            Ok(m) => println!(
+                "{}  taken {}  {} rows  {} bytes  {} shards",
+                m.id,
+                m.taken_at,
+                m.rows,
+                m.body_bytes,
+                m.positions.len()
+            ),
+            Err((key, error)) => println!("{key}  UNUSABLE: {error}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--data-dir`: the tables of a stopped `serve`, into its own archive.
+async fn of_data_dir(dir: &std::path::Path, args: &SnapshotArgs) -> ExitCode {
+    let data = match StoppedDataDir::open(dir) {
+        Ok(data) => data,
+        Err(e) => return fail(&e),
+    };
+    if args.list {
+        return list(data.archive.as_ref(), args.view.snapshots()).await;
+    }
+    let started = std::time::Instant::now();
+    let keep = args.keep.map(|keep| keep as usize);
+    let taken = match snapshot_tables(&data.adapters, &data.archive, args.view.disk(), keep).await {
+        Ok(taken) => taken,
+        Err(e) => return fail(&e),
+    };
+    println!(
+        "snapshot {} of {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; rebuild from \
+         it with: tidemark rebuild --data-dir {} --view {} --from-snapshot {}",
+        taken.manifest.id,
+        args.view.snapshots(),
+        taken.manifest.rows,
+        taken.manifest.body_bytes,
+        taken.manifest.positions.len(),
+        started.elapsed().as_secs_f64(),
+        dir.display(),
+        args.view.snapshots(),
+        taken.manifest.id
+    );
+    if !taken.pruned.is_empty() {
+        println!(
+            "deleted {} older snapshots: {}",
+            taken.pruned.len(),
+            taken.pruned.join(", ")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -71,15 +71,19 @@ pub async fn restore_from_archive(
 /// have seen it; it came from a record in the log past that checkpoint (the log is synced before
 /// a record can be read), so applying those records again before the first read is served means
 /// no read after a restart shows an id older than a read before it. The work is the records
-/// past the checkpoints, not the history.
-pub async fn catch_up(adapters: &Adapters, registry: &Registry, settings: &ServeSettings) {
+/// past the checkpoints, not the history. How many records each consumer applied, by name.
+pub async fn catch_up(
+    adapters: &Adapters,
+    registry: &Registry,
+    settings: &ServeSettings,
+) -> Vec<(&'static str, usize)> {
     let consumer_settings = consumer_settings(settings.processor);
-    for registration in registry.iter() {
-        registration
-            .mapping(adapters, &consumer_settings, settings.esm)
-            .drain()
-            .await;
-    }
+    // All at once, as when serving: their writes share the tables' commits.
+    futures::future::join_all(registry.iter().map(|registration| {
+        let mapping = registration.mapping(adapters, &consumer_settings, settings.esm);
+        async move { (registration.name.as_str(), mapping.drain().await) }
+    }))
+    .await
 }
 
 /// Every consumer over the same records, noting the newest sequence number.

@@ -2,10 +2,15 @@
 
 mod admission;
 mod memory;
+mod snapshots;
 
 use admission::Admission;
 pub use memory::{catch_up, restore_from_archive, TRIM_INTERVAL};
 use memory::{consumer_settings, trim_consumed};
+use snapshots::take_snapshots;
+pub use snapshots::{
+    snapshot_tables, snapshots_of, SnapshotSchedule, StoppedDataDir, Taken, LOCAL_VIEWS,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +128,8 @@ pub struct ServeSettings {
     pub stuck_after: Option<Duration>,
     pub retry: RetryPolicy,
     pub network: NetworkSettings,
+    /// With the tables on disk: rolling snapshots of the views into the data directory.
+    pub snapshots: Option<SnapshotSchedule>,
 }
 
 #[derive(Clone)]
@@ -168,15 +175,25 @@ pub async fn run_registry(
         .iter()
         .map(|m| tokio::spawn(m.clone().run(shutdown.clone())))
         .collect();
-    let trim_task = adapters.memory_backend().map(|memory| {
+    let trim_task = adapters.memory_stream().map(|stream| {
         tokio::spawn(trim_consumed(
-            memory.stream.clone(),
+            stream,
             registry
                 .names()
                 .map(|name| adapters.checkpoints_of(name).reader)
                 .collect(),
             shutdown.clone(),
         ))
+    });
+
+    let snapshot_task = settings.snapshots.and_then(|schedule| {
+        let archive = adapters.memory_backend()?.archive.clone();
+        Some(tokio::spawn(take_snapshots(
+            adapters.clone(),
+            archive,
+            schedule,
+            shutdown.clone(),
+        )))
     });
 
     let mut ingest = IngestApi::new(
@@ -206,16 +223,16 @@ pub async fn run_registry(
     for task in tasks {
         let _ = task.await;
     }
-    // In memory the stream ends with the process: what was accepted is consumed first, so a
-    // graceful stop of `serve --data-dir` archives everything it answered 202 to. Against an
-    // endpoint the stream outlives the process, and each consumer resumes from OPLOG instead.
+    // Locally what was accepted is consumed before the process ends: in memory the stream ends
+    // with it, and on disk a restart after a graceful stop then has nothing to catch up on.
+    // Against an endpoint the stream outlives the process, and each consumer resumes from OPLOG.
     if adapters.memory_backend().is_some() {
         for mapping in &mappings {
             mapping.drain().await;
         }
     }
-    if let Some(trim_task) = trim_task {
-        let _ = trim_task.await;
+    for task in [trim_task, snapshot_task].into_iter().flatten() {
+        let _ = task.await;
     }
     Ok(())
 }

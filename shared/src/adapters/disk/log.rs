@@ -20,6 +20,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use super::worker::Worker;
 use crate::adapters::memory::{
     even_hash_ranges, hash_key, sequence_count, sequence_number_of, shard_name,
     validate_put_records, validate_record,
@@ -53,20 +54,7 @@ pub struct DiskLog {
     path: PathBuf,
     ranges: Vec<(u128, u128)>,
     next: Arc<Mutex<u128>>,
-    writes: mpsc::Sender<Write>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for DiskLog {
-    /// Lets the writer finish what is queued and close the file, so the directory can be opened
-    /// again at once (redb locks the file while it is open).
-    fn drop(&mut self) {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.writes, closed));
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
+    writer: Worker<Write>,
 }
 
 fn failed(path: &Path, e: impl std::fmt::Display) -> String {
@@ -122,25 +110,44 @@ impl DiskLog {
         txn.commit().map_err(|e| failed(&path, e))?;
         let db = Arc::new(db);
         let next = Arc::new(Mutex::new(next));
-        let (writes, queue) = mpsc::channel(QUEUE);
         let writer = Writer {
             db: db.clone(),
             path: path.clone(),
             next: next.clone(),
             shard_names: (0..wanted as usize).map(shard_name).collect(),
         };
-        let writer = std::thread::Builder::new()
-            .name("tidemark-log".into())
-            .spawn(move || writer.run(queue))
+        let writer = Worker::start("tidemark-log", QUEUE, move |queue| writer.run(queue))
             .map_err(|e| failed(&path, e))?;
         Ok(Self {
             db,
             path,
             ranges: even_hash_ranges(wanted as usize),
             next,
-            writes,
-            writer: Some(writer),
+            writer,
         })
+    }
+
+    /// Opens the log `serve` keeps in `dir`, with the shard count it was created with.
+    pub fn open_existing(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("log.redb");
+        if !path.exists() {
+            return Err(format!(
+                "{} does not exist: is {} a `tidemark serve` data directory?",
+                path.display(),
+                dir.display()
+            ));
+        }
+        let shards = {
+            let db = Database::builder()
+                .set_cache_size(LOG_CACHE_BYTES)
+                .open(&path)
+                .map_err(|e| format!("the log {}", super::open_failed(&path, e)))?;
+            let txn = db.begin_read().map_err(|e| failed(&path, e))?;
+            let meta = txn.open_table(META).map_err(|e| failed(&path, e))?;
+            let shards = meta.get("shards").map_err(|e| failed(&path, e))?;
+            shards.map_or(1, |count| count.value())
+        };
+        Self::open(dir, shards as usize)
     }
 
     /// Numbers every record appended from now on after `sequence` (a log started beside an
@@ -166,7 +173,7 @@ impl DiskLog {
         let (reply, answer) = oneshot::channel();
         let gone =
             || StreamError::Unavailable(format!("the log {} is closed", self.path.display()));
-        self.writes
+        self.writer
             .send(Write { records, reply })
             .await
             .map_err(|_| gone())?;

@@ -15,11 +15,14 @@ mod codec;
 mod keys;
 mod log;
 mod records;
+mod reset;
 mod tables;
 mod view;
+mod worker;
 mod writer;
 
 pub use log::DiskLog;
+pub use reset::DiskView;
 pub use tables::DiskTables;
 
 use std::sync::Arc;

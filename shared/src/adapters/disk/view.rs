@@ -32,6 +32,14 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// The view's tables, emptied.
+pub(super) fn recreate_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.delete_table(ENTRIES)?;
+    txn.delete_table(COUNTERS)?;
+    txn.delete_table(LISTS)?;
+    create_tables(txn)
+}
+
 fn entry_of(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,

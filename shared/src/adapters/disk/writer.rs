@@ -11,10 +11,10 @@
 //!
 //! A group is committed with fsync when one of its writes asks for it (a key's answer) or when
 //! the last such commit is [`DURABLE_EVERY`] old; the others are not, and become durable with
-//! the next one that is. A durable commit writes every page changed since the last one, and
-//! one per checkpoint was most of the writer's time (BENCHMARKS.md); what a crash loses of the
-//! tables is then at most that long of writes, which the consumers apply again from the log
-//! (`tables.rs` says why that is sound).
+//! the next one that is, or on their own once writes stop. A durable commit writes every page
+//! changed since the last one, and one per checkpoint was most of the writer's time
+//! (BENCHMARKS.md); what a crash loses of the tables is then at most that long of writes, which
+//! the consumers apply again from the log (`tables.rs` says why that is sound).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::tables::{failed, WriteError};
+use super::worker::Worker;
 use crate::ports::StoreError;
 
 /// Writes one transaction takes at most, so one commit's latency stays bounded under load.
@@ -45,35 +46,22 @@ struct Queued {
 }
 
 pub(super) struct Writer {
-    queue: mpsc::Sender<Queued>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: Worker<Queued>,
     path: PathBuf,
-}
-
-impl Drop for Writer {
-    /// Lets the thread finish what is queued, so the file can be opened again at once.
-    fn drop(&mut self) {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.queue, closed));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl Writer {
     pub(super) fn start(db: Arc<Database>, path: PathBuf) -> Result<Self, String> {
-        let (queue, receiver) = mpsc::channel(QUEUE);
         let thread_path = path.clone();
-        let thread = std::thread::Builder::new()
-            .name("tidemark-tables".into())
-            .spawn(move || run(&db, &thread_path, receiver))
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
             .map_err(|e| failed(&path, e))?;
-        Ok(Self {
-            queue,
-            thread: Some(thread),
-            path,
+        let worker = Worker::start("tidemark-tables", QUEUE, move |queue| {
+            run(&db, &thread_path, queue, timer)
         })
+        .map_err(|e| failed(&path, e))?;
+        Ok(Self { worker, path })
     }
 
     /// Runs `body` in the next group's transaction and answers once it is committed (with
@@ -107,7 +95,7 @@ impl Writer {
             (finish, engine_failed)
         });
         let gone = || StoreError::Unavailable(failed(&self.path, "the tables are closed"));
-        self.queue
+        self.worker
             .send(Queued { body, durable })
             .await
             .map_err(|_| gone())?;
@@ -115,9 +103,40 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, path: &std::path::Path, mut queue: mpsc::Receiver<Queued>) {
+/// `timer`: this thread's own runtime, only to wait for the queue with a deadline.
+fn run(
+    db: &Database,
+    path: &std::path::Path,
+    mut queue: mpsc::Receiver<Queued>,
+    timer: tokio::runtime::Runtime,
+) {
     let mut last_durable = std::time::Instant::now();
-    while let Some(first) = queue.blocking_recv() {
+    // Whether a commit since the last durable one was not made durable.
+    let mut behind = false;
+    loop {
+        let first = if behind {
+            // Writes stopped after a commit that was not made durable: it is made durable on its
+            // own once it is DURABLE_EVERY old, so a crash while idle leaves the consumers
+            // nothing to apply again and a restart goes straight to listening.
+            let left = DURABLE_EVERY.saturating_sub(last_durable.elapsed());
+            // The timeout is made inside `block_on`: its timer belongs to that runtime.
+            match timer.block_on(async { tokio::time::timeout(left, queue.recv()).await }) {
+                Ok(Some(write)) => write,
+                Ok(None) => break,
+                Err(_) => {
+                    // Tried once per period, whatever its outcome: a failing disk is not retried
+                    // in a busy loop, and the next write reports its error.
+                    behind = !commit(db, path, Vec::new(), true);
+                    last_durable = std::time::Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            match queue.blocking_recv() {
+                Some(write) => write,
+                None => break,
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -127,9 +146,17 @@ fn run(db: &Database, path: &std::path::Path, mut queue: mpsc::Receiver<Queued>)
         }
         let durable =
             group.iter().any(|write| write.durable) || last_durable.elapsed() >= DURABLE_EVERY;
-        if commit(db, path, group, durable) && durable {
+        let committed = commit(db, path, group, durable);
+        if committed && durable {
             last_durable = std::time::Instant::now();
+            behind = false;
+        } else if committed {
+            behind = true;
         }
+    }
+    if behind {
+        // A graceful stop leaves every commit durable.
+        commit(db, path, Vec::new(), true);
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tidemark::adapters::bootstrap::ensure_table;
+use tidemark::adapters::disk::DiskView;
 use tidemark::adapters::dynamodb::{DynamoCheckpointStore, DynamoStatusStore, DynamoStatusView};
 use tidemark::adapters::kinesis::KinesisStream;
 use tidemark::adapters::memory::{MemoryArchive, MemoryDeadLetterStore};
@@ -32,6 +33,7 @@ use tidemark::run::snapshot::{STATUS as STATUS_SNAPSHOTS, STATUS_VIEW as STATUS_
 
 use super::{fail, follow};
 
+mod local;
 mod snapshot;
 
 #[derive(Args)]
@@ -56,8 +58,13 @@ pub struct RebuildArgs {
     until: Option<EventTime>,
     /// The STATUS table (or with `--view status-view`, the status view's table) to rebuild
     /// into; created when missing. Never the live one.
-    #[arg(long)]
-    into: String,
+    #[arg(long, required_unless_present = "data_dir")]
+    into: Option<String>,
+    /// Instead of a new table: the data directory of a stopped `tidemark serve`, whose view is
+    /// made again in place: emptied, loaded from --from-snapshot if given, and the next `serve`
+    /// applies the log after it (docs/serve.md#snapshots).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["into", "stream", "archive_bucket", "archive_dir", "from", "until", "follow", "state"])]
+    data_dir: Option<PathBuf>,
     /// Which view to rebuild: STATUS (`status`) or the status view (`status-view`: ids and
     /// counts by status, the same records through the same version rule).
     #[arg(long, value_enum, default_value = "status")]
@@ -110,6 +117,14 @@ impl View {
         }
     }
 
+    /// The same view in `serve`'s tables.
+    pub fn disk(self) -> DiskView {
+        match self {
+            View::Status => DiskView::Status,
+            View::StatusView => DiskView::StatusView,
+        }
+    }
+
     /// The consumer that writes it: its checkpoints are a snapshot's positions.
     pub fn consumer(self) -> ConsumerName {
         match self {
@@ -159,12 +174,18 @@ fn save(path: &PathBuf, progress: &RebuildProgress) -> Result<(), String> {
 }
 
 pub async fn run(args: RebuildArgs) -> ExitCode {
+    if let Some(dir) = &args.data_dir {
+        return local::run(dir, args.view, args.from_snapshot.as_deref()).await;
+    }
+    let Some(table) = args.into.clone() else {
+        return fail(&"give --into TABLE (or --data-dir DIR)");
+    };
     let live_var = args.view.live_var();
-    if std::env::var(live_var).is_ok_and(|live| live == args.into) {
+    if std::env::var(live_var).is_ok_and(|live| live == table) {
         return fail(&format!(
             "--into {} is the live table ({live_var}); rebuild into a new table and compare \
              them with tidemark verify",
-            args.into
+            table
         ));
     }
     if args.follow {
@@ -187,7 +208,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     let state = args
         .state
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("rebuild-{}.json", args.into)));
+        .unwrap_or_else(|| PathBuf::from(format!("rebuild-{}.json", table)));
     let mut progress = match load(&state) {
         Ok(progress) => progress,
         Err(e) => return fail(&e),
@@ -198,7 +219,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
         View::Status => ("id", None),
         View::StatusView => ("pk", Some("sk")),
     };
-    if let Err(e) = ensure_table(&dynamodb, &args.into, hash, range).await {
+    if let Err(e) = ensure_table(&dynamodb, &table, hash, range).await {
         return fail(&e);
     }
     let archive: Option<Box<dyn ArchiveReader>> = match (&args.archive_dir, &args.archive_bucket) {
@@ -221,9 +242,9 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     };
     // Poison is listed at the end rather than written to the live DEADLETTER a second time.
     let set_aside = Arc::new(MemoryDeadLetterStore::default());
-    let status_into = Arc::new(DynamoStatusStore::new(dynamodb.clone(), &args.into));
+    let status_into = Arc::new(DynamoStatusStore::new(dynamodb.clone(), &table));
     let view_into = Arc::new(StatusView::new(
-        Arc::new(DynamoStatusView::new(dynamodb, &args.into)),
+        Arc::new(DynamoStatusView::new(dynamodb, &table)),
         settings.limits,
         Arc::new(SystemClock),
     ));
@@ -250,7 +271,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             View::Status => snapshot::Into::Status(status_into.as_ref()),
             View::StatusView => snapshot::Into::StatusView(view_into.as_ref()),
         };
-        let loaded = snapshot::start_from(archive.as_ref(), id, into, &args.into, &mut progress)
+        let loaded = snapshot::start_from(archive.as_ref(), id, into, &table, &mut progress)
             .await
             .and_then(|positions| save(&state, &progress).map(|()| positions));
         after_positions = match loaded {
@@ -311,7 +332,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     println!(
         "rebuilt {}: {} archive objects, {} shards of the stream, {} records, {} rows written, \
          {} stale, {} set aside",
-        args.into,
+        table,
         report.objects,
         report.shards,
         report.records,
@@ -336,18 +357,18 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
     match args.view {
         View::Status => println!(
             "compare it with the live table: tidemark verify --against {}",
-            args.into
+            table
         ),
         View::StatusView => println!(
             "compare it with STATUS: tidemark verify --status-view {}",
-            args.into
+            table
         ),
     }
     if !report.corrupt_objects.is_empty() {
         return fail(&format!(
             "{} archive objects could not be read (listed above): their records are not in {}",
             report.corrupt_objects.len(),
-            args.into
+            table
         ));
     }
     if let (true, Some(stream), Some(oplog)) = (args.follow, &stream, &args.oplog_table) {
@@ -359,7 +380,7 @@ pub async fn run(args: RebuildArgs) -> ExitCode {
             stream,
             consumer: processor.as_ref(),
             live: &live,
-            into: &args.into,
+            into: &table,
         };
         let pause = Duration::from_millis(args.follow_pause_ms);
         if let Err(e) = follow::run(&follower, &mut progress, pause, |p| save(&state, p)).await {
