@@ -18,7 +18,25 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve --data-dir dir` with `args` on a free port and waits until it listens.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_tidemark")), dir, args)
+    }
+
+    /// As [`Self::start`], with no file of it allowed past `bytes` (`RLIMIT_FSIZE`): a write past
+    /// it fails as on a full disk (`EFBIG` instead of `ENOSPC`; `SIGXFSZ`, which would kill it,
+    /// is ignored, and an ignored signal stays ignored across `exec`).
+    pub fn start_with_file_limit(dir: &Path, args: &[&str], bytes: u64) -> Self {
+        let mut command = Command::new("bash");
+        command.args([
+            "-c",
+            r#"trap "" XFSZ; exec prlimit --fsize="$0" "$@""#,
+            &bytes.to_string(),
+            env!("CARGO_BIN_EXE_tidemark"),
+        ]);
+        Self::start_command(command, dir, args)
+    }
+
+    fn start_command(mut command: Command, dir: &Path, args: &[&str]) -> Self {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .arg("--data-dir")

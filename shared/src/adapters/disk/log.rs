@@ -219,14 +219,14 @@ impl Writer {
     /// One transaction for the whole group: all of it is durable when this returns `Ok`, none
     /// of it otherwise.
     fn commit(&self, group: &[Write]) -> Result<Vec<Vec<PutAck>>, String> {
-        let fail = |e: &dyn std::fmt::Display| failed(&self.path, e);
-        let mut txn = self.db.begin_write().map_err(|e| fail(&e))?;
+        let fail = |e: redb::Error| failed(&self.path, super::explain(e));
+        let mut txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
         // The allocator's state is saved with each commit, meant to spare opening the file after
         // a crash a repair walk over all of it (measured: BENCHMARKS.md, restart after kill -9).
         txn.set_quick_repair(true);
         let mut answers = Vec::with_capacity(group.len());
         {
-            let mut records = txn.open_table(RECORDS).map_err(|e| fail(&e))?;
+            let mut records = txn.open_table(RECORDS).map_err(|e| fail(e.into()))?;
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
             let arrival = SystemClock.now();
             for write in group {
@@ -237,16 +237,17 @@ impl Writer {
                     let body = encode(record, arrival);
                     records
                         .insert((*shard, count), body.as_slice())
-                        .map_err(|e| fail(&e))?;
+                        .map_err(|e| fail(e.into()))?;
                     acks.push(PutAck {
                         shard_id: self.shard_names[*shard as usize].clone(),
-                        sequence_number: sequence_number_of(count).map_err(|e| fail(&e))?,
+                        sequence_number: sequence_number_of(count)
+                            .map_err(|e| failed(&self.path, e))?,
                     });
                 }
                 answers.push(acks);
             }
         }
-        txn.commit().map_err(|e| fail(&e))?;
+        txn.commit().map_err(|e| fail(e.into()))?;
         Ok(answers)
     }
 }

@@ -41,6 +41,19 @@ fn open_failed(path: &std::path::Path, e: redb::DatabaseError) -> String {
     }
 }
 
+/// An engine error as the user needs it. After a write that failed (a full disk) redb takes no
+/// write until the file is opened again; its own words ("close and re-open the database") mean
+/// nothing to someone running `serve`.
+fn explain(e: impl Into<redb::Error>) -> String {
+    match e.into() {
+        redb::Error::PreviousIo => "an earlier write to this file failed (a full disk?) and no \
+            write is taken until serve is restarted: make room, then restart it (nothing \
+            answered 202 is lost)"
+            .into(),
+        e => e.to_string(),
+    }
+}
+
 /// `adapters` with every table and the idempotency keys on `tables`: the stream, the archive
 /// and the change feed stay where `adapters` has them.
 pub fn on_disk(adapters: Adapters, tables: Arc<DiskTables>) -> Adapters {

@@ -81,7 +81,7 @@ impl Writer {
                 let answer = match (outcome, commit) {
                     (Some(Err(WriteError::Store(e))), _) => Err(e),
                     (Some(Err(WriteError::Engine(e))), _) => {
-                        Err(StoreError::Unavailable(failed(&path, e)))
+                        Err(StoreError::Unavailable(failed(&path, super::explain(e))))
                     }
                     (_, Err(e)) => Err(e),
                     (Some(Ok(value)), Ok(())) => {
@@ -166,14 +166,14 @@ fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>, durable: bo
     let error = |e: &dyn std::fmt::Display| StoreError::Unavailable(failed(path, e));
     let txn = db
         .begin_write()
-        .map_err(|e| e.to_string())
+        .map_err(super::explain)
         .and_then(|mut txn| {
             if durable {
                 // The allocator's state saved with the commit, as in the log (log.rs).
                 txn.set_quick_repair(true);
             } else {
                 txn.set_durability(Durability::None)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(super::explain)?;
             }
             Ok(txn)
         });
@@ -200,7 +200,7 @@ fn commit(db: &Database, path: &std::path::Path, group: Vec<Queued>, durable: bo
             &"a write failed halfway; nothing of its group was written",
         ))
     } else {
-        txn.commit().map_err(|e| error(&e))
+        txn.commit().map_err(|e| error(&super::explain(e)))
     };
     let ok = committed.is_ok();
     for finish in finishes {
