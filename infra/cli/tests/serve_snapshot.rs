@@ -241,7 +241,31 @@ async fn a_running_serve_keeps_rolling_snapshots() {
     let (after, matches) = read_all(&serve.base, &model).await;
     assert!(matches && after == before, "{after:?}");
     assert!(serve.stop().success());
+
+    // A snapshot of another directory, whose log is longer: its positions are no records of
+    // this log, and it is refused before anything changes.
+    let other = scratch("other");
+    let serve = Serve::start(&other, &WINDOW);
+    post_round(&serve.base, 1, 1000, 50, &mut Model::new()).await;
+    assert!(serve.stop().success());
+    let other_path = other.to_str().unwrap();
+    let (ok, out, err) = tidemark(&["snapshot", "--data-dir", other_path]);
+    assert!(ok, "{out}{err}");
+    let id = out.split_whitespace().nth(1).unwrap();
+    let from = other.join("archive/snapshots/status").join(id);
+    let into = dir.join("archive/snapshots/status").join(id);
+    std::fs::create_dir_all(&into).unwrap();
+    for file in walk(&from) {
+        std::fs::copy(&file, into.join(file.file_name().unwrap())).unwrap();
+    }
+    let (ok, out, err) = rebuild(&dir, "status", Some(id));
+    assert!(!ok && err.contains("not a record of the log"), "{out}{err}");
+    let serve = Serve::start(&dir, &WINDOW);
+    let (after, matches) = read_all(&serve.base, &model).await;
+    assert!(matches && after == before, "nothing changed: {after:?}");
+    assert!(serve.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
 }
 
 /// Every file under `dir`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tidemark::consumers::views::status::StatusView;
 use tidemark::domain::snapshot::SnapshotManifest;
 use tidemark::domain::{Clock, SystemClock};
-use tidemark::ports::Checkpoint;
+use tidemark::ports::{Checkpoint, StartPosition};
 use tidemark::run::snapshot::{find_snapshot, load_snapshot, load_view_snapshot};
 use tidemark_cli::serve::StoppedDataDir;
 
@@ -23,17 +23,24 @@ pub async fn run(dir: &Path, view: View, from_snapshot: Option<&str>) -> ExitCod
         Ok(data) => data,
         Err(e) => return fail(&e),
     };
-    // The snapshot is found and its manifest checked before anything is emptied.
+    // The snapshot is found, its manifest checked and its positions found in this log before
+    // anything is emptied.
     let manifest = match from_snapshot {
-        Some(id) => match find_snapshot(data.archive.as_ref(), view.snapshots(), id).await {
-            Ok(manifest) => Some(manifest),
-            Err(e) => {
-                return fail(&format!(
-                    "{e}; nothing was changed (without --from-snapshot the view is made again \
-                     from the whole log)"
-                ))
+        Some(id) => {
+            let found = match find_snapshot(data.archive.as_ref(), view.snapshots(), id).await {
+                Ok(manifest) => of_this_log(&data, &manifest).await.map(|()| manifest),
+                Err(e) => Err(e.to_string()),
+            };
+            match found {
+                Ok(manifest) => Some(manifest),
+                Err(e) => {
+                    return fail(&format!(
+                        "{e}; nothing was changed (without --from-snapshot the view is made \
+                         again from the whole log)"
+                    ))
+                }
             }
-        },
+        }
         None => None,
     };
     if let Err(e) = data.tables.reset(view.disk()).await {
@@ -69,6 +76,34 @@ pub async fn run(dir: &Path, view: View, from_snapshot: Option<&str>) -> ExitCod
             view.snapshots()
         )),
     }
+}
+
+/// Whether each of the snapshot's positions is a record of this directory's log: a snapshot of
+/// another directory (or of the archive an older `serve` kept) names positions of another
+/// stream, and checkpoints there would skip records or none at all.
+async fn of_this_log(data: &StoppedDataDir, manifest: &SnapshotManifest) -> Result<(), String> {
+    let log = data.adapters.shard_reader();
+    for (shard_id, position) in manifest.positions().map_err(|e| e.to_string())? {
+        let at = StartPosition::AtSequence(position.clone());
+        let found = match log.shard_iterator(&shard_id, &at).await {
+            Ok(iterator) => log
+                .get_records(&iterator, 1)
+                .await
+                .map_err(|e| e.to_string())?
+                .records
+                .first()
+                .is_some_and(|r| r.sequence_number == position),
+            Err(_) => false,
+        };
+        if !found {
+            return Err(format!(
+                "snapshot {}: its position {position} in {shard_id} is not a record of the log \
+                 in this directory (a snapshot of another one?)",
+                manifest.id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The snapshot's rows, then its positions as the consumer's checkpoints: a checkpoint is
