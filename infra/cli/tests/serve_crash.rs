@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Serve;
+use common::{get_json, Serve};
 use serde_json::{json, Value};
 use tidemark::domain::SequenceNumber;
 
@@ -337,14 +337,7 @@ fn a_data_dir_that_cannot_be_written_stops_serve_at_start_naming_it() {
 
 /// The entries of `id`'s history, newest first.
 async fn history_of(http: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
-    let history: Value = http
-        .get(format!("{base}/messages/{id}/history"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = get_json(http, format!("{base}/messages/{id}/history")).await;
     history["events"]
         .as_array()
         .unwrap_or_else(|| panic!("no history for {id}: {history}"))

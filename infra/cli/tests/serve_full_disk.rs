@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Serve;
+use common::{get_json, Serve};
 use serde_json::{json, Value};
 
 mod common;
@@ -111,14 +111,7 @@ async fn a_full_disk_is_answered_503_and_loses_nothing_acknowledged() {
     // Room again: every acknowledged event is there, with its status.
     let serve = Serve::start(&dir, &["--batch-window-ms", "50"]);
     for (id, status) in &acknowledged {
-        let row: Value = http
-            .get(format!("{}/messages/{id}", serve.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let row: Value = get_json(&http, format!("{}/messages/{id}", serve.base)).await;
         assert_eq!(row["status"].as_str(), Some(status.as_str()), "{id}: {row}");
     }
     assert!(serve.stop().success());

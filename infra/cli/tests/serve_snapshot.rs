@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{tidemark, Serve};
+use common::{get_json, tidemark, Serve};
 use serde_json::{json, Value};
 
 mod common;
@@ -74,27 +74,13 @@ async fn read_all(base: &str, model: &Model) -> (BTreeMap<String, String>, bool)
     let http = reqwest::Client::new();
     let mut read = BTreeMap::new();
     for id in model.keys() {
-        let row: Value = http
-            .get(format!("{base}/messages/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let row: Value = get_json(&http, format!("{base}/messages/{id}")).await;
         read.insert(
             id.clone(),
             row["status"].as_str().unwrap_or("(none)").to_owned(),
         );
     }
-    let counts: Value = http
-        .get(format!("{base}/statuses"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = get_json(&http, format!("{base}/statuses")).await;
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for (status, _) in model.values() {
         *expected.entry(status.clone()).or_default() += 1;

@@ -12,13 +12,9 @@ use tidemark::adapters::s3::S3Archive;
 use tidemark::adapters::sdk::load_sdk_config;
 use tidemark::adapters::Adapters;
 use tidemark::config::{ResourceNames, ARCHIVE_BUCKET_VAR};
-use tidemark::domain::{Clock, SystemClock};
-use tidemark::ports::{ArchivePruner, ArchiveReader, ArchiveWriter};
-use tidemark::run::snapshot::{
-    list_snapshots, prune_snapshots, take_snapshot, SnapshotSource, StatusRows, StatusViewEntries,
-};
-
-use tidemark_cli::serve::{snapshot_tables, StoppedDataDir};
+use tidemark::ports::ArchiveReader;
+use tidemark::run::snapshot::list_snapshots;
+use tidemark_cli::serve::{keep_newest, snapshot_view, SnapshotArchive, StoppedDataDir};
 
 use super::fail;
 use super::rebuild::View;
@@ -50,16 +46,12 @@ pub struct SnapshotArgs {
     keep: Option<u32>,
 }
 
-/// The archive as a reader, a writer and a pruner.
-trait Archive: ArchiveReader + ArchiveWriter + ArchivePruner {}
-impl<T: ArchiveReader + ArchiveWriter + ArchivePruner> Archive for T {}
-
 pub async fn run(args: SnapshotArgs) -> ExitCode {
     if let Some(dir) = &args.data_dir {
         return of_data_dir(dir, &args).await;
     }
     let sdk = load_sdk_config(args.endpoint_url.as_deref()).await;
-    let archive: Box<dyn Archive> = match (&args.archive_dir, &args.archive_bucket) {
+    let archive: Box<dyn SnapshotArchive> = match (&args.archive_dir, &args.archive_bucket) {
         (Some(dir), _) => match MemoryArchive::in_directory(dir) {
             Ok(archive) => Box::new(archive),
             Err(e) => return fail(&e),
@@ -77,27 +69,7 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
     }
     let adapters = Adapters::aws(&sdk, &ResourceNames::from_env_or_defaults());
     let started = std::time::Instant::now();
-    let suffix = format!("{:04x}", fastrand::u16(..));
-    let shards = match adapters.shard_reader().list_shards().await {
-        Ok(shards) => shards.into_iter().map(|s| s.shard_id).collect(),
-        Err(e) => return fail(&format!("listing the stream's shards: {e}")),
-    };
-    let checkpoints = adapters.checkpoints_of(args.view.consumer()).reader;
-    let (status, status_view) = (adapters.status_scanner(), adapters.status_view_scanner());
-    let (status_rows, entries) = (
-        StatusRows(status.as_ref()),
-        StatusViewEntries(status_view.as_ref()),
-    );
-    let source = SnapshotSource {
-        checkpoints: checkpoints.as_ref(),
-        shards,
-        rows: match args.view {
-            View::Status => &status_rows,
-            View::StatusView => &entries,
-        },
-        archive: archive.as_ref(),
-    };
-    let manifest = match take_snapshot(source, SystemClock.now(), &suffix).await {
+    let manifest = match snapshot_view(&adapters, archive.as_ref(), args.view.disk()).await {
         Ok(manifest) => manifest,
         Err(e) => return fail(&e),
     };
@@ -117,16 +89,22 @@ pub async fn run(args: SnapshotArgs) -> ExitCode {
         },
         manifest.id
     );
-    if let Some(keep) = args.keep {
-        match prune_snapshots(archive.as_ref(), archive.as_ref(), view, keep as usize).await {
-            Ok(deleted) if deleted.is_empty() => println!("kept every snapshot (at most {keep})"),
-            Ok(deleted) => println!(
-                "deleted {} older snapshots: {}",
-                deleted.len(),
-                deleted.join(", ")
-            ),
-            Err(e) => return fail(&e),
-        }
+    prune(archive.as_ref(), args.view, args.keep).await
+}
+
+/// `--keep N`: the newest N kept, the older ones deleted.
+async fn prune(archive: &dyn SnapshotArchive, view: View, keep: Option<u32>) -> ExitCode {
+    let Some(keep) = keep else {
+        return ExitCode::SUCCESS;
+    };
+    match keep_newest(archive, view.disk(), keep as usize).await {
+        Ok(deleted) if deleted.is_empty() => println!("kept every snapshot (at most {keep})"),
+        Ok(deleted) => println!(
+            "deleted {} older snapshots: {}",
+            deleted.len(),
+            deleted.join(", ")
+        ),
+        Err(e) => return fail(&e),
     }
     ExitCode::SUCCESS
 }
@@ -165,30 +143,23 @@ async fn of_data_dir(dir: &std::path::Path, args: &SnapshotArgs) -> ExitCode {
         return list(data.archive.as_ref(), args.view.snapshots()).await;
     }
     let started = std::time::Instant::now();
-    let keep = args.keep.map(|keep| keep as usize);
-    let taken = match snapshot_tables(&data.adapters, &data.archive, args.view.disk(), keep).await {
-        Ok(taken) => taken,
-        Err(e) => return fail(&e),
-    };
+    let manifest =
+        match snapshot_view(&data.adapters, data.archive.as_ref(), args.view.disk()).await {
+            Ok(manifest) => manifest,
+            Err(e) => return fail(&e),
+        };
     println!(
         "snapshot {} of {}: {} rows, {} bytes, positions of {} shards, in {:.1} s; rebuild from \
          it with: tidemark rebuild --data-dir {} --view {} --from-snapshot {}",
-        taken.manifest.id,
+        manifest.id,
         args.view.snapshots(),
-        taken.manifest.rows,
-        taken.manifest.body_bytes,
-        taken.manifest.positions.len(),
+        manifest.rows,
+        manifest.body_bytes,
+        manifest.positions.len(),
         started.elapsed().as_secs_f64(),
         dir.display(),
         args.view.snapshots(),
-        taken.manifest.id
+        manifest.id
     );
-    if !taken.pruned.is_empty() {
-        println!(
-            "deleted {} older snapshots: {}",
-            taken.pruned.len(),
-            taken.pruned.join(", ")
-        );
-    }
-    ExitCode::SUCCESS
+    prune(data.archive.as_ref(), args.view, args.keep).await
 }

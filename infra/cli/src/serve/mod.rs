@@ -9,7 +9,8 @@ pub use memory::{catch_up, restore_from_archive, TRIM_INTERVAL};
 use memory::{consumer_settings, trim_consumed};
 use snapshots::take_snapshots;
 pub use snapshots::{
-    snapshot_tables, snapshots_of, SnapshotSchedule, StoppedDataDir, Taken, LOCAL_VIEWS,
+    keep_newest, snapshot_view, snapshots_of, SnapshotArchive, SnapshotSchedule, StoppedDataDir,
+    LOCAL_VIEWS,
 };
 
 use std::sync::Arc;

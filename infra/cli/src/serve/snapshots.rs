@@ -13,6 +13,7 @@ use tidemark::adapters::disk::{on_disk, DiskLog, DiskTables, DiskView};
 use tidemark::adapters::memory::{MemoryArchive, MemoryBackend};
 use tidemark::domain::snapshot::SnapshotManifest;
 use tidemark::domain::{Clock, SystemClock};
+use tidemark::ports::{ArchivePruner, ArchiveReader, ArchiveWriter};
 use tidemark::run::snapshot::{
     prune_snapshots, take_snapshot, SnapshotSource, StatusRows, StatusViewEntries, STATUS,
     STATUS_VIEW,
@@ -39,25 +40,22 @@ pub struct SnapshotSchedule {
     pub keep: usize,
 }
 
-/// A snapshot taken, and the older ones it pruned.
-pub struct Taken {
-    pub manifest: SnapshotManifest,
-    pub pruned: Vec<String>,
-}
+/// An archive snapshots are written to, listed in and pruned from.
+pub trait SnapshotArchive: ArchiveReader + ArchiveWriter + ArchivePruner {}
+impl<T: ArchiveReader + ArchiveWriter + ArchivePruner> SnapshotArchive for T {}
 
-/// Takes a snapshot of `view` from `adapters`' tables into `archive` and keeps the newest
-/// `keep` (all when `None`).
-pub async fn snapshot_tables(
+/// Takes a snapshot of `view` from `adapters` (`serve`'s tables or the stack's) into `archive`:
+/// the view's consumer's checkpoints, the stream's shards, the rows.
+pub async fn snapshot_view(
     adapters: &Adapters,
-    archive: &MemoryArchive,
+    archive: &dyn SnapshotArchive,
     view: DiskView,
-    keep: Option<usize>,
-) -> Result<Taken, String> {
+) -> Result<SnapshotManifest, String> {
     let shards = adapters
         .shard_reader()
         .list_shards()
         .await
-        .map_err(|e| format!("listing the log's shards: {e}"))?
+        .map_err(|e| format!("listing the stream's shards: {e}"))?
         .into_iter()
         .map(|s| s.shard_id)
         .collect();
@@ -77,16 +75,20 @@ pub async fn snapshot_tables(
         archive,
     };
     let suffix = format!("{:04x}", fastrand::u16(..));
-    let manifest = take_snapshot(source, SystemClock.now(), &suffix)
+    take_snapshot(source, SystemClock.now(), &suffix)
         .await
-        .map_err(|e| e.to_string())?;
-    let pruned = match keep {
-        Some(keep) => prune_snapshots(archive, archive, snapshots_of(view), keep)
-            .await
-            .map_err(|e| e.to_string())?,
-        None => Vec::new(),
-    };
-    Ok(Taken { manifest, pruned })
+        .map_err(|e| e.to_string())
+}
+
+/// Keeps the newest `keep` usable snapshots of `view`; the ids deleted.
+pub async fn keep_newest(
+    archive: &dyn SnapshotArchive,
+    view: DiskView,
+    keep: usize,
+) -> Result<Vec<String>, String> {
+    prune_snapshots(archive, archive, snapshots_of(view), keep)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// While `serve` runs: a snapshot of every view each `schedule.every`, until `shutdown`. A
@@ -106,16 +108,19 @@ pub(super) async fn take_snapshots(
             return;
         }
         for view in LOCAL_VIEWS {
-            match snapshot_tables(&adapters, &archive, view, Some(schedule.keep)).await {
-                Ok(taken) => tracing::info!(
-                    view = snapshots_of(view),
-                    id = %taken.manifest.id,
-                    rows = taken.manifest.rows,
-                    pruned = taken.pruned.len(),
-                    "snapshot taken"
-                ),
-                Err(e) => tracing::warn!(view = snapshots_of(view), error = %e,
-                    "snapshot failed; the next one is tried at the next turn"),
+            let taken = match snapshot_view(&adapters, archive.as_ref(), view).await {
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    tracing::warn!(view = snapshots_of(view), error = %e,
+                        "snapshot failed; the next one is tried at the next turn");
+                    continue;
+                }
+            };
+            tracing::info!(view = snapshots_of(view), id = %taken.id, rows = taken.rows,
+                "snapshot taken");
+            if let Err(e) = keep_newest(archive.as_ref(), view, schedule.keep).await {
+                tracing::warn!(view = snapshots_of(view), error = %e,
+                    "pruning older snapshots failed; tried again after the next one");
             }
         }
     }
