@@ -130,19 +130,31 @@ impl StatusView {
     /// Loads entries (a snapshot's) by the same rule as records: each id's entry is replaced
     /// only by a newer one, with its counters and list item moved in the same commit, so
     /// loading into a table that already holds some of them (an interrupted load run again)
-    /// counts nothing twice. Returns the entries written.
+    /// counts nothing twice. Each shard's entries are loaded in order and the shards at once:
+    /// a shard's items take only its own entries' writes, so no two commits at once touch the
+    /// same item, as when the view is written from the stream (one batch per shard at a time).
+    /// Returns the entries written.
     pub async fn load(&self, entries: &[ViewEntry]) -> Result<usize, String> {
-        let mut report = BatchReport::default();
-        for chunk in entries.chunks(MAX_COMMIT_ITEMS) {
-            let mut pending: Vec<&ViewEntry> = chunk.iter().collect();
-            self.apply_all(&mut pending, &mut report).await;
-            if !pending.is_empty() {
-                return Err(report
-                    .last_error
-                    .unwrap_or_else(|| "entries were left unwritten".into()));
-            }
+        let mut by_shard: std::collections::BTreeMap<&str, Vec<&ViewEntry>> = Default::default();
+        for entry in entries {
+            by_shard.entry(entry.shard_id.as_str()).or_default().push(entry);
         }
-        Ok(report.applied)
+        let loads = by_shard.into_values().map(|shard| async move {
+            let mut report = BatchReport::default();
+            for chunk in shard.chunks(MAX_COMMIT_ITEMS) {
+                let mut pending = chunk.to_vec();
+                self.apply_all(&mut pending, &mut report).await;
+                if !pending.is_empty() {
+                    return Err(report
+                        .last_error
+                        .unwrap_or_else(|| "entries were left unwritten".into()));
+                }
+            }
+            Ok(report.applied)
+        });
+        futures::future::try_join_all(loads)
+            .await
+            .map(|applied| applied.into_iter().sum())
     }
 
     async fn consume_batch(&self, shard_id: &str, records: &[StreamRecord]) -> BatchOutcome {
