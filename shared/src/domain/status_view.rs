@@ -124,25 +124,72 @@ pub fn commit_items(changes: &[ViewChange]) -> usize {
     per_change + counter_deltas(changes).len()
 }
 
-/// Splits `changes` into commits of at most `max_items` items each ([`commit_items`]).
+/// Splits `changes` into commits of at most `max_items` items each ([`commit_items`]), each
+/// as large as the bound lets it be. Counts as it goes (a store may take thousands of changes
+/// in one commit, and counting each candidate commit again would be quadratic).
 pub fn commits(changes: Vec<ViewChange>, max_items: usize) -> Vec<Vec<ViewChange>> {
     // One change moves at most five items: entry, two list items, two counters.
     let max_items = max_items.max(5);
     let mut out: Vec<Vec<ViewChange>> = Vec::new();
-    let mut current: Vec<ViewChange> = Vec::new();
+    let mut current = Pending::default();
     for change in changes {
-        current.push(change);
-        if commit_items(&current) > max_items {
-            if let Some(last) = current.pop() {
-                out.push(std::mem::take(&mut current));
-                current.push(last);
-            }
+        if !current.changes.is_empty() && current.items_with(&change) > max_items {
+            out.push(std::mem::take(&mut current).changes);
         }
+        current.push(change);
     }
-    if !current.is_empty() {
-        out.push(current);
+    if !current.changes.is_empty() {
+        out.push(current.changes);
     }
     out
+}
+
+/// A commit being filled, with its [`commit_items`] kept up to date.
+#[derive(Default)]
+struct Pending {
+    changes: Vec<ViewChange>,
+    /// Entries and list items.
+    per_change: usize,
+    deltas: BTreeMap<CounterKey, i64>,
+    /// Counters whose delta is not zero: the counter items.
+    moved: usize,
+}
+
+impl Pending {
+    /// The counters `change` moves, and by how much.
+    fn moves(change: &ViewChange) -> [(CounterKey, i64); 2] {
+        let after = (change.after.counter(), 1);
+        match &change.before {
+            Some(before) => [after, (before.counter(), -1)],
+            None => [after.clone(), (after.0, 0)],
+        }
+    }
+
+    fn items_with(&self, change: &ViewChange) -> usize {
+        let mut deltas: BTreeMap<&CounterKey, i64> = BTreeMap::new();
+        let moves = Self::moves(change);
+        for (key, delta) in &moves {
+            let old = self.deltas.get(key).copied().unwrap_or(0);
+            *deltas.entry(key).or_insert(old) += delta;
+        }
+        let mut moved = self.moved;
+        for (key, new) in deltas {
+            let old = self.deltas.get(key).copied().unwrap_or(0);
+            moved = moved + usize::from(new != 0) - usize::from(old != 0);
+        }
+        self.per_change + 2 + usize::from(change.before.is_some()) + moved
+    }
+
+    fn push(&mut self, change: ViewChange) {
+        for (key, delta) in Self::moves(&change) {
+            let value = self.deltas.entry(key).or_insert(0);
+            let was_moved = *value != 0;
+            *value += delta;
+            self.moved = self.moved + usize::from(*value != 0) - usize::from(was_moved);
+        }
+        self.per_change += 2 + usize::from(change.before.is_some());
+        self.changes.push(change);
+    }
 }
 
 /// How many ids are in one status, summed over shards.
@@ -226,23 +273,34 @@ mod tests {
 
     #[test]
     fn commits_never_exceed_the_item_bound() {
+        // New ids, moves between statuses, and moves that leave the counters where they were.
         let changes: Vec<ViewChange> = (0..250)
             .map(|i| ViewChange {
-                before: Some(entry(
-                    &format!("id{i}"),
-                    &format!("old{}", i % 40),
-                    "1",
-                    "s0",
-                )),
-                after: entry(&format!("id{i}"), &format!("new{}", i % 70), "2", "s0"),
+                before: (i % 3 != 0)
+                    .then(|| entry(&format!("id{i}"), &format!("old{}", i % 40), "1", "s0")),
+                after: if i % 5 == 0 {
+                    entry(&format!("id{i}"), &format!("old{}", i % 40), "2", "s0")
+                } else {
+                    entry(&format!("id{i}"), &format!("new{}", i % 70), "2", "s0")
+                },
             })
             .collect();
-        let split = commits(changes.clone(), MAX_COMMIT_ITEMS);
-        assert_eq!(split.iter().map(Vec::len).sum::<usize>(), 250);
-        for commit in &split {
-            assert!(commit_items(commit) <= MAX_COMMIT_ITEMS);
+        for max in [5, 7, MAX_COMMIT_ITEMS, 1_000] {
+            let split = commits(changes.clone(), max);
+            for (i, commit) in split.iter().enumerate() {
+                assert!(commit_items(commit) <= max, "{max}");
+                // As large as the bound lets it be: the next change would not have fitted.
+                if let Some(next) = split.get(i + 1) {
+                    let mut more = commit.clone();
+                    more.push(next[0].clone());
+                    assert!(
+                        commit_items(&more) > max,
+                        "{max}: commit {i} could take more"
+                    );
+                }
+            }
+            assert_eq!(split.concat(), changes, "nothing lost, order kept");
         }
-        assert_eq!(split.concat(), changes, "nothing lost, order kept");
     }
 
     #[test]

@@ -26,9 +26,15 @@ pub trait StatusViewWriter: Send + Sync {
 
     /// Writes every change and moves the counters by
     /// [`crate::domain::status_view::counter_deltas`], all or nothing, and only if every entry
-    /// is still its change's `before`. At most
-    /// [`crate::domain::status_view::MAX_COMMIT_ITEMS`] items (entries and counters).
+    /// is still its change's `before`. At most [`Self::max_commit_items`] items (entries,
+    /// list items and counters).
     async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError>;
+
+    /// The items one commit may write: DynamoDB's transaction limit
+    /// ([`crate::domain::status_view::MAX_COMMIT_ITEMS`]) unless the store takes more.
+    fn max_commit_items(&self) -> usize {
+        crate::domain::status_view::MAX_COMMIT_ITEMS
+    }
 }
 
 /// A shared writer is a writer too (`Arc<MemoryStatusView>` behind a wrapper).
@@ -40,6 +46,10 @@ impl<T: StatusViewWriter + ?Sized> StatusViewWriter for std::sync::Arc<T> {
 
     async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError> {
         (**self).commit(changes).await
+    }
+
+    fn max_commit_items(&self) -> usize {
+        (**self).max_commit_items()
     }
 }
 

@@ -25,6 +25,9 @@ const COUNTERS: TableDefinition<(&str, &str), i64> = TableDefinition::new("view_
 /// (status, version, shard) → id: every status's list, in list order.
 const LISTS: TableDefinition<(&str, &str, &str), &str> = TableDefinition::new("view_lists");
 
+/// See [`StatusViewWriter::max_commit_items`] for the disk.
+const DISK_COMMIT_ITEMS: usize = 50_000;
+
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(ENTRIES)?;
     txn.open_table(COUNTERS)?;
@@ -63,6 +66,13 @@ impl StatusViewWriter for DiskTables {
             }
             Ok(found)
         })
+    }
+
+    /// One local transaction takes a whole batch's changes (a batch of 10,000 records moves at
+    /// most 50,000 items): one trip through the tables' writer per batch instead of one per
+    /// 100 items, which held the view to a fraction of the other consumers' pace.
+    fn max_commit_items(&self) -> usize {
+        DISK_COMMIT_ITEMS
     }
 
     async fn commit(&self, changes: &[ViewChange]) -> Result<ViewCommit, StoreError> {

@@ -2,8 +2,9 @@
 //! ([`crate::domain::status_view`] has the rule and why the counts stay exact).
 //!
 //! Store calls per batch: one read of the batch's distinct ids (DynamoDB: BatchGetItem, 100 ids
-//! per call), then one commit per [`MAX_COMMIT_ITEMS`] items that change (TransactWriteItems);
-//! ids whose newest event is not newer than their entry cost only the read.
+//! per call), then one commit per [`MAX_COMMIT_ITEMS`](crate::domain::status_view::MAX_COMMIT_ITEMS) items that change (TransactWriteItems;
+//! a store that takes more in one commit says so: `StatusViewWriter::max_commit_items`); ids
+//! whose newest event is not newer than their entry cost only the read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::consumers::{BatchOutcome, Consumer};
-use crate::domain::status_view::{commits, decide, ViewEntry, MAX_COMMIT_ITEMS};
+use crate::domain::status_view::{commits, decide, ViewEntry};
 use crate::domain::{
     coalesce, decode_log_record, Clock, Limits, SequenceNumber, Version, VersionedEvent,
 };
@@ -91,7 +92,7 @@ impl StatusView {
         let before = pending.len();
         pending.retain(|e| changing.contains(e.id.as_str()));
         report.stale += before - pending.len();
-        for commit in commits(changes, MAX_COMMIT_ITEMS) {
+        for commit in commits(changes, self.store.max_commit_items()) {
             match self.store.commit(&commit).await.map_err(Halt::Failed)? {
                 ViewCommit::Committed => {
                     report.applied += commit.len();
@@ -137,11 +138,14 @@ impl StatusView {
     pub async fn load(&self, entries: &[ViewEntry]) -> Result<usize, String> {
         let mut by_shard: std::collections::BTreeMap<&str, Vec<&ViewEntry>> = Default::default();
         for entry in entries {
-            by_shard.entry(entry.shard_id.as_str()).or_default().push(entry);
+            by_shard
+                .entry(entry.shard_id.as_str())
+                .or_default()
+                .push(entry);
         }
         let loads = by_shard.into_values().map(|shard| async move {
             let mut report = BatchReport::default();
-            for chunk in shard.chunks(MAX_COMMIT_ITEMS) {
+            for chunk in shard.chunks(self.store.max_commit_items()) {
                 let mut pending = chunk.to_vec();
                 self.apply_all(&mut pending, &mut report).await;
                 if !pending.is_empty() {
