@@ -278,7 +278,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let snapshots = match args.snapshot_interval_secs {
         Some(_) if !args.local() || args.data_dir().is_none() => {
             return fail(
-                &"--snapshot-interval-secs takes snapshots of the tables in a data directory:                   not with --in-memory, an endpoint or a Kafka log without --data-dir",
+                &"--snapshot-interval-secs takes snapshots of the tables in a data directory: \
+                  not with --in-memory, an endpoint or a Kafka log without --data-dir",
             )
         }
         Some(secs) => Some(SnapshotSchedule {

@@ -1,7 +1,8 @@
 //! The real `tidemark serve` binary on a data directory, for the tests that stop, kill and
 //! restart it.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test uses some; a panic fails it
+// Each test uses some of these; a panic is a failed assertion.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

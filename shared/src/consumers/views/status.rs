@@ -2,9 +2,10 @@
 //! ([`crate::domain::status_view`] has the rule and why the counts stay exact).
 //!
 //! Store calls per batch: one read of the batch's distinct ids (DynamoDB: BatchGetItem, 100 ids
-//! per call), then one commit per [`MAX_COMMIT_ITEMS`](crate::domain::status_view::MAX_COMMIT_ITEMS) items that change (TransactWriteItems;
-//! a store that takes more in one commit says so: `StatusViewWriter::max_commit_items`); ids
-//! whose newest event is not newer than their entry cost only the read.
+//! per call), then one commit per [`MAX_COMMIT_ITEMS`](crate::domain::status_view::MAX_COMMIT_ITEMS)
+//! items that change (TransactWriteItems; a store that takes more in one commit says so:
+//! `StatusViewWriter::max_commit_items`); ids whose newest event is not newer than their entry
+//! cost only the read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
