@@ -1,5 +1,6 @@
 //! Adapters behind the ports, and [`Adapters`], the set every entry point builds.
 
+mod aws_backend;
 pub mod bootstrap;
 #[cfg(feature = "disk")]
 pub mod disk;

@@ -10,15 +10,10 @@ use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
 
-use super::dynamodb::{
-    DynamoCheckpointStore, DynamoDeadLetterStore, DynamoHistoryStore, DynamoIdempotencyStore,
-    DynamoStatusStore, DynamoStatusView,
-};
-use super::kinesis::KinesisStream;
+use super::aws_backend::AwsBackend;
+use super::dynamodb::DynamoStatusStore;
 use super::memory::{MemoryBackend, MemoryStream};
 use super::mirror::{MirrorMarkedCheckpoints, MirroredStatusWriter};
-use super::no_history::NoHistory;
-use super::s3::S3Archive;
 use crate::api::query::QueryApi;
 use crate::config::ResourceNames;
 use crate::consumers::processor::{Processor, ProcessorSettings};
@@ -61,98 +56,6 @@ impl<T: CheckpointWriter + CheckpointReader + ?Sized> Oplog for T {}
 enum Backend {
     Aws(Arc<AwsBackend>),
     Memory(MemoryBackend),
-}
-
-/// One SDK client per service, built when the first adapter of that service is.
-struct AwsBackend {
-    sdk: SdkConfig,
-    names: ResourceNames,
-    kinesis: OnceLock<Arc<KinesisStream>>,
-    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
-    s3: OnceLock<aws_sdk_s3::Client>,
-    history_ttl: Option<std::time::Duration>,
-}
-
-impl AwsBackend {
-    fn kinesis(&self) -> Arc<KinesisStream> {
-        Arc::clone(self.kinesis.get_or_init(|| {
-            Arc::new(KinesisStream::new(
-                aws_sdk_kinesis::Client::new(&self.sdk),
-                &self.names.stream,
-            ))
-        }))
-    }
-
-    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        self.dynamodb
-            .get_or_init(|| aws_sdk_dynamodb::Client::new(&self.sdk))
-            .clone()
-    }
-
-    fn status(&self) -> Arc<DynamoStatusStore> {
-        Arc::new(DynamoStatusStore::new(
-            self.dynamodb(),
-            &self.names.status_table,
-        ))
-    }
-
-    fn checkpoints(&self) -> Arc<DynamoCheckpointStore> {
-        Arc::new(DynamoCheckpointStore::new(
-            self.dynamodb(),
-            &self.names.oplog_table,
-        ))
-    }
-
-    fn dead_letters(&self) -> Arc<DynamoDeadLetterStore> {
-        Arc::new(DynamoDeadLetterStore::new(
-            self.dynamodb(),
-            &self.names.deadletter_table,
-        ))
-    }
-
-    fn archive(&self) -> Arc<S3Archive> {
-        let client = self.s3.get_or_init(|| S3Archive::client(&self.sdk)).clone();
-        Arc::new(S3Archive::new(client, &self.names.archive_bucket))
-    }
-
-    fn history(&self) -> Option<Arc<DynamoHistoryStore>> {
-        let table = self.names.history_table.as_ref()?;
-        Some(Arc::new(DynamoHistoryStore::new(
-            self.dynamodb(),
-            table,
-            self.history_ttl,
-        )))
-    }
-
-    /// HISTORY; on a stack without it, every write and read fails naming why (callers ask
-    /// [`Adapters::history_enabled`] first).
-    fn history_writer(&self) -> Arc<dyn HistoryWriter> {
-        match self.history() {
-            Some(history) => history,
-            None => Arc::new(NoHistory),
-        }
-    }
-
-    fn history_reader(&self) -> Arc<dyn HistoryReader> {
-        match self.history() {
-            Some(history) => history,
-            None => Arc::new(NoHistory),
-        }
-    }
-
-    fn status_view(&self) -> Arc<DynamoStatusView> {
-        Arc::new(DynamoStatusView::new(
-            self.dynamodb(),
-            &self.names.status_view_table,
-        ))
-    }
-
-    fn idempotency(&self) -> Arc<DynamoIdempotencyStore> {
-        Arc::new(DynamoIdempotencyStore::new(
-            self.dynamodb(),
-            &self.names.idempotency_table,
-        ))
-    }
 }
 
 fn scoped<T: CheckpointWriter + CheckpointReader + ?Sized + 'static>(
@@ -208,14 +111,7 @@ impl Adapters {
     /// Kinesis and DynamoDB through the SDK, for the named stream and tables. Makes no network
     /// call; clients are built when first needed and shared by every invocation after that.
     pub fn aws(sdk: &SdkConfig, names: &ResourceNames) -> Self {
-        Self::from_backend(Backend::Aws(Arc::new(AwsBackend {
-            sdk: sdk.clone(),
-            names: names.clone(),
-            kinesis: OnceLock::new(),
-            dynamodb: OnceLock::new(),
-            s3: OnceLock::new(),
-            history_ttl: None,
-        })))
+        Self::from_backend(Backend::Aws(Arc::new(AwsBackend::new(sdk, names, None))))
     }
 
     /// A fresh in-memory stream of `shards` shards and empty tables.
@@ -327,14 +223,7 @@ impl Adapters {
     /// Call before the history writer is first used.
     pub fn with_history_ttl(mut self, ttl: Option<std::time::Duration>) -> Self {
         if let Backend::Aws(aws) = &self.backend {
-            self.backend = Backend::Aws(Arc::new(AwsBackend {
-                sdk: aws.sdk.clone(),
-                names: aws.names.clone(),
-                kinesis: OnceLock::new(),
-                dynamodb: OnceLock::new(),
-                s3: OnceLock::new(),
-                history_ttl: ttl,
-            }));
+            self.backend = Backend::Aws(Arc::new(AwsBackend::new(&aws.sdk, &aws.names, ttl)));
         }
         self
     }

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -24,6 +23,9 @@ use tidemark_cli::serve::{
 use tokio::sync::watch;
 
 use super::fail;
+use adapters::Built;
+
+mod adapters;
 
 /// With --in-memory, idempotency keys live an hour unless `TIDEMARK_IDEMPOTENCY_TTL_HOURS` says
 /// otherwise (on disk they live as long as on AWS): `serve` then holds every live key in memory
@@ -122,148 +124,6 @@ pub struct ServeArgs {
 /// Where `serve` keeps its data without an endpoint unless told otherwise: relative to where it
 /// is started, so a user who posts events, stops it and starts it again has them back.
 const DEFAULT_DATA_DIR: &str = "tidemark-data";
-
-impl ServeArgs {
-    /// Whether the pipeline runs in this process (not against AWS or an endpoint).
-    fn local(&self) -> bool {
-        match self.backend {
-            Some(backend) => backend == Backend::Memory,
-            None => self.endpoint_url.is_none(),
-        }
-    }
-
-    /// The data directory, when there is one: locally, --data-dir or the default unless
-    /// --in-memory; against an endpoint only what was given (refused by `tables`). Over a Kafka
-    /// topic only what was given: the default directory's checkpoints may be of another log (the
-    /// disk log's numbers), and resuming a topic after them would skip its records.
-    fn data_dir(&self) -> Option<std::path::PathBuf> {
-        if !self.local() || self.in_memory || self.log.is_some() {
-            return self.data_dir.clone();
-        }
-        Some(
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-        )
-    }
-
-    /// The adapters to serve on, with the tables' and, with `--log`, the Kafka topic as the
-    /// stream.
-    async fn adapters(&self) -> Result<Built, String> {
-        let (adapters, description, new_tables) = self.tables().await?;
-        let Some(topic) = &self.log else {
-            // Locally with a data directory (`tables` refuses one elsewhere), the stream is the
-            // log on disk.
-            let Some(dir) = self.data_dir() else {
-                return Ok(Built {
-                    adapters,
-                    description,
-                    log: None,
-                    new_tables,
-                });
-            };
-            let log = Arc::new(DiskLog::open(&dir, self.shards as usize)?);
-            return Ok(Built {
-                adapters: adapters
-                    .with_stream_writer(log.clone())
-                    .with_shard_reader(log.clone()),
-                description: format!("{description}, log in {}", dir.join("log.redb").display()),
-                log: Some(log),
-                new_tables,
-            });
-        };
-        let log = Arc::new(
-            KafkaLog::connect(topic, self.shards)
-                .await
-                .map_err(|e| format!("the Kafka log {}/{}: {e}", topic.bootstrap, topic.topic))?,
-        );
-        Ok(Built {
-            adapters: adapters
-                .with_stream_writer(log.clone())
-                .with_shard_reader(log),
-            description: format!(
-                "{description}; the log is Kafka topic {} at {}",
-                topic.topic, topic.bootstrap
-            ),
-            log: None,
-            new_tables,
-        })
-    }
-
-    /// In memory, with --data-dir the tables on disk: the adapters, what they are, and whether
-    /// the tables' file is new (then the archive, if any, is read into it: see `run`).
-    fn memory_tables(&self) -> Result<(Adapters, String, bool), String> {
-        let shards = self.shards;
-        let backend = MemoryBackend::new(shards as usize)
-            .with_change_feed(self.change_feed_capacity as usize);
-        let Some(dir) = self.data_dir() else {
-            return Ok((
-                Adapters::in_memory(backend),
-                format!("in-memory, {shards} shards"),
-                false,
-            ));
-        };
-        let archive_dir = dir.join("archive");
-        let archive = MemoryArchive::in_directory(&archive_dir).map_err(|e| e.to_string())?;
-        let backend = backend.with_archive(archive);
-        let cache_bytes = self.cache_mib as usize * (1 << 20);
-        let (tables, new) = DiskTables::open(&dir, cache_bytes, backend.status.change_feed())?;
-        let description = format!(
-            "{shards} shards, tables in {}, archive in {}",
-            tables.path().display(),
-            archive_dir.display()
-        );
-        Ok((
-            on_disk(Adapters::in_memory(backend), tables),
-            description,
-            new,
-        ))
-    }
-
-    /// The tables (and the stream, unless `--log` replaces it), what they are, and whether they
-    /// are new on disk.
-    async fn tables(&self) -> Result<(Adapters, String, bool), String> {
-        if self.local() {
-            return self.memory_tables();
-        }
-        let shards = self.shards;
-        if self.data_dir.is_some() {
-            return Err(
-                "--data-dir is for the in-memory backend; against an endpoint the archive is \
-                 the S3 bucket (TIDEMARK_ARCHIVE_BUCKET)"
-                    .into(),
-            );
-        }
-        let names = ResourceNames::from_env_or_defaults();
-        let endpoint = self.endpoint_url.as_deref();
-        let adapters = aws_adapters(endpoint, &names, shards)
-            .await
-            .map_err(|e| e.to_string())?;
-        let description = format!(
-            "stream {}, tables {}, {}, {}, {}, {} and bucket {} at {}",
-            names.stream,
-            names.status_table,
-            names.oplog_table,
-            names.deadletter_table,
-            names.idempotency_table,
-            names.history_table.as_deref().unwrap_or("(no history)"),
-            names.archive_bucket,
-            endpoint.unwrap_or("the AWS environment's endpoints")
-        );
-        Ok((adapters, description, false))
-    }
-}
-
-/// What `serve` runs on.
-struct Built {
-    adapters: Adapters,
-    /// A line saying what the stream and tables are.
-    description: String,
-    /// The log on disk (--data-dir).
-    log: Option<Arc<DiskLog>>,
-    /// The tables' file was just made: an archive already in the directory is read into it.
-    new_tables: bool,
-}
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     let (processor, limits, idempotency_ttl, stuck_after) = match (
